@@ -1,0 +1,146 @@
+//! A scriptable stand-in for an agent, for process-level tests and benchmarks
+//! (crashes, floods, signals, stray children). Each argument is one step, run in
+//! order:
+//!
+//! | step | effect |
+//! |---|---|
+//! | `out:<text>` / `err:<text>` | a line on stdout / stderr |
+//! | `read-line` | reads one line from stdin, prints `got: <line>` |
+//! | `echo-stdin` | prints `echo: <line>` for each stdin line until end of input |
+//! | `drain-stdin` | reads stdin to its end, printing nothing |
+//! | `sleep:<ms>` / `hang` | sleeps / sleeps for ever |
+//! | `exit:<code>` | exits with `code` |
+//! | `signal:<NAME>` | kills itself with signal `NAME` (e.g. `SEGV`) |
+//! | `ignore-term` | ignores SIGTERM from now on |
+//! | `flood-out:<bytes>` / `flood-err:<bytes>` | writes that many bytes in 1 KiB lines |
+//! | `blast-out:<bytes>` | writes that many bytes in 64 KiB writes of 1 KiB lines |
+//! | `long-line:<bytes>` | writes one line of that many bytes, without a newline |
+//! | `invalid-utf8` | writes bytes that are not UTF-8, then a newline |
+//! | `spawn-sleepers:<n>` | starts `n` children that sleep, prints `sleeper: <pid>` each |
+//! | `close-stdout` | closes its stdout |
+//! | `pid` / `cwd` / `env:<NAME>` | prints `pid: <pid>` / `cwd: <dir>` / `<NAME>=<value>` |
+//!
+//! Without steps it echoes stdin. It ends with exit code 0 after its last step.
+
+use std::io::{BufRead, Read, Write};
+use std::time::Duration;
+
+fn main() {
+    let steps: Vec<String> = std::env::args().skip(1).collect();
+    if steps.is_empty() {
+        run("echo-stdin");
+    }
+    for step in &steps {
+        run(step);
+    }
+}
+
+fn run(step: &str) {
+    let (name, arg) = step.split_once(':').unwrap_or((step, ""));
+    let number = || arg.parse::<u64>().unwrap_or_else(|_| panic!("step {step} needs a number"));
+    let mut out = std::io::stdout().lock();
+    match name {
+        "out" => line(&mut out, arg),
+        "err" => line(&mut std::io::stderr().lock(), arg),
+        "read-line" => {
+            let mut buf = String::new();
+            std::io::stdin().lock().read_line(&mut buf).ok();
+            line(&mut out, &format!("got: {}", buf.trim_end_matches('\n')));
+        }
+        "echo-stdin" => {
+            for l in std::io::stdin().lock().lines() {
+                let Ok(l) = l else { break };
+                line(&mut out, &format!("echo: {l}"));
+            }
+        }
+        "drain-stdin" => {
+            let mut sink = Vec::new();
+            std::io::stdin().lock().read_to_end(&mut sink).ok();
+        }
+        "sleep" => std::thread::sleep(Duration::from_millis(number())),
+        "hang" => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        "exit" => {
+            out.flush().ok();
+            std::process::exit(arg.parse().expect("exit code"));
+        }
+        "signal" => {
+            out.flush().ok();
+            let sig = signal(arg);
+            // SAFETY: restoring the default action, then raising: plain libc calls.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            }
+        }
+        "ignore-term" => {
+            // SAFETY: ignoring a signal is a plain libc call.
+            unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+        }
+        "flood-out" => flood(&mut out, number(), 1024),
+        "flood-err" => flood(&mut std::io::stderr().lock(), number(), 1024),
+        "blast-out" => flood(&mut out, number(), 64 * 1024),
+        "long-line" => {
+            let chunk = vec![b'L'; 64 * 1024];
+            let mut left = number() as usize;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                write(&mut out, &chunk[..n]);
+                left -= n;
+            }
+            out.flush().ok();
+        }
+        "invalid-utf8" => write(&mut out, b"bad \xff\xfe bytes \xc3\n"),
+        "spawn-sleepers" => {
+            let me = std::env::current_exe().expect("own path");
+            for _ in 0..number() {
+                let child = std::process::Command::new(&me)
+                    .arg("hang")
+                    .stdin(std::process::Stdio::null())
+                    .spawn()
+                    .expect("spawn sleeper");
+                line(&mut out, &format!("sleeper: {}", child.id()));
+                std::mem::forget(child);
+            }
+        }
+        "close-stdout" => {
+            out.flush().ok();
+            // SAFETY: closing our own stdout descriptor.
+            unsafe { libc::close(1) };
+        }
+        "pid" => line(&mut out, &format!("pid: {}", std::process::id())),
+        "cwd" => line(&mut out, &format!("cwd: {}", std::env::current_dir().unwrap().display())),
+        "env" => line(&mut out, &format!("{arg}={}", std::env::var(arg).unwrap_or_default())),
+        other => panic!("unknown step {other}"),
+    }
+}
+
+fn line(w: &mut impl Write, text: &str) {
+    write(w, format!("{text}\n").as_bytes());
+    w.flush().ok();
+}
+
+fn write(w: &mut impl Write, bytes: &[u8]) {
+    if w.write_all(bytes).is_err() {
+        // The reader went away: an agent would die of SIGPIPE here.
+        std::process::exit(141);
+    }
+}
+
+fn flood(w: &mut impl Write, bytes: u64, write_size: usize) {
+    let mut text = vec![b'x'; 1023];
+    text.push(b'\n');
+    let block: Vec<u8> = text.iter().copied().cycle().take(write_size.max(1024)).collect();
+    let mut left = bytes as usize;
+    while left > 0 {
+        let n = left.min(block.len());
+        write(w, &block[..n]);
+        left -= n;
+    }
+    w.flush().ok();
+}
+
+fn signal(name: &str) -> i32 {
+    claude_session_spawner::process::signal_number(name).unwrap_or_else(|| panic!("unknown signal {name}"))
+}

@@ -1,0 +1,103 @@
+//! The one event type through which the core reports what happens, and the handler
+//! trait a spawner delivers it to. The Node binding implements the handler by
+//! forwarding each event to JavaScript; Rust programs pass a closure or a channel.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::status::SessionStatus;
+
+/// Which stream of the agent a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// A piece of output as it arrived. It holds a share of the spawner's output credit
+/// until it is dropped: a handler that keeps chunks slows the readers (and so the
+/// agents) down instead of letting memory grow.
+pub struct OutputChunk {
+    pub session_id: Arc<str>,
+    pub stream: Stream,
+    /// Decoded as UTF-8; invalid bytes become U+FFFD (the log on disk keeps the bytes).
+    pub data: String,
+    pub(crate) _credit: Option<OwnedSemaphorePermit>,
+}
+
+impl fmt::Debug for OutputChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutputChunk")
+            .field("session_id", &self.session_id)
+            .field("stream", &self.stream)
+            .field("data", &self.data)
+            .finish()
+    }
+}
+
+/// Everything a spawner reports. Per session, events come in order: `SessionSpawned`,
+/// output, then exactly one `SessionEnded` after the last output.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SpawnerEvent {
+    /// The agent process started.
+    SessionSpawned { session_id: Arc<str>, pid: u32 },
+    /// A chunk of stdout or stderr.
+    SessionOutput(OutputChunk),
+    /// The session's timeout elapsed; its process group is being stopped.
+    SessionTimeout { session_id: Arc<str> },
+    /// The session ended; `status` is final.
+    SessionEnded { session_id: Arc<str>, status: Box<SessionStatus> },
+}
+
+impl SpawnerEvent {
+    /// The name the JavaScript API uses for this event.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SessionSpawned { .. } => "session-spawned",
+            Self::SessionOutput(_) => "session-output",
+            Self::SessionTimeout { .. } => "session-timeout",
+            Self::SessionEnded { .. } => "session-ended",
+        }
+    }
+
+    pub fn session_id(&self) -> &str {
+        match self {
+            Self::SessionSpawned { session_id, .. }
+            | Self::SessionTimeout { session_id }
+            | Self::SessionEnded { session_id, .. } => session_id,
+            Self::SessionOutput(chunk) => &chunk.session_id,
+        }
+    }
+}
+
+/// Receives a spawner's events. Called from the spawner's tasks, so it must return
+/// quickly; hand the event on (to a channel, a JavaScript queue) rather than work on it.
+pub trait EventHandler: Send + Sync + 'static {
+    fn handle(&self, event: SpawnerEvent);
+}
+
+impl<F: Fn(SpawnerEvent) + Send + Sync + 'static> EventHandler for F {
+    fn handle(&self, event: SpawnerEvent) {
+        self(event)
+    }
+}
+
+/// Sends every event into an unbounded Tokio channel.
+impl EventHandler for tokio::sync::mpsc::UnboundedSender<SpawnerEvent> {
+    fn handle(&self, event: SpawnerEvent) {
+        // A closed receiver means nobody listens any more; dropping is then correct.
+        let _ = self.send(event);
+    }
+}

@@ -1,0 +1,166 @@
+//! How a spawner runs its agents: which executable, which protocol, how long it
+//! waits before killing, how much output and history it keeps in memory.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::{ConfigError, Fields};
+use crate::protocol::Protocol;
+
+/// Spawner-wide settings. Every field has a default; see [`SpawnerOptions::default`].
+#[derive(Debug, Clone)]
+pub struct SpawnerOptions {
+    /// The agent executable. `None`: `$CLAUDE_PATH`, else `claude` on `PATH`.
+    pub claude_path: Option<PathBuf>,
+    pub protocol: Protocol,
+    /// Appended to the agent's argument vector, after what the protocol passes.
+    pub extra_args: Vec<String>,
+    /// Between SIGTERM to a session's process group and SIGKILL.
+    pub grace_period: Duration,
+    /// How many ended sessions stay queryable.
+    pub history_size: usize,
+    /// How much of each stream (the newest part) a session's status keeps in memory.
+    /// The complete stream is always in the session directory.
+    pub output_buffer_bytes: usize,
+    /// Bytes of output that may be on their way to the event handler at once, over all
+    /// sessions. When the handler falls behind, the readers wait, and so do the agents.
+    pub output_credit_bytes: usize,
+}
+
+impl Default for SpawnerOptions {
+    fn default() -> Self {
+        Self {
+            claude_path: None,
+            protocol: Protocol::StreamJson,
+            extra_args: Vec::new(),
+            grace_period: Duration::from_millis(5000),
+            history_size: 100,
+            output_buffer_bytes: 1 << 20,
+            output_credit_bytes: 8 << 20,
+        }
+    }
+}
+
+impl SpawnerOptions {
+    pub fn claude_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.claude_path = Some(path.into());
+        self
+    }
+
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    pub fn extra_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.extra_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
+        self
+    }
+
+    pub fn history_size(mut self, size: usize) -> Self {
+        self.history_size = size;
+        self
+    }
+
+    pub fn output_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.output_buffer_bytes = bytes;
+        self
+    }
+
+    /// The executable this spawner will start.
+    pub fn resolved_claude_path(&self) -> PathBuf {
+        self.claude_path
+            .clone()
+            .or_else(|| std::env::var_os("CLAUDE_PATH").filter(|p| !p.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("claude"))
+    }
+
+    /// Reads options in the JavaScript shape (`claudePath`, `gracePeriodMs`, ...).
+    /// Unknown keys are refused: a misspelt option silently ignored is a surprise.
+    pub fn from_json(value: &Value) -> Result<Self, ConfigError> {
+        let o = Fields::of(value, "options")?;
+        const KNOWN: [&str; 7] = [
+            "claudePath",
+            "protocol",
+            "extraArgs",
+            "gracePeriodMs",
+            "historySize",
+            "outputBufferBytes",
+            "outputCreditBytes",
+        ];
+        if let Some(unknown) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(ConfigError::new(
+                o.path_of(unknown),
+                format!("is not an option (known: {})", KNOWN.join(", ")),
+            ));
+        }
+        let mut options = Self::default();
+        if let Some(path) = o.opt_string("claudePath")? {
+            if path.is_empty() {
+                return Err(ConfigError::new("options.claudePath", "must not be empty"));
+            }
+            options.claude_path = Some(path.into());
+        }
+        if let Some(protocol) = o.opt_string("protocol")? {
+            options.protocol = protocol.parse().map_err(|_| {
+                ConfigError::new("options.protocol", "must be 'stream-json' or 'text'")
+            })?;
+        }
+        if let Some(args) = o.opt_strings("extraArgs")? {
+            options.extra_args = args;
+        }
+        if let Some(ms) = o.opt_count("gracePeriodMs")? {
+            options.grace_period = Duration::from_millis(ms);
+        }
+        if let Some(n) = o.opt_count("historySize")? {
+            options.history_size = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = o.opt_count("outputBufferBytes")? {
+            options.output_buffer_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = o.opt_count("outputCreditBytes")? {
+            if n == 0 {
+                return Err(ConfigError::new("options.outputCreditBytes", "must be positive"));
+            }
+            options.output_credit_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults() {
+        let o = SpawnerOptions::from_json(&json!({})).unwrap();
+        assert_eq!(o.protocol, Protocol::StreamJson);
+        assert_eq!(o.grace_period, Duration::from_secs(5));
+        assert_eq!(o.history_size, 100);
+        assert_eq!(o.output_buffer_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn reads_and_refuses() {
+        let o = SpawnerOptions::from_json(&json!({"protocol": "text", "gracePeriodMs": 10, "extraArgs": ["-x"]}))
+            .unwrap();
+        assert_eq!(o.protocol, Protocol::Text);
+        assert_eq!(o.grace_period, Duration::from_millis(10));
+        assert_eq!(o.extra_args, ["-x"]);
+        let e = SpawnerOptions::from_json(&json!({"protocol": "xml"})).unwrap_err();
+        assert_eq!(e.field, "options.protocol");
+        let e = SpawnerOptions::from_json(&json!({"gracePeriod": 5})).unwrap_err();
+        assert_eq!(e.field, "options.gracePeriod");
+        let e = SpawnerOptions::from_json(&json!({"extraArgs": "-x"})).unwrap_err();
+        assert_eq!(e.message, "options.extraArgs must be an array of strings");
+    }
+}

@@ -1,0 +1,162 @@
+//! Unix process control. The agent is started with `posix_spawn` where the standard
+//! library can (no `fork` of a large daemon), as leader of a new process group.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use super::{AgentCommand, ExitStatus};
+
+/// A started agent: its pid (also its process group id) and its pipes.
+#[derive(Debug)]
+pub struct AgentProcess {
+    pub pid: u32,
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+impl AgentProcess {
+    pub fn spawn(cmd: &AgentCommand) -> io::Result<Self> {
+        let mut command = Command::new(&cmd.program);
+        command
+            .args(&cmd.args)
+            .current_dir(&cmd.cwd)
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn()?;
+        let pid = child.id();
+        let take = |fd: Option<OwnedFd>| fd.ok_or_else(|| io::Error::other("pipe missing"));
+        // Dropping a std `Child` neither kills nor waits: from here on the pid is ours
+        // to watch and reap (see `wait_exit` and `reap`).
+        Ok(Self {
+            pid,
+            stdin: take(child.stdin.take().map(OwnedFd::from))?,
+            stdout: take(child.stdout.take().map(OwnedFd::from))?,
+            stderr: take(child.stderr.take().map(OwnedFd::from))?,
+        })
+    }
+}
+
+/// Sends `signal` to every process in group `pgid`. A group that no longer exists is
+/// not an error: stopping something already gone succeeded.
+pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    if pgid <= 1 {
+        // killpg(0) or (1) would hit our own group or everything: never.
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: plain syscall on integers.
+    if unsafe { libc::killpg(pgid, signal) } == 0 {
+        return Ok(());
+    }
+    match io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// Whether any process of group `pgid` is still there (zombies included).
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence and permission.
+    pgid > 1 && (unsafe { libc::killpg(pgid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// How child `pid` ended, if it has, without reaping it.
+pub fn exit_status_nowait(pid: u32) -> io::Result<Option<ExitStatus>> {
+    waitid(pid, libc::WEXITED | libc::WNOWAIT | libc::WNOHANG)
+}
+
+/// Reaps child `pid`, which must already have exited (see [`wait_exit`]).
+pub fn reap(pid: u32) -> io::Result<ExitStatus> {
+    waitid(pid, libc::WEXITED)?.ok_or_else(|| io::Error::other("child vanished"))
+}
+
+fn waitid(pid: u32, options: libc::c_int) -> io::Result<Option<ExitStatus>> {
+    loop {
+        // SAFETY: zeroed siginfo is valid; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, options) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let (child, code, status) = siginfo_fields(&info);
+        if child == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match code {
+            libc::CLD_EXITED => ExitStatus::Code(status),
+            libc::CLD_DUMPED => ExitStatus::Signal { signal: status, core_dumped: true },
+            _ => ExitStatus::Signal { signal: status, core_dumped: false },
+        }));
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn siginfo_fields(info: &libc::siginfo_t) -> (libc::pid_t, libc::c_int, libc::c_int) {
+    // SAFETY: waitid filled the SIGCHLD fields (or left them zero).
+    unsafe { (info.si_pid(), info.si_code, info.si_status()) }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn siginfo_fields(info: &libc::siginfo_t) -> (libc::pid_t, libc::c_int, libc::c_int) {
+    (info.si_pid, info.si_code, info.si_status)
+}
+
+/// Waits until child `pid` exits, without reaping it. On Linux a pidfd wakes the
+/// runtime; elsewhere (or where pidfds are refused) a blocking thread waits.
+pub async fn wait_exit(pid: u32) -> io::Result<ExitStatus> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(fd) = pidfd_open(pid) {
+        // SAFETY: the AsyncFd owns `fd`, which stays open and unchanged while it lives.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        loop {
+            if let Some(status) = exit_status_nowait(pid)? {
+                return Ok(status);
+            }
+            let mut ready = fd.readable().await?;
+            ready.clear_ready();
+        }
+    }
+    tokio::task::spawn_blocking(move || waitid(pid, libc::WEXITED | libc::WNOWAIT))
+        .await
+        .map_err(io::Error::other)?
+        .and_then(|s| s.ok_or_else(|| io::Error::other("child vanished")))
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Resizes a pipe's buffer (Linux only; elsewhere a no-op).
+pub fn set_pipe_size(fd: &OwnedFd, bytes: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: fcntl on an fd we own; failure leaves the pipe as it was.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (fd.as_raw_fd(), bytes);
+}

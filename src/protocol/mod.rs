@@ -1,0 +1,133 @@
+//! How the spawner talks to an agent: the argument vector, what goes on stdin, and
+//! what is learnt from stdout. `stream-json` drives Claude Code headless; `text` is
+//! for any other agent command line (prompt on stdin, raw output, metrics guessed
+//! from the text as the TypeScript module did).
+
+mod stream_json;
+mod text;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::config::SessionConfig;
+use crate::status::SessionMetrics;
+
+pub use stream_json::claude_tool_name;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Claude Code's headless mode: JSON lines both ways.
+    #[default]
+    StreamJson,
+    /// Plain text: prompt on stdin, output as it comes.
+    Text,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StreamJson => "stream-json",
+            Self::Text => "text",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "stream-json" => Ok(Self::StreamJson),
+            "text" => Ok(Self::Text),
+            _ => Err(()),
+        }
+    }
+}
+
+/// What the protocol needs to start one session.
+pub(crate) struct LaunchInput<'a> {
+    pub config: &'a SessionConfig,
+    pub claude_md: &'a str,
+    pub prompt: &'a str,
+    /// The Claude Code conversation id (`--session-id`).
+    pub conversation_id: &'a str,
+}
+
+/// The argument vector (without the program, before `extraArgs`) and the first bytes
+/// for stdin.
+pub(crate) struct Launch {
+    pub args: Vec<OsString>,
+    pub first_input: Vec<u8>,
+}
+
+impl Protocol {
+    pub(crate) fn launch(self, input: &LaunchInput<'_>) -> Launch {
+        match self {
+            Self::StreamJson => stream_json::launch(input),
+            Self::Text => text::launch(input),
+        }
+    }
+
+    /// How `sendInput` text is written to the agent.
+    pub(crate) fn encode_input(self, text: &str) -> Vec<u8> {
+        match self {
+            Self::StreamJson => stream_json::user_message(text),
+            Self::Text => text.as_bytes().to_vec(),
+        }
+    }
+
+    pub(crate) fn observer(self) -> Observer {
+        match self {
+            Self::StreamJson => Observer::StreamJson(stream_json::Observer::new()),
+            Self::Text => Observer::Text(text::Observer::new()),
+        }
+    }
+}
+
+/// Reads what the agent prints on stdout and learns from it.
+pub(crate) enum Observer {
+    StreamJson(stream_json::Observer),
+    Text(text::Observer),
+}
+
+/// What an observer learnt from a chunk, applied to the session by the reader.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    pub metrics: SessionMetrics,
+}
+
+impl Findings {
+    pub fn is_empty(&self) -> bool {
+        self.metrics == SessionMetrics::default()
+    }
+}
+
+impl Observer {
+    pub(crate) fn on_stdout(&mut self, chunk: &[u8], found: &mut Findings) {
+        match self {
+            Self::StreamJson(o) => o.on_stdout(chunk, found),
+            Self::Text(o) => o.on_stdout(chunk, found),
+        }
+    }
+
+    pub(crate) fn on_eof(&mut self, found: &mut Findings) {
+        match self {
+            Self::StreamJson(o) => o.on_eof(found),
+            Self::Text(o) => o.on_eof(found),
+        }
+    }
+}
+
+pub(crate) fn add_metrics(into: &mut SessionMetrics, delta: &SessionMetrics) {
+    into.commands_executed += delta.commands_executed;
+    into.files_modified += delta.files_modified;
+    into.approval_prompts += delta.approval_prompts;
+    into.escalations += delta.escalations;
+    into.errors += delta.errors;
+}

@@ -1,0 +1,229 @@
+//! One session: its config, its mutable record (state, output tails, metrics), the
+//! channels to its supervisor and stdin writer, and its completion signal.
+
+pub(crate) mod pump;
+pub(crate) mod stdin;
+pub(crate) mod supervisor;
+
+use std::future::{Future, IntoFuture};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::SessionConfig;
+use crate::event::Stream;
+use crate::output::TailBuffer;
+use crate::protocol::Protocol;
+use crate::status::{last_chars, CrashReport, SessionMetrics, SessionState, SessionStatus, TokenUsage};
+
+pub(crate) use stdin::StdinCommand;
+
+/// Why the spawner stopped a session; the first reason given wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    Timeout,
+    Terminated,
+}
+
+/// A request to the supervisor to signal the session's process group.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StopRequest {
+    pub graceful: bool,
+}
+
+/// What can change while a session lives. Locked briefly by readers and queries.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub state: SessionState,
+    pub pid: Option<u32>,
+    pub start_time: SystemTime,
+    pub started: Instant,
+    pub end_time: Option<SystemTime>,
+    pub execution_time_ms: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub error_message: Option<String>,
+    pub stdout: TailBuffer,
+    pub stderr: TailBuffer,
+    pub token_usage: Option<TokenUsage>,
+    pub metrics: SessionMetrics,
+    pub stop: Option<StopReason>,
+    /// The agent exited; its pid may already be reaped and must not be used.
+    pub exited: bool,
+    /// The last live state, for crash reports.
+    pub last_live_state: SessionState,
+}
+
+impl Record {
+    pub fn tail_mut(&mut self, stream: Stream) -> &mut TailBuffer {
+        match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        }
+    }
+}
+
+/// Channels into a running session.
+pub(crate) struct Control {
+    pub stop: mpsc::UnboundedSender<StopRequest>,
+    pub stdin: mpsc::UnboundedSender<StdinCommand>,
+}
+
+pub(crate) struct Session {
+    pub id: Arc<str>,
+    /// Spawn order, for listings.
+    pub seq: u64,
+    pub config: Arc<SessionConfig>,
+    pub dir: PathBuf,
+    pub protocol: Protocol,
+    pub record: Mutex<Record>,
+    pub control: Option<Control>,
+    ended: watch::Sender<bool>,
+}
+
+impl Session {
+    pub fn new(
+        id: Arc<str>,
+        seq: u64,
+        config: Arc<SessionConfig>,
+        dir: PathBuf,
+        protocol: Protocol,
+        buffer_bytes: usize,
+        control: Option<Control>,
+    ) -> Self {
+        Self {
+            id,
+            seq,
+            config,
+            dir,
+            protocol,
+            record: Mutex::new(Record {
+                state: SessionState::Initializing,
+                pid: None,
+                start_time: SystemTime::now(),
+                started: Instant::now(),
+                end_time: None,
+                execution_time_ms: None,
+                exit_code: None,
+                signal: None,
+                error_message: None,
+                stdout: TailBuffer::new(buffer_bytes),
+                stderr: TailBuffer::new(buffer_bytes),
+                token_usage: None,
+                metrics: SessionMetrics::default(),
+                stop: None,
+                exited: false,
+                last_live_state: SessionState::Initializing,
+            }),
+            control,
+            ended: watch::channel(false).0,
+        }
+    }
+
+    pub fn state(&self) -> SessionState {
+        self.record.lock().state
+    }
+
+    pub fn status(&self) -> SessionStatus {
+        snapshot(&self.id, &self.record.lock())
+    }
+
+    /// Marks the session ended with `state` and returns the final status; `None` when
+    /// it had already ended (a session ends once).
+    pub fn finish(&self, state: SessionState, error_message: Option<String>) -> Option<SessionStatus> {
+        let mut r = self.record.lock();
+        if r.state.is_ended() {
+            return None;
+        }
+        r.last_live_state = r.state;
+        r.state = state;
+        r.exited = true;
+        if r.error_message.is_none() {
+            r.error_message = error_message;
+        }
+        let now = SystemTime::now();
+        r.end_time = Some(now);
+        r.execution_time_ms = Some(r.started.elapsed().as_millis() as u64);
+        Some(snapshot(&self.id, &r))
+    }
+
+    pub fn notify_ended(&self) {
+        self.ended.send_replace(true);
+    }
+
+    pub fn completion(self: &Arc<Self>) -> Completion {
+        Completion {
+            ended: self.ended.subscribe(),
+            session: Arc::clone(self),
+        }
+    }
+
+    pub fn crash_report(&self) -> Option<CrashReport> {
+        let r = self.record.lock();
+        if r.state != SessionState::Crashed {
+            return None;
+        }
+        let stderr = r.stderr.to_text();
+        Some(CrashReport {
+            session_id: self.id.to_string(),
+            timestamp: r.end_time.unwrap_or(r.start_time),
+            signal: r.signal.clone(),
+            exit_code: r.exit_code,
+            last_state: r.last_live_state.as_str().to_owned(),
+            last_output: last_chars(&r.stdout.to_text(), 1000),
+            stack_trace: (!stderr.is_empty()).then(|| last_chars(&stderr, 4000)),
+        })
+    }
+}
+
+fn snapshot(id: &str, r: &Record) -> SessionStatus {
+    SessionStatus {
+        session_id: id.to_owned(),
+        state: r.state,
+        pid: r.pid,
+        start_time: r.start_time,
+        end_time: r.end_time,
+        execution_time_ms: r.execution_time_ms,
+        exit_code: r.exit_code,
+        signal: r.signal.clone(),
+        error_message: r.error_message.clone(),
+        stdout: r.stdout.to_text(),
+        stderr: r.stderr.to_text(),
+        token_usage: r.token_usage,
+        metrics: r.metrics,
+    }
+}
+
+/// Resolves with the final status once the session has ended and its
+/// `SessionEnded` event has been handed to the event handler.
+pub struct Completion {
+    ended: watch::Receiver<bool>,
+    session: Arc<Session>,
+}
+
+impl Completion {
+    pub async fn wait(mut self) -> SessionStatus {
+        // The sender lives in the session we hold, so this cannot fail.
+        let _ = self.ended.wait_for(|ended| *ended).await;
+        self.session.status()
+    }
+}
+
+impl IntoFuture for Completion {
+    type Output = SessionStatus;
+    type IntoFuture = Pin<Box<dyn Future<Output = SessionStatus> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.wait())
+    }
+}
+
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completion").field("session_id", &self.session.id).finish()
+    }
+}

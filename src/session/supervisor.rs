@@ -1,0 +1,220 @@
+//! The life of a running session, from spawn to its single `SessionEnded`:
+//! it watches the agent's exit, the timeout and stop requests; stops the process
+//! group with SIGTERM then SIGKILL after the grace period; kills whatever the agent
+//! left in its group when it exits; reaps it; waits for both streams to be fully
+//! read; then records the final state and reports it.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+use tracing::Instrument;
+
+use super::{Session, StopReason, StopRequest};
+use crate::event::SpawnerEvent;
+use crate::process::{self, signal_name, ExitStatus};
+use crate::spawner::Shared;
+use crate::status::SessionState;
+
+/// How long the streams may stay open after the agent and its group are gone. Only a
+/// process that left the group (`setsid`) can hold them that long.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+pub(crate) struct Running {
+    pub pid: u32,
+    pub stops: mpsc::UnboundedReceiver<StopRequest>,
+    pub stdout: JoinHandle<()>,
+    pub stderr: JoinHandle<()>,
+    pub stdin: JoinHandle<()>,
+}
+
+/// Runs the session to its end. A panic inside is caught: the session then ends
+/// `failed` and its group is killed, so nobody waits for it forever.
+pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
+    let pid = running.pid;
+    let span = tracing::info_span!("session", id = %session.id, pid);
+    let inner = tokio::spawn(
+        run(Arc::clone(&shared), Arc::clone(&session), running).instrument(span.clone()),
+    );
+    if let Err(e) = inner.await {
+        if !session.record.lock().exited {
+            let _ = process::signal_group(pid, libc::SIGKILL);
+            let _ = process::reap(pid);
+        }
+        let message = format!("internal error while supervising the session: {e}");
+        span.in_scope(|| tracing::error!("{message}"));
+        end(&shared, &session, SessionState::Failed, Some(message));
+    }
+}
+
+async fn run(shared: Arc<Shared>, session: Arc<Session>, mut running: Running) {
+    let pid = running.pid;
+    let grace = shared.options.grace_period;
+    let mut deadline = session
+        .config
+        .timeout_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut kill_at: Option<Instant> = None;
+    let mut exit = pin!(process::wait_exit(pid));
+    tracing::info!("running");
+
+    let exit = loop {
+        tokio::select! {
+            biased;
+            status = &mut exit => break status,
+            Some(request) = running.stops.recv() => {
+                if request.graceful {
+                    if kill_at.is_none() {
+                        signal(pid, libc::SIGTERM);
+                        kill_at = Some(Instant::now() + grace);
+                    }
+                } else {
+                    signal(pid, libc::SIGKILL);
+                }
+            }
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                deadline = None;
+                if mark_stop(&session, StopReason::Timeout) {
+                    tracing::info!("timed out");
+                    shared.emit(SpawnerEvent::SessionTimeout { session_id: Arc::clone(&session.id) });
+                }
+                if kill_at.is_none() {
+                    signal(pid, libc::SIGTERM);
+                    kill_at = Some(Instant::now() + grace);
+                }
+            }
+            _ = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
+                tracing::info!("grace period over");
+                signal(pid, libc::SIGKILL);
+                kill_at = None;
+            }
+        }
+    };
+
+    // The agent is a zombie now, so its pid (the group id) is still reserved: the
+    // group can be killed without any risk of hitting a reused id. Then reap.
+    session.record.lock().exited = true;
+    if process::group_alive(pid) {
+        signal(pid, libc::SIGKILL);
+    }
+    let exit = exit.and_then(|_| process::reap(pid));
+    drop(running.stops);
+
+    let streams = async {
+        let _ = (&mut running.stdout).await;
+        let _ = (&mut running.stderr).await;
+    };
+    if tokio::time::timeout(DRAIN_LIMIT, streams).await.is_err() {
+        tracing::warn!("output still open after the agent's group was killed; stopped reading it");
+        running.stdout.abort();
+        running.stderr.abort();
+    }
+    running.stdin.abort();
+
+    let (state, message) = {
+        let mut r = session.record.lock();
+        match exit {
+            Ok(ExitStatus::Code(code)) => r.exit_code = Some(code),
+            Ok(ExitStatus::Signal { signal, .. }) => r.signal = Some(signal_name(signal)),
+            Err(_) => {}
+        }
+        final_state(r.stop, &exit, session.config.timeout_ms)
+    };
+    end(&shared, &session, state, message);
+}
+
+/// The state a session ends in: the spawner's own reason to stop it comes first, then
+/// how the agent exited.
+fn final_state(
+    stop: Option<StopReason>,
+    exit: &std::io::Result<ExitStatus>,
+    timeout_ms: Option<u64>,
+) -> (SessionState, Option<String>) {
+    match (stop, exit) {
+        (Some(StopReason::Timeout), _) => (
+            SessionState::Timeout,
+            Some(format!("session timed out after {} ms", timeout_ms.unwrap_or(0))),
+        ),
+        (Some(StopReason::Terminated), _) => (SessionState::Terminated, None),
+        (None, Ok(ExitStatus::Code(0))) => (SessionState::Completed, None),
+        (None, Ok(ExitStatus::Code(code))) => (
+            SessionState::Failed,
+            Some(format!("agent exited with code {code}")),
+        ),
+        (None, Ok(ExitStatus::Signal { signal, core_dumped })) => (
+            SessionState::Crashed,
+            Some(format!(
+                "agent was killed by signal {}{}",
+                signal_name(*signal),
+                if *core_dumped { " (core dumped)" } else { "" }
+            )),
+        ),
+        (None, Err(e)) => (SessionState::Failed, Some(format!("lost track of the agent: {e}"))),
+    }
+}
+
+/// Records the final state, moves the session to history, reports `SessionEnded`,
+/// and only then releases whoever awaits the completion.
+pub(crate) fn end(shared: &Shared, session: &Arc<Session>, state: SessionState, message: Option<String>) {
+    let Some(status) = session.finish(state, message) else {
+        return;
+    };
+    tracing::info!(state = state.as_str(), "ended");
+    shared.table.lock().on_ended(session);
+    shared.emit(SpawnerEvent::SessionEnded {
+        session_id: Arc::clone(&session.id),
+        status: Box::new(status),
+    });
+    session.notify_ended();
+}
+
+/// Sets the stop reason unless one is set; true when this call set it.
+pub(crate) fn mark_stop(session: &Session, reason: StopReason) -> bool {
+    let mut r = session.record.lock();
+    if r.stop.is_some() || r.state.is_ended() {
+        return false;
+    }
+    r.stop = Some(reason);
+    true
+}
+
+fn signal(pgid: u32, sig: i32) {
+    tracing::debug!(signal = %signal_name(sig), "signalling the process group");
+    if let Err(e) = process::signal_group(pgid, sig) {
+        tracing::warn!(error = %e, "signalling the process group failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_reasons_come_before_exit_status() {
+        let term = Ok(ExitStatus::Code(143));
+        assert_eq!(final_state(Some(StopReason::Timeout), &term, Some(50)).0, SessionState::Timeout);
+        assert_eq!(
+            final_state(Some(StopReason::Timeout), &term, Some(50)).1.as_deref(),
+            Some("session timed out after 50 ms")
+        );
+        let killed = Ok(ExitStatus::Signal { signal: libc::SIGKILL, core_dumped: false });
+        assert_eq!(final_state(Some(StopReason::Terminated), &killed, None).0, SessionState::Terminated);
+    }
+
+    #[test]
+    fn exit_status_decides_otherwise() {
+        assert_eq!(final_state(None, &Ok(ExitStatus::Code(0)), None), (SessionState::Completed, None));
+        let (state, msg) = final_state(None, &Ok(ExitStatus::Code(3)), None);
+        assert_eq!(state, SessionState::Failed);
+        assert_eq!(msg.as_deref(), Some("agent exited with code 3"));
+        let (state, msg) =
+            final_state(None, &Ok(ExitStatus::Signal { signal: libc::SIGSEGV, core_dumped: true }), None);
+        assert_eq!(state, SessionState::Crashed);
+        assert_eq!(msg.as_deref(), Some("agent was killed by signal SIGSEGV (core dumped)"));
+        let lost = Err(std::io::Error::from_raw_os_error(libc::ECHILD));
+        assert_eq!(final_state(None, &lost, None).0, SessionState::Failed);
+    }
+}

@@ -1,0 +1,418 @@
+//! The spawner: starts sessions, answers queries about them, stops them. One
+//! spawner owns its session table and reports through one [`EventHandler`].
+
+use std::ffi::OsString;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::charter::{render_claude_md, render_task_prompt};
+use crate::config::SessionConfig;
+use crate::error::SpawnError;
+use crate::event::{EventHandler, SpawnerEvent, Stream};
+use crate::options::SpawnerOptions;
+use crate::process::{self, AgentCommand, AgentProcess};
+use crate::protocol::LaunchInput;
+use crate::session::supervisor::{self, Running};
+use crate::session::pump::Pump;
+use crate::session::stdin::write_stdin;
+use crate::session::{Completion, Control, Session, StdinCommand, StopReason, StopRequest};
+use crate::status::{CrashReport, MetricsSummary, SessionState, SessionStatus};
+use crate::table::SessionTable;
+
+/// Environment variable naming the session an agent process belongs to. Inherited by
+/// everything the agent starts, so the session's processes can be told apart.
+pub const SESSION_ID_ENV: &str = "CLAUDE_SESSION_SPAWNER_SESSION_ID";
+
+/// What `spawn_session` returns.
+#[derive(Debug)]
+pub struct SpawnResult {
+    pub session_id: String,
+    /// A snapshot taken when the agent had started.
+    pub status: SessionStatus,
+    /// Resolves with the final status after the session's `SessionEnded` event.
+    pub completion: Completion,
+}
+
+pub(crate) struct Shared {
+    pub options: SpawnerOptions,
+    claude_path: PathBuf,
+    handler: Box<dyn EventHandler>,
+    runtime: Handle,
+    pub table: Mutex<SessionTable>,
+    credit: Arc<Semaphore>,
+    credit_total: usize,
+    seq: AtomicU64,
+}
+
+impl Shared {
+    pub fn emit(&self, event: SpawnerEvent) {
+        let handler = &self.handler;
+        // A handler that panics must not take a session's supervisor down with it.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(event))).is_err() {
+            tracing::error!("event handler panicked; event dropped");
+        }
+    }
+
+    /// A share of the output credit for `bytes` of output, waited for when the
+    /// handler is behind.
+    pub async fn output_credit(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let want = bytes.clamp(1, self.credit_total) as u32;
+        Arc::clone(&self.credit).acquire_many_owned(want).await.ok()
+    }
+}
+
+/// Spawns and supervises agent sessions. Cheap to clone; clones share the sessions.
+#[derive(Clone)]
+pub struct Spawner {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawner")
+            .field("options", &self.shared.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Spawner {
+    /// A spawner on the current Tokio runtime.
+    pub fn new(options: SpawnerOptions, handler: impl EventHandler) -> Result<Self, SpawnError> {
+        let runtime = Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
+        Ok(Self::with_runtime(options, handler, runtime))
+    }
+
+    /// A spawner whose sessions run on `runtime`; its methods may then be called from
+    /// any thread.
+    pub fn with_runtime(options: SpawnerOptions, handler: impl EventHandler, runtime: Handle) -> Self {
+        let credit_total = options.output_credit_bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        Self {
+            shared: Arc::new(Shared {
+                claude_path: options.resolved_claude_path(),
+                table: Mutex::new(SessionTable::new(options.history_size)),
+                options,
+                handler: Box::new(handler),
+                runtime,
+                credit: Arc::new(Semaphore::new(credit_total)),
+                credit_total,
+                seq: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn options(&self) -> &SpawnerOptions {
+        &self.shared.options
+    }
+
+    /// The executable sessions start.
+    pub fn claude_path(&self) -> &Path {
+        &self.shared.claude_path
+    }
+
+    /// Writes the session directory, starts the agent and sends it the task prompt.
+    /// Returns once the agent runs. Errors after the session got its id record it as
+    /// `failed` (with its own `SessionEnded`).
+    pub fn spawn_session(&self, config: SessionConfig) -> Result<SpawnResult, SpawnError> {
+        let shared = &self.shared;
+        let id: Arc<str> = format!("claude-session-{}", uuid::Uuid::new_v4()).into();
+        let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+        let config = Arc::new(config);
+        let dir = config.working_directory.join(".vp-daemon").join("sessions").join(&*id);
+        let protocol = shared.options.protocol;
+        let _span = tracing::info_span!("session", id = %id).entered();
+
+        let (stop_tx, stop_rx) = mpsc::unbounded_channel();
+        let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
+        let session = Arc::new(Session::new(
+            Arc::clone(&id),
+            seq,
+            Arc::clone(&config),
+            dir.clone(),
+            protocol,
+            shared.options.output_buffer_bytes,
+            Some(Control { stop: stop_tx, stdin: stdin_tx.clone() }),
+        ));
+        shared.table.lock().insert(Arc::clone(&session));
+
+        let prepared = match self.prepare(&id, &config, &dir) {
+            Ok(p) => p,
+            Err(e) => return Err(self.fail(&session, e)),
+        };
+        let agent = match AgentProcess::spawn(&prepared.command) {
+            Ok(agent) => agent,
+            Err(source) => {
+                let e = SpawnError::Spawn {
+                    session_id: id.to_string(),
+                    path: prepared.command.program.clone(),
+                    source,
+                };
+                return Err(self.fail(&session, e));
+            }
+        };
+        let pid = agent.pid;
+        {
+            let mut r = session.record.lock();
+            r.pid = Some(pid);
+            r.state = SessionState::Running;
+        }
+        tracing::info!(pid, "spawned");
+        let _ = stdin_tx.send(StdinCommand::Write(prepared.first_input));
+
+        let _runtime = shared.runtime.enter();
+        let pumps = Pump::new(Stream::Stdout, agent.stdout, prepared.stdout_log, Some(protocol.observer()))
+            .and_then(|out| Ok((out, Pump::new(Stream::Stderr, agent.stderr, prepared.stderr_log, None)?)));
+        let (stdout, stderr) = match pumps {
+            Ok(p) => p,
+            Err(source) => {
+                // Cannot watch it, so it must not run.
+                let _ = process::signal_group(pid, libc::SIGKILL);
+                let _ = process::reap(pid);
+                let e = SpawnError::Spawn { session_id: id.to_string(), path: prepared.command.program, source };
+                return Err(self.fail(&session, e));
+            }
+        };
+        let running = Running {
+            pid,
+            stops: stop_rx,
+            stdout: shared.runtime.spawn(stdout.run(Arc::clone(&session), Arc::clone(shared))),
+            stderr: shared.runtime.spawn(stderr.run(Arc::clone(&session), Arc::clone(shared))),
+            stdin: shared.runtime.spawn(write_stdin(agent.stdin, stdin_rx)),
+        };
+        let status = session.status();
+        shared.emit(SpawnerEvent::SessionSpawned { session_id: Arc::clone(&id), pid });
+        shared
+            .runtime
+            .spawn(supervisor::supervise(Arc::clone(shared), Arc::clone(&session), running));
+        Ok(SpawnResult {
+            session_id: id.to_string(),
+            status,
+            completion: session.completion(),
+        })
+    }
+
+    /// Everything before the process starts: checks, the session directory, CLAUDE.md,
+    /// the log files, the command.
+    fn prepare(&self, id: &str, config: &SessionConfig, dir: &Path) -> Result<Prepared, SpawnError> {
+        let wd = &config.working_directory;
+        let wd_error = |source| SpawnError::WorkingDirectory {
+            session_id: id.to_owned(),
+            path: wd.clone(),
+            source,
+        };
+        match std::fs::metadata(wd) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(wd_error(std::io::Error::other("not a directory"))),
+            Err(e) => return Err(wd_error(e)),
+        }
+        let base = match &config.claude_config_path {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| SpawnError::ClaudeConfig {
+                session_id: id.to_owned(),
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let dir_error = |source| SpawnError::SessionDirectory {
+            session_id: id.to_owned(),
+            path: dir.to_owned(),
+            source,
+        };
+        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(dir_error)?;
+        let claude_md = render_claude_md(id, config, base.as_deref());
+        let md_path = dir.join("CLAUDE.md");
+        private_file(&md_path)
+            .and_then(|mut f| f.write_all(claude_md.as_bytes()))
+            .map_err(dir_error)?;
+        let stdout_log = private_file(&dir.join("stdout.log")).map_err(dir_error)?;
+        let stderr_log = private_file(&dir.join("stderr.log")).map_err(dir_error)?;
+
+        let prompt = render_task_prompt(config);
+        let conversation_id = uuid::Uuid::new_v4().to_string();
+        let launch = self.shared.options.protocol.launch(&LaunchInput {
+            config,
+            claude_md: &claude_md,
+            prompt: &prompt,
+            conversation_id: &conversation_id,
+        });
+        let mut args = launch.args;
+        args.extend(self.shared.options.extra_args.iter().map(OsString::from));
+        let mut env: Vec<(OsString, OsString)> = vec![
+            ("CI".into(), "true".into()),
+            ("CLAUDE_NON_INTERACTIVE".into(), "true".into()),
+            ("CLAUDE_CONFIG_PATH".into(), md_path.into_os_string()),
+            (SESSION_ID_ENV.into(), id.into()),
+        ];
+        env.extend(config.environment_variables.iter().map(|(k, v)| (k.into(), v.into())));
+        Ok(Prepared {
+            command: AgentCommand {
+                program: self.shared.claude_path.clone(),
+                args,
+                cwd: wd.clone(),
+                env,
+            },
+            first_input: launch.first_input,
+            stdout_log,
+            stderr_log,
+        })
+    }
+
+    /// Records a session that never ran as `failed` and reports its end.
+    fn fail(&self, session: &Arc<Session>, error: SpawnError) -> SpawnError {
+        tracing::warn!(error = %error, "spawn failed");
+        supervisor::end(&self.shared, session, SessionState::Failed, Some(error.to_string()));
+        error
+    }
+
+    fn session(&self, id: &str) -> Result<Arc<Session>, SpawnError> {
+        self.shared
+            .table
+            .lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SpawnError::UnknownSession(id.to_owned()))
+    }
+
+    /// The session's directory (CLAUDE.md, stdout.log, stderr.log), while it is known.
+    pub fn session_directory(&self, id: &str) -> Option<PathBuf> {
+        self.shared.table.lock().get(id).map(|s| s.dir.clone())
+    }
+
+    /// A snapshot of a session in the active set or the history.
+    pub fn session_status(&self, id: &str) -> Option<SessionStatus> {
+        self.shared.table.lock().get(id).cloned().map(|s| s.status())
+    }
+
+    /// Snapshots of the sessions in the active set, in spawn order.
+    pub fn active_sessions(&self) -> Vec<SessionStatus> {
+        let active = self.shared.table.lock().active();
+        active.iter().map(|s| s.status()).collect()
+    }
+
+    /// Asks the supervisor to stop a session: graceful is SIGTERM to the group, then
+    /// SIGKILL after the grace period; forced is SIGKILL now. The session ends
+    /// `terminated` unless it had already timed out. Returns the completion to await;
+    /// a session that already ended is left as it is.
+    pub fn request_stop(&self, id: &str, graceful: bool) -> Result<Completion, SpawnError> {
+        let session = self.session(id)?;
+        if supervisor::mark_stop(&session, StopReason::Terminated) {
+            tracing::info!(session = id, graceful, "terminating");
+        }
+        if let Some(control) = &session.control {
+            // A closed channel means the supervisor is past the exit: nothing to stop.
+            let _ = control.stop.send(StopRequest { graceful });
+        }
+        Ok(session.completion())
+    }
+
+    /// Stops a session (see [`Spawner::request_stop`]) and waits for its end.
+    pub async fn terminate_session(&self, id: &str, graceful: bool) -> Result<SessionStatus, SpawnError> {
+        Ok(self.request_stop(id, graceful)?.wait().await)
+    }
+
+    /// Writes `input` to the agent (as the protocol frames it).
+    pub fn send_input(&self, id: &str, input: &str) -> Result<(), SpawnError> {
+        let session = self.session(id)?;
+        let record = session.record.lock();
+        if record.state != SessionState::Running {
+            return Err(SpawnError::NotRunning { id: id.to_owned(), state: record.state });
+        }
+        // Until the supervisor sets `exited` (under this lock) the pid is not reaped,
+        // so asking the kernel about it is safe.
+        let exited = record.exited
+            || record
+                .pid
+                .is_some_and(|pid| process::exit_status_nowait(pid).map_or(true, |s| s.is_some()));
+        if exited {
+            return Err(SpawnError::AgentExited { id: id.to_owned() });
+        }
+        let control = session.control.as_ref().ok_or_else(|| SpawnError::AgentExited { id: id.to_owned() })?;
+        control
+            .stdin
+            .send(StdinCommand::Write(session.protocol.encode_input(input)))
+            .map_err(|_| SpawnError::StdinClosed { id: id.to_owned() })
+    }
+
+    /// Closes the agent's stdin, its signal that no more input comes.
+    pub fn end_session(&self, id: &str) -> Result<(), SpawnError> {
+        let session = self.session(id)?;
+        let state = session.state();
+        if state.is_ended() {
+            return Err(SpawnError::NotRunning { id: id.to_owned(), state });
+        }
+        if let Some(control) = &session.control {
+            let _ = control.stdin.send(StdinCommand::Close);
+        }
+        Ok(())
+    }
+
+    /// Removes every ended session from the active set; returns how many.
+    pub fn cleanup_completed_sessions(&self) -> usize {
+        self.shared.table.lock().cleanup_ended()
+    }
+
+    /// One report per crashed session in the history, oldest first.
+    pub fn crash_reports(&self) -> Vec<CrashReport> {
+        let sessions: Vec<_> = self.shared.table.lock().history().cloned().collect();
+        sessions.iter().filter_map(|s| s.crash_report()).collect()
+    }
+
+    /// Counts over every known session, each once.
+    pub fn metrics_summary(&self) -> MetricsSummary {
+        let sessions: Vec<_> = self.shared.table.lock().all().cloned().collect();
+        let mut m = MetricsSummary::default();
+        let mut ended = 0u64;
+        let mut ended_time = 0u64;
+        for session in &sessions {
+            let r = session.record.lock();
+            m.total_sessions += 1;
+            match r.state {
+                SessionState::Completed => m.completed_sessions += 1,
+                SessionState::Failed => m.failed_sessions += 1,
+                SessionState::Crashed => m.crashed_sessions += 1,
+                s if !s.is_ended() => m.active_sessions += 1,
+                _ => {}
+            }
+            if let Some(ms) = r.execution_time_ms {
+                ended += 1;
+                ended_time += ms;
+            }
+            m.total_tokens_used += r.token_usage.map_or(0, |t| t.total);
+        }
+        m.avg_execution_time_ms = if ended == 0 { 0.0 } else { ended_time as f64 / ended as f64 };
+        m
+    }
+
+    /// Kills every live session's process group at once (SIGKILL). For a daemon that
+    /// is going away; the supervisors then record the sessions as `terminated`.
+    pub fn kill_all(&self) {
+        let sessions: Vec<_> = self.shared.table.lock().all().cloned().collect();
+        for session in sessions {
+            // Signal under the lock: the supervisor marks `exited` under it before
+            // reaping, so the group id cannot have been reused.
+            let mut r = session.record.lock();
+            if let (Some(pid), false) = (r.pid, r.exited) {
+                r.stop.get_or_insert(StopReason::Terminated);
+                let _ = process::signal_group(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+struct Prepared {
+    command: AgentCommand,
+    first_input: Vec<u8>,
+    stdout_log: File,
+    stderr_log: File,
+}
+
+fn private_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}

@@ -1,0 +1,311 @@
+//! Session lifecycle with the fake agent: exit codes, signals, timeouts, termination,
+//! input, history and the session directory.
+
+mod support;
+
+use std::time::Duration;
+
+use claude_session_spawner::*;
+use support::*;
+
+#[tokio::test]
+async fn exit_zero_completes_with_output_files_and_ordered_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["out:hello", "err:warning", "out:bye"], &rec);
+    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    assert!(result.session_id.starts_with("claude-session-"));
+    assert_eq!(result.status.state, SessionState::Running);
+    let pid = result.status.pid.unwrap();
+    assert!(pid > 0);
+
+    let status = finished(result.completion).await;
+    assert_eq!(status.state, SessionState::Completed);
+    assert_eq!(status.exit_code, Some(0));
+    assert_eq!(status.stdout, "hello\nbye\n");
+    assert_eq!(status.stderr, "warning\n");
+    assert!(status.end_time.is_some() && status.execution_time_ms.is_some());
+
+    let events = rec.for_session(&status.session_id);
+    assert_eq!(events.first(), Some(&Seen::Spawned { id: status.session_id.clone(), pid }));
+    assert_eq!(events.last(), Some(&Seen::Ended { id: status.session_id.clone(), state: "completed".into() }));
+    assert_eq!(events.iter().filter(|e| matches!(e, Seen::Ended { .. })).count(), 1);
+    assert_eq!(rec.output(&status.session_id, "stdout"), "hello\nbye\n");
+
+    let session_dir = dir.path().join(".vp-daemon/sessions").join(&status.session_id);
+    assert_eq!(spawner.session_directory(&status.session_id).unwrap(), session_dir);
+    assert_eq!(std::fs::read_to_string(session_dir.join("stdout.log")).unwrap(), "hello\nbye\n");
+    assert_eq!(std::fs::read_to_string(session_dir.join("stderr.log")).unwrap(), "warning\n");
+    let md = std::fs::read_to_string(session_dir.join("CLAUDE.md")).unwrap();
+    assert!(md.starts_with(&format!("# Claude Session {}", status.session_id)));
+    assert!(md.contains("- **Name:** Test VP"));
+}
+
+#[tokio::test]
+async fn the_prompt_arrives_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let status = finished(spawner(&["read-line"], &rec).spawn_session(config(dir.path())).unwrap().completion).await;
+    assert_eq!(status.stdout, "got: Task: Run the fake task\n");
+}
+
+#[tokio::test]
+async fn nonzero_exit_fails_and_names_the_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let status = finished(spawner(&["exit:3"], &rec).spawn_session(config(dir.path())).unwrap().completion).await;
+    assert_eq!(status.state, SessionState::Failed);
+    assert_eq!(status.exit_code, Some(3));
+    assert_eq!(status.error_message.as_deref(), Some("agent exited with code 3"));
+}
+
+#[tokio::test]
+async fn a_signal_death_is_a_crash_with_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["out:before the crash", "err:stack line", "signal:SEGV"], &rec);
+    let status = finished(spawner.spawn_session(config(dir.path())).unwrap().completion).await;
+    assert_eq!(status.state, SessionState::Crashed);
+    assert_eq!(status.signal.as_deref(), Some("SIGSEGV"));
+    assert!(status.error_message.unwrap().contains("SIGSEGV"));
+    let reports = spawner.crash_reports();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].session_id, status.session_id);
+    assert_eq!(reports[0].signal.as_deref(), Some("SIGSEGV"));
+    assert_eq!(reports[0].last_state, "running");
+    assert_eq!(reports[0].last_output, "before the crash\n");
+    assert_eq!(reports[0].stack_trace.as_deref(), Some("stack line\n"));
+}
+
+#[tokio::test]
+async fn timeout_ends_timeout_with_its_event_and_stops_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["spawn-sleepers:2", "hang"], &rec);
+    let mut cfg = config(dir.path());
+    cfg.timeout_ms = Some(300);
+    let result = spawner.spawn_session(cfg).unwrap();
+    let pid = result.status.pid.unwrap();
+    let status = finished(result.completion).await;
+    assert_eq!(status.state, SessionState::Timeout);
+    assert_eq!(status.error_message.as_deref(), Some("session timed out after 300 ms"));
+    let events = rec.for_session(&status.session_id);
+    let timeout_at = events.iter().position(|e| matches!(e, Seen::Timeout { .. })).expect("timeout event");
+    assert!(timeout_at < events.len() - 1, "timeout before ended");
+    let sleepers = sleeper_pids(&status.stdout);
+    assert_eq!(sleepers.len(), 2);
+    assert!(group_members(pid).is_empty(), "group {pid} still has {:?}", group_members(pid));
+    assert!(sleepers.iter().all(|&p| !alive(p)));
+}
+
+#[tokio::test]
+async fn graceful_terminate_stops_the_whole_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["spawn-sleepers:2", "out:ready", "hang"], &rec);
+    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let id = result.session_id.clone();
+    let pid = result.status.pid.unwrap();
+    wait_until("two sleepers", || sleeper_pids(&rec.output(&id, "stdout")).len() == 2).await;
+    let sleepers = sleeper_pids(&rec.output(&id, "stdout"));
+
+    let status = tokio::time::timeout(DEADLINE, spawner.terminate_session(&id, true)).await.unwrap().unwrap();
+    assert_eq!(status.state, SessionState::Terminated);
+    assert_eq!(status.signal.as_deref(), Some("SIGTERM"));
+    assert!(group_members(pid).is_empty());
+    assert!(sleepers.iter().all(|&p| !alive(p)), "sleepers {sleepers:?} survived");
+    assert_eq!(spawner.session_status(&id).unwrap().state, SessionState::Terminated);
+}
+
+#[tokio::test]
+async fn an_agent_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let options = SpawnerOptions::default().grace_period(Duration::from_millis(200));
+    let spawner = spawner_with(options, &["ignore-term", "out:stubborn", "hang"], &rec);
+    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let id = result.session_id.clone();
+    wait_until("the agent to ignore SIGTERM", || rec.output(&id, "stdout").contains("stubborn")).await;
+    let status = tokio::time::timeout(DEADLINE, spawner.terminate_session(&id, true)).await.unwrap().unwrap();
+    assert_eq!(status.state, SessionState::Terminated);
+    assert_eq!(status.signal.as_deref(), Some("SIGKILL"));
+}
+
+#[tokio::test]
+async fn forced_terminate_kills_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    // The default grace period is 5 s: ending well before it shows SIGKILL came first.
+    let spawner = spawner(&["ignore-term", "hang"], &rec);
+    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let started = std::time::Instant::now();
+    let status = spawner.terminate_session(&result.session_id, false).await.unwrap();
+    assert_eq!(status.state, SessionState::Terminated);
+    assert_eq!(status.signal.as_deref(), Some("SIGKILL"));
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn terminate_of_an_ended_session_keeps_its_state_and_unknown_ids_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["exit:0"], &rec);
+    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let id = result.session_id.clone();
+    finished(result.completion).await;
+    let status = spawner.terminate_session(&id, true).await.unwrap();
+    assert_eq!(status.state, SessionState::Completed);
+    assert_eq!(rec.for_session(&id).iter().filter(|e| matches!(e, Seen::Ended { .. })).count(), 1);
+    let err = spawner.terminate_session("claude-session-nope", true).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_UNKNOWN_SESSION");
+}
+
+#[tokio::test]
+async fn leftover_background_processes_die_with_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["spawn-sleepers:2", "exit:0"], &rec);
+    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let pid = result.status.pid.unwrap();
+    let status = finished(result.completion).await;
+    assert_eq!(status.state, SessionState::Completed);
+    let sleepers = sleeper_pids(&status.stdout);
+    assert_eq!(sleepers.len(), 2);
+    assert!(sleepers.iter().all(|&p| !alive(p)), "sleepers {sleepers:?} outlived their session");
+    assert!(group_members(pid).is_empty());
+}
+
+#[tokio::test]
+async fn send_input_reaches_the_agent_and_end_session_closes_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["echo-stdin"], &rec);
+    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let id = result.session_id.clone();
+    spawner.send_input(&id, "more input\n").unwrap();
+    wait_until("the echo", || rec.output(&id, "stdout").contains("echo: more input")).await;
+    spawner.end_session(&id).unwrap();
+    let status = finished(result.completion).await;
+    assert_eq!(status.state, SessionState::Completed);
+    assert!(status.stdout.ends_with("echo: more input\n"));
+
+    let err = spawner.send_input(&id, "late").unwrap_err();
+    assert_eq!(err.code(), "ERR_SESSION_NOT_RUNNING");
+    assert!(err.to_string().contains("not running (state: completed)"));
+    assert_eq!(spawner.send_input("claude-session-nope", "x").unwrap_err().code(), "ERR_UNKNOWN_SESSION");
+}
+
+#[tokio::test]
+async fn an_agent_that_exits_before_reading_its_prompt_breaks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["exit:0"], &rec);
+    let mut cfg = config(dir.path());
+    // Far more than a pipe holds, so the write meets a closed pipe (EPIPE).
+    cfg.task_context.description = "x".repeat(4 << 20);
+    let status = finished(spawner.spawn_session(cfg).unwrap().completion).await;
+    assert_eq!(status.state, SessionState::Completed);
+}
+
+#[tokio::test]
+async fn environment_and_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(
+        &["cwd", "env:FOO", "env:CI", "env:CLAUDE_NON_INTERACTIVE", "env:CLAUDE_CONFIG_PATH", "env:CLAUDE_SESSION_SPAWNER_SESSION_ID"],
+        &rec,
+    );
+    let mut cfg = config(dir.path());
+    cfg.environment_variables.insert("FOO".into(), "bar baz".into());
+    let status = finished(spawner.spawn_session(cfg).unwrap().completion).await;
+    let id = &status.session_id;
+    let md = dir.path().join(".vp-daemon/sessions").join(id).join("CLAUDE.md");
+    assert_eq!(
+        status.stdout,
+        format!(
+            "cwd: {}\nFOO=bar baz\nCI=true\nCLAUDE_NON_INTERACTIVE=true\nCLAUDE_CONFIG_PATH={}\nCLAUDE_SESSION_SPAWNER_SESSION_ID={id}\n",
+            dir.path().canonicalize().unwrap().display(),
+            md.display()
+        )
+    );
+}
+
+#[tokio::test]
+async fn spawn_failures_name_the_cause_and_are_recorded_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let options = SpawnerOptions::default().claude_path("/nonexistent/agent").protocol(Protocol::Text);
+    let r = std::sync::Arc::clone(&rec);
+    let spawner = Spawner::new(options, move |e: SpawnerEvent| r.record(e)).unwrap();
+    let err = spawner.spawn_session(config(dir.path())).unwrap_err();
+    assert_eq!(err.code(), "ERR_SPAWN_FAILED");
+    let text = err.to_string();
+    assert!(text.contains("/nonexistent/agent") && text.contains("No such file or directory"), "{text}");
+    let id = err.session_id().unwrap().to_owned();
+    let status = spawner.session_status(&id).unwrap();
+    assert_eq!(status.state, SessionState::Failed);
+    assert_eq!(status.error_message.as_deref(), Some(text.as_str()));
+    assert_eq!(rec.for_session(&id), vec![Seen::Ended { id: id.clone(), state: "failed".into() }]);
+    assert_eq!(spawner.metrics_summary().failed_sessions, 1);
+
+    let mut cfg = config(dir.path());
+    cfg.working_directory = dir.path().join("missing");
+    let err = spawner.spawn_session(cfg).unwrap_err();
+    assert_eq!(err.code(), "ERR_WORKING_DIRECTORY");
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[tokio::test]
+async fn a_non_executable_file_is_refused_with_the_os_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("not-executable");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    let rec = Recorder::new();
+    let r = std::sync::Arc::clone(&rec);
+    let options = SpawnerOptions::default().claude_path(&script).protocol(Protocol::Text);
+    let spawner = Spawner::new(options, move |e: SpawnerEvent| r.record(e)).unwrap();
+    let err = spawner.spawn_session(config(dir.path())).unwrap_err();
+    assert!(err.to_string().contains("Permission denied"), "{err}");
+}
+
+#[tokio::test]
+async fn history_cleanup_and_summary_count_each_session_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let options = SpawnerOptions::default().history_size(2);
+    let spawner = spawner_with(options, &["exit:0"], &rec);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = spawner.spawn_session(config(dir.path())).unwrap();
+        ids.push(r.session_id.clone());
+        finished(r.completion).await;
+    }
+    // The oldest aged out of the history (size 2) and with it out of everything.
+    assert!(spawner.session_status(&ids[0]).is_none());
+    assert_eq!(spawner.active_sessions().len(), 2);
+    let summary = spawner.metrics_summary();
+    assert_eq!(summary.total_sessions, 2);
+    assert_eq!(summary.completed_sessions, 2);
+    assert_eq!(summary.active_sessions, 0);
+
+    assert_eq!(spawner.cleanup_completed_sessions(), 2);
+    assert!(spawner.active_sessions().is_empty());
+    assert_eq!(spawner.cleanup_completed_sessions(), 0);
+    assert_eq!(spawner.session_status(&ids[2]).unwrap().state, SessionState::Completed);
+    assert_eq!(spawner.metrics_summary().total_sessions, 2);
+}
+
+#[tokio::test]
+async fn running_sessions_are_active_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["hang"], &rec);
+    let a = spawner.spawn_session(config(dir.path())).unwrap();
+    let b = spawner.spawn_session(config(dir.path())).unwrap();
+    let active: Vec<_> = spawner.active_sessions().into_iter().map(|s| s.session_id).collect();
+    assert_eq!(active, [a.session_id.clone(), b.session_id.clone()]);
+    assert_eq!(spawner.metrics_summary().active_sessions, 2);
+    spawner.kill_all();
+    let (sa, sb) = (finished(a.completion).await, finished(b.completion).await);
+    assert_eq!((sa.state, sb.state), (SessionState::Terminated, SessionState::Terminated));
+}

@@ -1,0 +1,160 @@
+//! Shared helpers for the integration tests: the fake agent, configs, an event
+//! recorder that can be waited on, and process-table checks.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use claude_session_spawner::*;
+pub use recorder::{Recorder, Seen};
+
+/// The fake agent example, which `cargo test` builds next to the test binaries.
+pub fn fake_agent() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let agent = dir.join("examples").join("fake_agent");
+    assert!(agent.exists(), "{} missing: run `cargo build --examples`", agent.display());
+    agent
+}
+
+/// A spawner running the fake agent with `steps` (text protocol).
+pub fn spawner(steps: &[&str], recorder: &Arc<Recorder>) -> Spawner {
+    spawner_with(SpawnerOptions::default(), steps, recorder)
+}
+
+pub fn spawner_with(options: SpawnerOptions, steps: &[&str], recorder: &Arc<Recorder>) -> Spawner {
+    let options = options
+        .claude_path(fake_agent())
+        .protocol(Protocol::Text)
+        .extra_args(steps.iter().copied());
+    let rec = Arc::clone(recorder);
+    Spawner::new(options, move |e: SpawnerEvent| rec.record(e)).expect("inside a runtime")
+}
+
+pub fn config(dir: &Path) -> SessionConfig {
+    let mut c = SessionConfig::default();
+    c.working_directory = dir.to_owned();
+    c.task_context.task_id = "T-1".into();
+    c.task_context.description = "Run the fake task".into();
+    c.charter.identity.name = "Test VP".into();
+    c.charter.objectives = vec!["finish".into()];
+    c
+}
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` every few milliseconds until it holds; fails the test at the deadline.
+pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    while !check() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tick.tick().await;
+    }
+}
+
+/// Awaits a session's end, failing the test at the deadline.
+pub async fn finished(completion: Completion) -> SessionStatus {
+    tokio::time::timeout(DEADLINE, completion).await.expect("session did not end in time")
+}
+
+/// Whether `pid` still runs. A zombie counts as gone: it runs nothing, and here PID 1
+/// does not reap the orphans it inherits.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').map_or(false, |(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Live (non-zombie) processes whose process group is `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // fields: state ppid pgrp ...
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Pids the fake agent printed as `sleeper: <pid>`.
+pub fn sleeper_pids(stdout: &str) -> Vec<u32> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("sleeper: "))
+        .map(|p| p.trim().parse().unwrap())
+        .collect()
+}
+
+pub mod recorder {
+    use std::sync::{Arc, Mutex};
+
+    use claude_session_spawner::SpawnerEvent;
+
+    /// What a test keeps of an event.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Seen {
+        Spawned { id: String, pid: u32 },
+        Output { id: String, stream: &'static str, data: String },
+        Timeout { id: String },
+        Ended { id: String, state: String },
+    }
+
+    impl Seen {
+        pub fn id(&self) -> &str {
+            match self {
+                Seen::Spawned { id, .. } | Seen::Output { id, .. } | Seen::Timeout { id } | Seen::Ended { id, .. } => id,
+            }
+        }
+    }
+
+    #[derive(Default)]
+    pub struct Recorder {
+        events: Mutex<Vec<Seen>>,
+    }
+
+    impl Recorder {
+        pub fn new() -> Arc<Self> {
+            Arc::default()
+        }
+
+        pub fn record(&self, event: SpawnerEvent) {
+            let seen = match event {
+                SpawnerEvent::SessionSpawned { session_id, pid } => Seen::Spawned { id: session_id.to_string(), pid },
+                SpawnerEvent::SessionOutput(c) => Seen::Output {
+                    id: c.session_id.to_string(),
+                    stream: c.stream.as_str(),
+                    data: c.data.clone(),
+                },
+                SpawnerEvent::SessionTimeout { session_id } => Seen::Timeout { id: session_id.to_string() },
+                SpawnerEvent::SessionEnded { session_id, status } => Seen::Ended {
+                    id: session_id.to_string(),
+                    state: status.state.to_string(),
+                },
+                _ => return,
+            };
+            self.events.lock().unwrap().push(seen);
+        }
+
+        pub fn for_session(&self, id: &str) -> Vec<Seen> {
+            self.events.lock().unwrap().iter().filter(|e| e.id() == id).cloned().collect()
+        }
+
+        pub fn output(&self, id: &str, stream: &str) -> String {
+            self.for_session(id)
+                .into_iter()
+                .filter_map(|e| match e {
+                    Seen::Output { stream: s, data, .. } if s == stream => Some(data),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+}
