@@ -17,6 +17,7 @@
 //! | `long-line:<bytes>` | writes one line of that many bytes, without a newline |
 //! | `invalid-utf8` | writes bytes that are not UTF-8, then a newline |
 //! | `spawn-sleepers:<n>` | starts `n` children that sleep, prints `sleeper: <pid>` each |
+//! | `spawn-escapee` | starts a child that leaves the process group (`setsid`) and sleeps, keeping stdout open; prints `escapee: <pid>` |
 //! | `close-stdout` | closes its stdout |
 //! | `pid` / `cwd` / `env:<NAME>` | prints `pid: <pid>` / `cwd: <dir>` / `<NAME>=<value>` |
 //!
@@ -103,6 +104,22 @@ fn run(step: &str) {
                 line(&mut out, &format!("sleeper: {}", child.id()));
                 std::mem::forget(child);
             }
+        }
+        "spawn-escapee" => {
+            use std::os::unix::process::CommandExt;
+            let me = std::env::current_exe().expect("own path");
+            let mut command = std::process::Command::new(me);
+            command.arg("hang").stdin(std::process::Stdio::null());
+            // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+            let child = command.spawn().expect("spawn escapee");
+            line(&mut out, &format!("escapee: {}", child.id()));
+            std::mem::forget(child);
         }
         "close-stdout" => {
             out.flush().ok();

@@ -54,5 +54,5 @@ pub use event::{EventHandler, OutputChunk, SpawnerEvent, Stream};
 pub use options::SpawnerOptions;
 pub use protocol::Protocol;
 pub use session::Completion;
-pub use spawner::{SpawnResult, Spawner, SESSION_ID_ENV};
+pub use spawner::{SpawnResult, Spawner, WeakSpawner, SESSION_ID_ENV};
 pub use status::{CrashReport, MetricsSummary, SessionMetrics, SessionState, SessionStatus, TokenUsage};

@@ -108,6 +108,11 @@ impl Spawner {
         }
     }
 
+    /// A handle that does not keep the spawner alive.
+    pub fn downgrade(&self) -> WeakSpawner {
+        WeakSpawner(Arc::downgrade(&self.shared))
+    }
+
     pub fn options(&self) -> &SpawnerOptions {
         &self.shared.options
     }
@@ -119,8 +124,20 @@ impl Spawner {
 
     /// Writes the session directory, starts the agent and sends it the task prompt.
     /// Returns once the agent runs. Errors after the session got its id record it as
-    /// `failed` (with its own `SessionEnded`).
+    /// `failed` (with its own `SessionEnded`). The agent's environment is this
+    /// process's, with the config's variables on top.
     pub fn spawn_session(&self, config: SessionConfig) -> Result<SpawnResult, SpawnError> {
+        self.spawn_session_with_env(config, None)
+    }
+
+    /// Like [`Spawner::spawn_session`], with `base_env` as the daemon's environment
+    /// instead of this process's (the Node binding passes `process.env`, as
+    /// `child_process` does).
+    pub fn spawn_session_with_env(
+        &self,
+        config: SessionConfig,
+        base_env: Option<Vec<(String, String)>>,
+    ) -> Result<SpawnResult, SpawnError> {
         let shared = &self.shared;
         let id: Arc<str> = format!("claude-session-{}", uuid::Uuid::new_v4()).into();
         let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
@@ -142,7 +159,7 @@ impl Spawner {
         ));
         shared.table.lock().insert(Arc::clone(&session));
 
-        let prepared = match self.prepare(&id, &config, &dir) {
+        let prepared = match self.prepare(&id, &config, &dir, base_env) {
             Ok(p) => p,
             Err(e) => return Err(self.fail(&session, e)),
         };
@@ -200,7 +217,13 @@ impl Spawner {
 
     /// Everything before the process starts: checks, the session directory, CLAUDE.md,
     /// the log files, the command.
-    fn prepare(&self, id: &str, config: &SessionConfig, dir: &Path) -> Result<Prepared, SpawnError> {
+    fn prepare(
+        &self,
+        id: &str,
+        config: &SessionConfig,
+        dir: &Path,
+        base_env: Option<Vec<(String, String)>>,
+    ) -> Result<Prepared, SpawnError> {
         let wd = &config.working_directory;
         let wd_error = |source| SpawnError::WorkingDirectory {
             session_id: id.to_owned(),
@@ -256,6 +279,7 @@ impl Spawner {
                 program: self.shared.claude_path.clone(),
                 args,
                 cwd: wd.clone(),
+                base_env: base_env.map(|vars| vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect()),
                 env,
             },
             first_input: launch.first_input,
@@ -403,6 +427,16 @@ impl Spawner {
                 let _ = process::signal_group(pid, libc::SIGKILL);
             }
         }
+    }
+}
+
+/// A [`Spawner`] reference that does not keep it alive.
+#[derive(Clone, Debug)]
+pub struct WeakSpawner(std::sync::Weak<Shared>);
+
+impl WeakSpawner {
+    pub fn upgrade(&self) -> Option<Spawner> {
+        self.0.upgrade().map(|shared| Spawner { shared })
     }
 }
 

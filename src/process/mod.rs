@@ -24,7 +24,9 @@ pub struct AgentCommand {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub cwd: PathBuf,
-    /// Set on top of the inherited environment.
+    /// The environment to start from; `None` inherits this process's environment.
+    pub base_env: Option<Vec<(OsString, OsString)>>,
+    /// Set on top of the base environment.
     pub env: Vec<(OsString, OsString)>,
 }
 

@@ -20,6 +20,9 @@ pub struct AgentProcess {
 impl AgentProcess {
     pub fn spawn(cmd: &AgentCommand) -> io::Result<Self> {
         let mut command = Command::new(&cmd.program);
+        if let Some(base) = &cmd.base_env {
+            command.env_clear().envs(base.iter().map(|(k, v)| (k, v)));
+        }
         command
             .args(&cmd.args)
             .current_dir(&cmd.cwd)

@@ -1,0 +1,63 @@
+// The package's shape: what the daemon imports, and from where.
+import { EventEmitter } from 'node:events'
+
+import ClaudeSessionSpawner, { ClaudeSessionSpawner as Named } from 'claude-session-spawner'
+import SubpathDefault, { ClaudeSessionSpawner as SubpathNamed } from 'claude-session-spawner/claude-session-spawner'
+
+describe('exports', () => {
+  it('has the spawner as default and named export, at the root and at the subpath', () => {
+    expect(typeof ClaudeSessionSpawner).toBe('function')
+    expect(Named).toBe(ClaudeSessionSpawner)
+    expect(SubpathDefault).toBe(ClaudeSessionSpawner)
+    expect(SubpathNamed).toBe(ClaudeSessionSpawner)
+  })
+
+  it('resolves through the package exports map, for require and import', async () => {
+    const root = require.resolve('..')
+    expect(require(root).default).toBe(ClaudeSessionSpawner)
+    const viaName = require('node:module').createRequire(__filename)
+    const pkg = viaName('../package.json')
+    expect(pkg.exports['./claude-session-spawner'].require).toBe('./lib/claude-session-spawner.js')
+    expect(pkg.exports['.'].types).toBe('./index.d.ts')
+  })
+
+  it('is an EventEmitter with the usual methods', () => {
+    const spawner = new ClaudeSessionSpawner({ protocol: 'text' })
+    expect(spawner).toBeInstanceOf(EventEmitter)
+    const seen: unknown[] = []
+    const listener = (x: unknown) => seen.push(x)
+    spawner.on('custom', listener)
+    spawner.once('custom', listener)
+    expect(spawner.listenerCount('custom')).toBe(2)
+    expect(spawner.emit('custom', 1)).toBe(true)
+    spawner.off('custom', listener)
+    spawner.emit('custom', 2)
+    spawner.removeAllListeners()
+    expect(spawner.listenerCount('custom')).toBe(0)
+    expect(seen).toEqual([1, 1])
+  })
+
+  it('defaults claudePath to $CLAUDE_PATH, else claude', () => {
+    const saved = process.env.CLAUDE_PATH
+    try {
+      process.env.CLAUDE_PATH = '/opt/agents/claude'
+      expect(new ClaudeSessionSpawner().claudePath).toBe('/opt/agents/claude')
+      delete process.env.CLAUDE_PATH
+      expect(new ClaudeSessionSpawner().claudePath).toBe('claude')
+      expect(new ClaudeSessionSpawner({ claudePath: '/x/y' }).claudePath).toBe('/x/y')
+    } finally {
+      if (saved === undefined) delete process.env.CLAUDE_PATH
+      else process.env.CLAUDE_PATH = saved
+    }
+  })
+
+  it('loads in ESM through the import condition', async () => {
+    const { execFileSync } = await import('node:child_process')
+    const out = execFileSync(
+      process.execPath,
+      ['--input-type=module', '-e', "import S, { ClaudeSessionSpawner } from 'claude-session-spawner'; import P from 'claude-session-spawner/claude-session-spawner'; console.log(typeof S, S === ClaudeSessionSpawner, P === S)"],
+      { cwd: require('node:path').join(__dirname, '..'), encoding: 'utf8' },
+    )
+    expect(out.trim()).toBe('function true true')
+  })
+})

@@ -1,0 +1,103 @@
+// Compiled with `tsc --noEmit --strict`: the spawner API used the way the VP daemon
+// uses it, imported by package name through the package's `exports`.
+import { EventEmitter } from 'node:events'
+import ClaudeSessionSpawner, {
+  ClaudeSessionSpawner as NamedSpawner,
+  type ClaudeSessionConfig,
+  type ClaudeSessionStatus,
+  type MemoryContext,
+  type SessionCrashReport,
+  type SessionMetrics,
+  type SessionMetricsSummary,
+  type SpawnResult,
+  type TaskContext,
+  type VPCharter,
+} from 'claude-session-spawner'
+import SubpathSpawner, {
+  type ClaudeSessionConfig as SubpathConfig,
+  type ClaudeSessionStatus as SubpathStatus,
+} from 'claude-session-spawner/claude-session-spawner'
+
+const charter: VPCharter = {
+  identity: { name: 'Ada', email: 'ada@example.com', role: 'Engineer' },
+  objectives: ['Ship the feature'],
+  constraints: {
+    forbiddenCommands: ['rm -rf', 'git push --force'],
+    forbiddenPatterns: [/password\s*=/i],
+    requiredApprovals: ['deploy'],
+  },
+  resources: { maxTokens: 100_000, maxExecutionTime: 600_000, allowedTools: ['read', 'write', 'bash'] },
+}
+const task: TaskContext = {
+  taskId: 'T-1',
+  description: 'Fix the build',
+  priority: 'high',
+  relatedTasks: ['T-0'],
+  metadata: { ticket: 42 },
+}
+const memory: MemoryContext = {
+  recentActions: [{ timestamp: new Date(), action: 'ran tests', result: 'ok' }],
+  conversationHistory: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }],
+  preferences: { style: 'terse' },
+  projectContext: { repo: 'vp' },
+}
+const config: ClaudeSessionConfig = {
+  workingDirectory: '/tmp',
+  charter,
+  taskContext: task,
+  memory,
+  environmentVariables: { FOO: 'bar' },
+  timeout: 60_000,
+  verbose: false,
+  claudeConfigPath: '/tmp/CLAUDE.md',
+}
+const sameConfig: SubpathConfig = config
+
+async function daemon(): Promise<void> {
+  const spawner = new ClaudeSessionSpawner()
+  const configured = new NamedSpawner({ claudePath: 'claude', protocol: 'stream-json', gracePeriodMs: 5000 })
+  const fromSubpath: ClaudeSessionSpawner = new SubpathSpawner({ protocol: 'text', extraArgs: ['--x'] })
+  const emitter: EventEmitter = spawner
+  void emitter
+  void configured
+  void fromSubpath
+
+  spawner.on('session-spawned', ({ sessionId, pid }) => console.log(sessionId, pid.toFixed()))
+  spawner.on('session-output', ({ sessionId, type, data }) => {
+    const stream: 'stdout' | 'stderr' = type
+    console.log(sessionId, stream, data.length)
+  })
+  spawner.once('session-timeout', ({ sessionId }) => console.log(sessionId))
+  const onEnded = ({ status }: { sessionId: string; status: ClaudeSessionStatus }) => console.log(status.state)
+  spawner.on('session-ended', onEnded)
+  spawner.off('session-ended', onEnded)
+  spawner.on('something-else', (...args: unknown[]) => console.log(args))
+  spawner.removeAllListeners('session-output')
+  const count: number = spawner.listenerCount('session-ended')
+  void count
+
+  const result: SpawnResult = await spawner.spawnSession(sameConfig)
+  const started: ClaudeSessionStatus = result.status
+  const startTime: Date = started.startTime
+  void startTime
+  const final: SubpathStatus = await result.completion
+  const endTime: Date | undefined = final.endTime
+  const tokens: number | undefined = final.tokenUsage?.total
+  const metrics: SessionMetrics = final.metrics
+  void endTime
+  void tokens
+  void metrics.commandsExecuted
+
+  const status: ClaudeSessionStatus | null = spawner.getSessionStatus(result.sessionId)
+  if (status !== null && status.state === 'waiting_input') spawner.sendInput(status.sessionId, 'yes\n')
+  const active: ClaudeSessionStatus[] = spawner.getActiveSessions()
+  await spawner.terminateSession(result.sessionId)
+  await spawner.terminateSession(result.sessionId, false)
+  const removed: number = spawner.cleanupCompletedSessions()
+  const crashes: SessionCrashReport[] = spawner.getCrashReports()
+  const crashTime: Date = crashes[0].timestamp
+  const summary: SessionMetricsSummary = spawner.getMetricsSummary()
+  void [active, removed, crashTime, summary.avgExecutionTime]
+}
+
+void daemon

@@ -1,0 +1,314 @@
+// Types of claude-session-spawner: the VP daemon's TypeScript contract, unchanged,
+// plus the few additions the native module documents (marked "Added").
+
+import { EventEmitter } from 'node:events'
+
+/** Task and request priority. */
+export type Priority = 'critical' | 'high' | 'medium' | 'low'
+
+/** Lifecycle state of a session. */
+export type SessionState =
+  | 'initializing'
+  | 'running'
+  | 'waiting_input'
+  | 'completed'
+  | 'failed'
+  | 'timeout'
+  | 'crashed'
+  | 'terminated'
+
+export interface VPCharter {
+  identity: {
+    name: string
+    email: string
+    role: string
+  }
+  objectives: string[]
+  constraints: {
+    forbiddenCommands: string[]
+    /** Also accepted at run time: strings, read as a pattern source without flags. */
+    forbiddenPatterns: RegExp[]
+    requiredApprovals: string[]
+  }
+  resources: {
+    maxTokens: number
+    /** Milliseconds. */
+    maxExecutionTime: number
+    /** Lower-case tool words: `read`, `write`, `edit`, `bash`, `glob`, `grep`, ... */
+    allowedTools: string[]
+  }
+}
+
+export interface TaskContext {
+  taskId: string
+  description: string
+  priority: Priority
+  relatedTasks?: string[]
+  metadata?: Record<string, unknown>
+}
+
+export interface MemoryContext {
+  recentActions: Array<{
+    timestamp: Date
+    action: string
+    result: string
+  }>
+  conversationHistory: Array<{
+    role: 'user' | 'assistant'
+    content: string
+  }>
+  preferences: Record<string, unknown>
+  projectContext: Record<string, unknown>
+}
+
+export interface ClaudeSessionConfig {
+  workingDirectory: string
+  charter: VPCharter
+  taskContext: TaskContext
+  memory: MemoryContext
+  /** Layered over the daemon's environment. */
+  environmentVariables?: Record<string, string>
+  /** Milliseconds; 0 or absent means none. */
+  timeout?: number
+  verbose?: boolean
+  /** A base CLAUDE.md whose text is appended to the generated one. */
+  claudeConfigPath?: string
+}
+
+export interface SessionMetrics {
+  commandsExecuted: number
+  filesModified: number
+  approvalPrompts: number
+  escalations: number
+  errors: number
+}
+
+export interface ClaudeSessionStatus {
+  sessionId: string
+  state: SessionState
+  pid?: number
+  startTime: Date
+  endTime?: Date
+  /** Milliseconds. */
+  executionTime?: number
+  exitCode?: number
+  errorMessage?: string
+  /** The newest part of stdout (at most `outputBufferBytes`); all of it is in the session directory. */
+  stdout: string
+  stderr: string
+  tokenUsage?: {
+    input: number
+    output: number
+    total: number
+  }
+  metrics: SessionMetrics
+  /** Added: the signal that ended the agent, e.g. `'SIGSEGV'`. */
+  signal?: string
+}
+
+export interface SessionCrashReport {
+  sessionId: string
+  timestamp: Date
+  signal?: string
+  exitCode?: number
+  lastState: string
+  /** The last 1,000 characters of stdout. */
+  lastOutput: string
+  stackTrace?: string
+}
+
+export interface SpawnResult {
+  sessionId: string
+  /** A snapshot taken when the agent had started. */
+  status: ClaudeSessionStatus
+  /** Settles with the final status right after the session's `session-ended`. */
+  completion: Promise<ClaudeSessionStatus>
+}
+
+export interface SessionMetricsSummary {
+  totalSessions: number
+  activeSessions: number
+  completedSessions: number
+  failedSessions: number
+  crashedSessions: number
+  avgExecutionTime: number
+  totalTokensUsed: number
+}
+
+/** Added: the spawner's options; every one is optional. */
+export interface ClaudeSessionSpawnerOptions {
+  /** The agent executable. Default: `process.env.CLAUDE_PATH`, else `claude` on `PATH`. */
+  claudePath?: string
+  /** `'stream-json'` (Claude Code, the default) or `'text'` (any other agent command line). */
+  protocol?: 'stream-json' | 'text'
+  /** Appended to the agent's argument vector. */
+  extraArgs?: string[]
+  /** Between SIGTERM and SIGKILL when a session is stopped. Default 5000. */
+  gracePeriodMs?: number
+  /** Ended sessions kept queryable. Default 100. */
+  historySize?: number
+  /** Bytes of each stream kept in `status.stdout` / `status.stderr`. Default 1 MiB. */
+  outputBufferBytes?: number
+  /** Bytes of output on their way to JavaScript at once, over all sessions. Default 8 MiB. */
+  outputCreditBytes?: number
+}
+
+export interface SessionOutputEvent {
+  sessionId: string
+  type: 'stdout' | 'stderr'
+  data: string
+}
+
+/** The spawner's events and their payloads. */
+export interface ClaudeSessionSpawnerEvents {
+  'session-spawned': [event: { sessionId: string; pid: number }]
+  'session-output': [event: SessionOutputEvent]
+  'session-timeout': [event: { sessionId: string }]
+  'session-ended': [event: { sessionId: string; status: ClaudeSessionStatus }]
+}
+
+type Listener<E extends keyof ClaudeSessionSpawnerEvents> = (...args: ClaudeSessionSpawnerEvents[E]) => void
+
+export declare class ClaudeSessionSpawner extends EventEmitter {
+  constructor(options?: ClaudeSessionSpawnerOptions)
+
+  /** Added: the agent executable this spawner starts. */
+  readonly claudePath: string
+
+  spawnSession(config: ClaudeSessionConfig): Promise<SpawnResult>
+  getSessionStatus(sessionId: string): ClaudeSessionStatus | null
+  getActiveSessions(): ClaudeSessionStatus[]
+  terminateSession(sessionId: string, graceful?: boolean): Promise<void>
+  sendInput(sessionId: string, input: string): void
+  /** Added: closes the agent's stdin (no more input is coming). */
+  endSession(sessionId: string): void
+  cleanupCompletedSessions(): number
+  getCrashReports(): SessionCrashReport[]
+  getMetricsSummary(): SessionMetricsSummary
+  /** Added: the session's directory (CLAUDE.md, stdout.log, stderr.log), or null when unknown. */
+  getSessionDirectory(sessionId: string): string | null
+
+  on<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
+  on(event: string | symbol, listener: (...args: any[]) => void): this
+  once<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
+  once(event: string | symbol, listener: (...args: any[]) => void): this
+  off<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
+  off(event: string | symbol, listener: (...args: any[]) => void): this
+  addListener<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
+  addListener(event: string | symbol, listener: (...args: any[]) => void): this
+  removeListener<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
+  removeListener(event: string | symbol, listener: (...args: any[]) => void): this
+  prependListener<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
+  prependListener(event: string | symbol, listener: (...args: any[]) => void): this
+  prependOnceListener<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
+  prependOnceListener(event: string | symbol, listener: (...args: any[]) => void): this
+  emit<E extends keyof ClaudeSessionSpawnerEvents>(event: E, ...args: ClaudeSessionSpawnerEvents[E]): boolean
+  emit(event: string | symbol, ...args: any[]): boolean
+}
+
+export default ClaudeSessionSpawner
+
+// ---- SessionPool types (the class arrives with the pool issue) ----
+
+export interface SessionPoolConfig {
+  maxConcurrentSessions: number
+  minIdleSessions?: number
+  /** Milliseconds. */
+  defaultSessionTimeout: number
+  maxQueueSize: number
+  autoRecovery?: boolean
+  priorityWeights?: {
+    critical: number
+    high: number
+    medium: number
+    low: number
+  }
+}
+
+export interface PooledSessionRequest {
+  requestId: string
+  config: ClaudeSessionConfig
+  priority: Priority
+  queuedAt: Date
+  onAllocated?: (sessionId: string) => void
+  onCompleted?: (status: ClaudeSessionStatus) => void
+  onFailed?: (error: Error) => void
+}
+
+export interface QueuedRequestInfo {
+  requestId: string
+  priority: string
+  queuedAt: Date
+  /** Milliseconds. */
+  estimatedWaitTime: number
+}
+
+export interface PoolStatus {
+  capacity: number
+  activeCount: number
+  idleCount: number
+  queuedCount: number
+  /** Percent, 0-100. */
+  utilization: number
+  activeSessions: ClaudeSessionStatus[]
+  queuedRequests: QueuedRequestInfo[]
+}
+
+export interface PoolMetrics extends SessionMetricsSummary {
+  poolUtilization: number
+  queueLength: number
+  /** Mean milliseconds that queued requests have waited so far. */
+  queueWaitTime: number
+}
+
+// ---- SessionRecoveryManager types (the class arrives with the recovery issue) ----
+
+export interface RecoveryConfig {
+  enabled: boolean
+  maxRetries: number
+  /** Milliseconds. */
+  retryDelay: number
+  backoffMultiplier: number
+  saveCrashDumps: boolean
+  crashDumpDirectory?: string
+  strategy: 'immediate' | 'delayed' | 'manual'
+}
+
+export interface RecoveryAttempt {
+  sessionId: string
+  attemptNumber: number
+  timestamp: Date
+  strategy: string
+  success: boolean
+  error?: string
+  newSessionId?: string
+}
+
+export interface RecoveryState {
+  sessionId: string
+  crashReport: SessionCrashReport
+  attempts: RecoveryAttempt[]
+  status: 'pending' | 'in_progress' | 'succeeded' | 'failed' | 'abandoned'
+  startedAt: Date
+  completedAt?: Date
+}
+
+export interface CrashAnalysis {
+  crashType: 'oom' | 'timeout' | 'segfault' | 'network' | 'permission' | 'unknown'
+  rootCause: string
+  recommendation: string
+  /** 0-1. */
+  confidence: number
+  suggestedFixes: string[]
+}
+
+export interface RecoveryStatistics {
+  totalCrashes: number
+  totalRecoveryAttempts: number
+  successfulRecoveries: number
+  failedRecoveries: number
+  abandonedRecoveries: number
+  /** 0-1. */
+  recoveryRate: number
+  avgAttemptsPerRecovery: number
+}

@@ -1,0 +1,43 @@
+'use strict'
+// Native results and errors made into objects of the caller's realm. The addon's
+// own objects belong to Node's main realm, so under a `vm` sandbox (Jest runs every
+// test file in one) `instanceof Date` / `instanceof TypeError` would be false.
+
+function toDate(ms) {
+  return ms === undefined ? undefined : new Date(ms)
+}
+
+function status(s) {
+  if (s === null || s === undefined) return null
+  s.startTime = toDate(s.startTime)
+  if (s.endTime !== undefined) s.endTime = toDate(s.endTime)
+  return s
+}
+
+function crashReport(r) {
+  r.timestamp = toDate(r.timestamp)
+  return r
+}
+
+const EXTRA_FIELDS = ['code', 'field', 'sessionId']
+
+/** The same error as a TypeError (config errors) or an Error of this realm. */
+function error(e) {
+  if (!(e && typeof e === 'object' && typeof e.code === 'string' && e.code.startsWith('ERR_'))) return e
+  const Kind = e.code === 'ERR_INVALID_CONFIG' || e.code === 'ERR_INVALID_ARG' ? TypeError : Error
+  if (e instanceof Kind) return e
+  const copy = new Kind(e.message)
+  for (const key of EXTRA_FIELDS) if (e[key] !== undefined) copy[key] = e[key]
+  return copy
+}
+
+/** Calls a native method; its errors come out as errors of this realm. */
+function call(fn) {
+  try {
+    return fn()
+  } catch (e) {
+    throw error(e)
+  }
+}
+
+module.exports = { status, crashReport, error, call }

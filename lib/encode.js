@@ -1,0 +1,57 @@
+'use strict'
+// Turning JavaScript arguments into the JSON the native side reads. JSON has no
+// RegExp, so a RegExp travels as { source, flags }; a Date travels as its ISO string
+// (its own toJSON). The native side checks every field and names the wrong one.
+
+function isObject(value) {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function replacer(key, value) {
+  const original = this[key]
+  if (original instanceof RegExp) return { source: original.source, flags: original.flags }
+  if (original instanceof Date && Number.isNaN(original.getTime())) return 'Invalid Date'
+  if (typeof value === 'bigint') return value.toString()
+  return value
+}
+
+function toJson(value, name) {
+  try {
+    return JSON.stringify(value, replacer)
+  } catch (error) {
+    const wrapped = new TypeError(`${name} cannot be encoded: ${error.message}`)
+    wrapped.code = 'ERR_INVALID_CONFIG'
+    throw wrapped
+  }
+}
+
+function encodeConfig(config) {
+  if (!isObject(config)) {
+    const error = new TypeError('config must be an object')
+    error.code = 'ERR_INVALID_CONFIG'
+    throw error
+  }
+  return toJson(config, 'config')
+}
+
+/** Spawner options: JSON for the native side; functions stay in JavaScript. */
+function encodeOptions(options) {
+  if (options === undefined || options === null) return '{}'
+  if (!isObject(options)) {
+    const error = new TypeError('options must be an object')
+    error.code = 'ERR_INVALID_CONFIG'
+    throw error
+  }
+  return toJson(options, 'options')
+}
+
+function checkString(value, name) {
+  if (typeof value !== 'string') {
+    const error = new TypeError(`${name} must be a string`)
+    error.code = 'ERR_INVALID_ARG'
+    throw error
+  }
+  return value
+}
+
+module.exports = { encodeConfig, encodeOptions, checkString }

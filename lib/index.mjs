@@ -1,0 +1,4 @@
+import cjs from './index.js'
+
+export const ClaudeSessionSpawner = cjs.ClaudeSessionSpawner
+export default cjs.ClaudeSessionSpawner

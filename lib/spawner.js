@@ -1,0 +1,152 @@
+'use strict'
+// ClaudeSessionSpawner: the native spawner as an EventEmitter with the TypeScript
+// module's API. Behaviour lives in Rust; this class only orders what JavaScript
+// sees: `session-spawned` synchronously from spawnSession, then the queued events,
+// and each completion promise settled right after its session's `session-ended`.
+
+const { EventEmitter } = require('node:events')
+const { NativeSpawner } = require('./native')
+const { encodeConfig, encodeOptions, checkString } = require('./encode')
+const convert = require('./convert')
+
+/** Spawners with live sessions; their process groups are killed if Node exits. */
+const withLiveSessions = new Set()
+let exitHookInstalled = false
+
+function killOnExit(native) {
+  withLiveSessions.add(native)
+  if (exitHookInstalled) return
+  exitHookInstalled = true
+  // `process.exit()` skips Node-API cleanup hooks on the main thread; 'exit' does not.
+  process.on('exit', () => {
+    for (const n of withLiveSessions) n.killAll()
+  })
+}
+
+class ClaudeSessionSpawner extends EventEmitter {
+  #native
+  /** sessionId -> { completion, resolve } for sessions that have not ended. */
+  #live = new Map()
+  #holding = false
+
+  constructor(options) {
+    super()
+    const json = encodeOptions(options)
+    const parsed = JSON.parse(json)
+    // Read here, not in Rust: under a sandbox JavaScript's process.env is its own copy.
+    if (parsed.claudePath === undefined && process.env.CLAUDE_PATH) parsed.claudePath = process.env.CLAUDE_PATH
+    this.#native = convert.call(
+      () => new NativeSpawner(JSON.stringify(parsed), (name, payload) => this.#deliver(name, payload)),
+    )
+  }
+
+  /** The agent executable this spawner starts. */
+  get claudePath() {
+    return this.#native.claudePath
+  }
+
+  async spawnSession(config) {
+    const json = encodeConfig(config)
+    // Open the event queue first: even a failed spawn reports its session-ended.
+    this.#setHold(true)
+    let spawned
+    try {
+      // The agent inherits process.env, as with child_process.
+      spawned = convert.call(() => this.#native.spawnSession(json, JSON.stringify(process.env)))
+    } finally {
+      if (spawned === undefined) this.#hold()
+    }
+    const { sessionId, status } = spawned
+    let resolve
+    const completion = new Promise((r) => {
+      resolve = r
+    })
+    this.#live.set(sessionId, { completion, resolve })
+    this.#hold()
+    this.emit('session-spawned', { sessionId, pid: status.pid })
+    return { sessionId, status: convert.status(status), completion }
+  }
+
+  getSessionStatus(sessionId) {
+    checkString(sessionId, 'sessionId')
+    return convert.status(convert.call(() => this.#native.getSessionStatus(sessionId)))
+  }
+
+  getActiveSessions() {
+    return convert.call(() => this.#native.getActiveSessions()).map(convert.status)
+  }
+
+  async terminateSession(sessionId, graceful = true) {
+    checkString(sessionId, 'sessionId')
+    convert.call(() => this.#native.requestStop(sessionId, graceful !== false))
+    const live = this.#live.get(sessionId)
+    if (live) await live.completion
+  }
+
+  sendInput(sessionId, input) {
+    checkString(sessionId, 'sessionId')
+    checkString(input, 'input')
+    convert.call(() => this.#native.sendInput(sessionId, input))
+  }
+
+  /** Closes the agent's stdin: no more input is coming. */
+  endSession(sessionId) {
+    checkString(sessionId, 'sessionId')
+    convert.call(() => this.#native.endSession(sessionId))
+  }
+
+  cleanupCompletedSessions() {
+    return convert.call(() => this.#native.cleanupCompletedSessions())
+  }
+
+  getCrashReports() {
+    return convert.call(() => this.#native.getCrashReports()).map(convert.crashReport)
+  }
+
+  getMetricsSummary() {
+    return convert.call(() => this.#native.getMetricsSummary())
+  }
+
+  /** Where the session's CLAUDE.md and complete stdout/stderr logs are. */
+  getSessionDirectory(sessionId) {
+    checkString(sessionId, 'sessionId')
+    return convert.call(() => this.#native.sessionDirectory(sessionId)) ?? null
+  }
+
+  #deliver(name, payload) {
+    if (name === 'session-ended') {
+      convert.status(payload.status)
+      const live = this.#live.get(payload.sessionId)
+      try {
+        this.emit(name, payload)
+      } finally {
+        if (live) {
+          this.#live.delete(payload.sessionId)
+          live.resolve(payload.status)
+          this.#hold()
+        }
+      }
+      return
+    }
+    if (name === 'native-error') {
+      process.emitWarning(String(payload), { code: 'ERR_NATIVE', type: 'ClaudeSessionSpawnerWarning' })
+      return
+    }
+    this.emit(name, payload)
+  }
+
+  /** Running sessions keep Node alive, as child processes do; idle spawners hold nothing. */
+  #hold() {
+    this.#setHold(this.#live.size > 0)
+  }
+
+  #setHold(hold) {
+    if (hold === this.#holding) return
+    this.#native.holdEventLoop(hold)
+    this.#holding = hold
+    if (hold) killOnExit(this.#native)
+    else withLiveSessions.delete(this.#native)
+  }
+}
+
+module.exports = { ClaudeSessionSpawner }

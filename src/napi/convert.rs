@@ -1,0 +1,158 @@
+//! Core values as JavaScript objects in the contract's shapes (dates as epoch milliseconds).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use napi::bindgen_prelude::ToNapiValue;
+use napi::sys;
+use napi_derive::napi;
+
+use crate::status::{CrashReport, MetricsSummary, SessionMetrics, SessionStatus, TokenUsage};
+
+/// Milliseconds since the epoch; the JavaScript side makes the `Date` (in the caller's
+/// realm, which a native `Date` would not be under a `vm` sandbox such as Jest's).
+fn millis(t: SystemTime) -> f64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as f64,
+        Err(e) => -(e.duration().as_millis() as f64),
+    }
+}
+
+/// A value already created in the current scope.
+pub struct RawValue(pub sys::napi_value);
+
+impl ToNapiValue for RawValue {
+    unsafe fn to_napi_value(_env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        Ok(val.0)
+    }
+}
+
+#[napi(object, js_name = "NativeSessionMetrics", object_from_js = false)]
+pub struct JsSessionMetrics {
+    pub commands_executed: f64,
+    pub files_modified: f64,
+    pub approval_prompts: f64,
+    pub escalations: f64,
+    pub errors: f64,
+}
+
+impl From<SessionMetrics> for JsSessionMetrics {
+    fn from(m: SessionMetrics) -> Self {
+        Self {
+            commands_executed: m.commands_executed as f64,
+            files_modified: m.files_modified as f64,
+            approval_prompts: m.approval_prompts as f64,
+            escalations: m.escalations as f64,
+            errors: m.errors as f64,
+        }
+    }
+}
+
+#[napi(object, js_name = "NativeTokenUsage", object_from_js = false)]
+pub struct JsTokenUsage {
+    pub input: f64,
+    pub output: f64,
+    pub total: f64,
+}
+
+impl From<TokenUsage> for JsTokenUsage {
+    fn from(t: TokenUsage) -> Self {
+        Self {
+            input: t.input as f64,
+            output: t.output as f64,
+            total: t.total as f64,
+        }
+    }
+}
+
+#[napi(object, js_name = "NativeSessionStatus", object_from_js = false)]
+pub struct JsSessionStatus {
+    pub session_id: String,
+    pub state: String,
+    pub pid: Option<u32>,
+    pub start_time: f64,
+    pub end_time: Option<f64>,
+    pub execution_time: Option<f64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub error_message: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+    pub token_usage: Option<JsTokenUsage>,
+    pub metrics: JsSessionMetrics,
+}
+
+impl From<SessionStatus> for JsSessionStatus {
+    fn from(s: SessionStatus) -> Self {
+        Self {
+            session_id: s.session_id,
+            state: s.state.as_str().to_owned(),
+            pid: s.pid,
+            start_time: millis(s.start_time),
+            end_time: s.end_time.map(millis),
+            execution_time: s.execution_time_ms.map(|ms| ms as f64),
+            exit_code: s.exit_code,
+            signal: s.signal,
+            error_message: s.error_message,
+            stdout: s.stdout,
+            stderr: s.stderr,
+            token_usage: s.token_usage.map(Into::into),
+            metrics: s.metrics.into(),
+        }
+    }
+}
+
+#[napi(object, js_name = "NativeCrashReport", object_from_js = false)]
+pub struct JsCrashReport {
+    pub session_id: String,
+    pub timestamp: f64,
+    pub signal: Option<String>,
+    pub exit_code: Option<i32>,
+    pub last_state: String,
+    pub last_output: String,
+    pub stack_trace: Option<String>,
+}
+
+impl From<CrashReport> for JsCrashReport {
+    fn from(c: CrashReport) -> Self {
+        Self {
+            session_id: c.session_id,
+            timestamp: millis(c.timestamp),
+            signal: c.signal,
+            exit_code: c.exit_code,
+            last_state: c.last_state,
+            last_output: c.last_output,
+            stack_trace: c.stack_trace,
+        }
+    }
+}
+
+#[napi(object, js_name = "NativeMetricsSummary", object_from_js = false)]
+pub struct JsMetricsSummary {
+    pub total_sessions: f64,
+    pub active_sessions: f64,
+    pub completed_sessions: f64,
+    pub failed_sessions: f64,
+    pub crashed_sessions: f64,
+    pub avg_execution_time: f64,
+    pub total_tokens_used: f64,
+}
+
+impl From<MetricsSummary> for JsMetricsSummary {
+    fn from(m: MetricsSummary) -> Self {
+        Self {
+            total_sessions: m.total_sessions as f64,
+            active_sessions: m.active_sessions as f64,
+            completed_sessions: m.completed_sessions as f64,
+            failed_sessions: m.failed_sessions as f64,
+            crashed_sessions: m.crashed_sessions as f64,
+            avg_execution_time: m.avg_execution_time_ms,
+            total_tokens_used: m.total_tokens_used as f64,
+        }
+    }
+}
+
+#[napi(object, js_name = "NativeSpawned", object_from_js = false)]
+pub struct JsSpawned {
+    pub session_id: String,
+    pub status: JsSessionStatus,
+}

@@ -1,0 +1,92 @@
+//! The Node-API binding (feature `napi`). It converts types and forwards events, and
+//! nothing else: the behaviour lives in the core. The JavaScript classes in `lib/`
+//! wrap [`spawner::NativeSpawner`] in an `EventEmitter`.
+
+mod convert;
+mod events;
+mod spawner;
+
+use napi::bindgen_prelude::Unknown;
+use napi::{Env, JsError, JsTypeError, Status};
+use napi_derive::module_init;
+
+/// Environment variable that turns on the core's `tracing` output (to stderr), as an
+/// `EnvFilter` directive: `info`, `debug`, `claude_session_spawner=trace`, ...
+const LOG_ENV: &str = "CLAUDE_SESSION_SPAWNER_LOG";
+
+#[module_init]
+fn init() {
+    if let Ok(filter) = std::env::var(LOG_ENV) {
+        if filter.is_empty() {
+            return;
+        }
+        let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Another copy of the addon (a worker thread) may have installed one already.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init();
+    }
+}
+
+/// The error code that becomes `error.code` in JavaScript.
+struct ErrorCode(&'static str);
+
+impl AsRef<str> for ErrorCode {
+    fn as_ref(&self) -> &str {
+        self.0
+    }
+}
+
+/// A JavaScript error object carrying `code` (and `field` or `sessionId` when known),
+/// thrown as it is. Config errors are `TypeError`s.
+fn thrown(env: &Env, code: &'static str, message: String, extra: &[(&str, &str)]) -> napi::Error {
+    let raw = env.raw();
+    let error = napi::Error::new(ErrorCode(code), message.clone());
+    // SAFETY: called on the JavaScript thread with its environment.
+    let value = unsafe {
+        if code == "ERR_INVALID_CONFIG" {
+            JsTypeError::from(error).into_value(raw)
+        } else {
+            JsError::from(error).into_value(raw)
+        }
+    };
+    if value.is_null() {
+        return napi::Error::new(Status::GenericFailure, message);
+    }
+    for (key, val) in extra {
+        let key = std::ffi::CString::new(*key).expect("static key");
+        let mut js_val = std::ptr::null_mut();
+        // SAFETY: as above; failures leave the property out.
+        unsafe {
+            if napi::sys::napi_create_string_utf8(raw, val.as_ptr().cast(), val.len() as isize, &mut js_val)
+                == napi::sys::Status::napi_ok
+            {
+                napi::sys::napi_set_named_property(raw, value, key.as_ptr(), js_val);
+            }
+        }
+    }
+    // SAFETY: `value` is a live JavaScript value of this environment.
+    napi::Error::from(unsafe { Unknown::from_raw_unchecked(raw, value) })
+}
+
+fn js_error(env: &Env, e: crate::SpawnError) -> napi::Error {
+    match e {
+        crate::SpawnError::InvalidConfig(c) => config_error(env, c),
+        other => {
+            let session = other.session_id().map(str::to_owned);
+            let extra: Vec<(&str, &str)> = session.as_deref().map(|s| ("sessionId", s)).into_iter().collect();
+            thrown(env, other.code(), other.to_string(), &extra)
+        }
+    }
+}
+
+fn config_error(env: &Env, e: crate::ConfigError) -> napi::Error {
+    thrown(env, "ERR_INVALID_CONFIG", e.message, &[("field", &e.field)])
+}
+
+fn native_error(env: &Env, message: String) -> napi::Error {
+    thrown(env, "ERR_NATIVE", message, &[])
+}

@@ -1,0 +1,162 @@
+//! `NativeSpawner`: the core [`Spawner`] as a JavaScript class. Arguments arrive as
+//! JSON text (the JavaScript side encodes `RegExp` and `Date`), results leave as the
+//! contract's objects.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{within_runtime_if_available, Function, FunctionRef, Unknown};
+use napi::{Env, Result};
+use napi_derive::napi;
+
+use super::convert::{JsCrashReport, JsMetricsSummary, JsSessionStatus, JsSpawned};
+use super::events::{self, JsEvents, Slot};
+use super::{config_error, js_error, native_error};
+use crate::config::{ConfigError, SessionConfig};
+use crate::options::SpawnerOptions;
+use crate::spawner::Spawner;
+
+#[napi]
+pub struct NativeSpawner {
+    inner: Spawner,
+    /// The JavaScript event listener, from which the queue is made when needed.
+    listener: FunctionRef<(), Unknown<'static>>,
+    events: Slot,
+}
+
+fn parse_json(env: &Env, text: &str, what: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text)
+        .map_err(|e| config_error(env, ConfigError::new(what, format!("is not valid JSON: {e}"))))
+}
+
+/// `process.env` as pairs; values that are not strings (impossible from Node) are skipped.
+fn environment(value: &serde_json::Value) -> Vec<(String, String)> {
+    value
+        .as_object()
+        .map(|vars| {
+            vars.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .filter(|(k, v)| !k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[napi]
+impl NativeSpawner {
+    /// `options_json`: the spawner options as JSON. `on_event(name, payload)` gets every
+    /// event but `session-spawned`.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(env: Env, options_json: String, on_event: Function<'_, (), Unknown<'static>>) -> Result<Self> {
+        let options =
+            SpawnerOptions::from_json(&parse_json(&env, &options_json, "options")?).map_err(|e| config_error(&env, e))?;
+        let listener = on_event.create_ref()?;
+        let events = Slot::default();
+        let handler = JsEvents { slot: Arc::clone(&events) };
+        let inner = within_runtime_if_available(|| Spawner::new(options, handler)).map_err(|e| js_error(&env, e))?;
+        // When this Node environment goes away (process.exit, a worker ending) with
+        // sessions still running, their process groups go with it.
+        let weak = inner.downgrade();
+        env.add_env_cleanup_hook(weak, |weak| {
+            if let Some(spawner) = weak.upgrade() {
+                spawner.kill_all();
+            }
+        })?;
+        Ok(Self { inner, listener, events })
+    }
+
+    #[napi(getter)]
+    pub fn claude_path(&self) -> String {
+        self.inner.claude_path().to_string_lossy().into_owned()
+    }
+
+    /// `env_json`: the daemon's environment (`process.env`), which the agent inherits.
+    #[napi(catch_unwind)]
+    pub fn spawn_session(&self, env: Env, config_json: String, env_json: Option<String>) -> Result<JsSpawned> {
+        let config = SessionConfig::from_json(&parse_json(&env, &config_json, "config")?)
+            .map_err(|e| config_error(&env, e))?;
+        let base_env = match env_json {
+            Some(text) => Some(environment(&parse_json(&env, &text, "process.env")?)),
+            None => None,
+        };
+        let result = within_runtime_if_available(|| self.inner.spawn_session_with_env(config, base_env))
+            .map_err(|e| js_error(&env, e))?;
+        Ok(JsSpawned {
+            session_id: result.session_id,
+            status: result.status.into(),
+        })
+    }
+
+    #[napi(catch_unwind)]
+    pub fn get_session_status(&self, session_id: String) -> Option<JsSessionStatus> {
+        self.inner.session_status(&session_id).map(Into::into)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn get_active_sessions(&self) -> Vec<JsSessionStatus> {
+        self.inner.active_sessions().into_iter().map(Into::into).collect()
+    }
+
+    /// Starts stopping a session; the JavaScript side waits for its `session-ended`.
+    #[napi(catch_unwind)]
+    pub fn request_stop(&self, env: Env, session_id: String, graceful: bool) -> Result<()> {
+        self.inner.request_stop(&session_id, graceful).map(drop).map_err(|e| js_error(&env, e))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn send_input(&self, env: Env, session_id: String, input: String) -> Result<()> {
+        self.inner.send_input(&session_id, &input).map_err(|e| js_error(&env, e))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn end_session(&self, env: Env, session_id: String) -> Result<()> {
+        self.inner.end_session(&session_id).map_err(|e| js_error(&env, e))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn cleanup_completed_sessions(&self) -> u32 {
+        self.inner.cleanup_completed_sessions() as u32
+    }
+
+    #[napi(catch_unwind)]
+    pub fn get_crash_reports(&self) -> Vec<JsCrashReport> {
+        self.inner.crash_reports().into_iter().map(Into::into).collect()
+    }
+
+    #[napi(catch_unwind)]
+    pub fn get_metrics_summary(&self) -> JsMetricsSummary {
+        self.inner.metrics_summary().into()
+    }
+
+    #[napi(catch_unwind)]
+    pub fn session_directory(&self, session_id: String) -> Option<String> {
+        self.inner.session_directory(&session_id).map(|p| p.to_string_lossy().into_owned())
+    }
+
+    /// Kills every live session's process group now.
+    #[napi(catch_unwind)]
+    pub fn kill_all(&self) {
+        self.inner.kill_all()
+    }
+
+    /// Opens the event queue (before spawning) or, with `false`, releases it once
+    /// the last session has ended. An open queue keeps Node's event loop alive.
+    #[napi]
+    pub fn hold_event_loop(&self, env: Env, hold: bool) -> Result<()> {
+        let mut slot = self.events.lock();
+        if !hold {
+            // Dropping the last reference releases it; queued calls still run.
+            slot.take();
+            return Ok(());
+        }
+        if slot.is_none() {
+            let tsfn = events::build(self.listener.borrow_back(&env)?)?;
+            // SAFETY: on the JavaScript thread, with this environment and a live queue.
+            let status = unsafe { napi::sys::napi_ref_threadsafe_function(env.raw(), tsfn.raw()) };
+            if status != napi::sys::Status::napi_ok {
+                return Err(native_error(&env, format!("opening the event queue failed ({status})")));
+            }
+            *slot = Some(Arc::new(tsfn));
+        }
+        Ok(())
+    }
+}
