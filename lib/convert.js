@@ -14,6 +14,19 @@ function status(s) {
   return s
 }
 
+/** The snapshot of a session whose agent has just started. */
+function startedStatus(sessionId, pid, startTime) {
+  return {
+    sessionId,
+    state: 'running',
+    pid,
+    startTime: new Date(startTime),
+    stdout: '',
+    stderr: '',
+    metrics: { commandsExecuted: 0, filesModified: 0, approvalPrompts: 0, escalations: 0, errors: 0 },
+  }
+}
+
 function crashReport(r) {
   r.timestamp = toDate(r.timestamp)
   return r
@@ -40,4 +53,4 @@ function call(fn) {
   }
 }
 
-module.exports = { status, crashReport, error, call }
+module.exports = { status, startedStatus, crashReport, error, call }

@@ -1,13 +1,34 @@
 'use strict'
 // ClaudeSessionSpawner: the native spawner as an EventEmitter with the TypeScript
 // module's API. Behaviour lives in Rust; this class only orders what JavaScript
-// sees: `session-spawned` synchronously from spawnSession, then the queued events,
-// and each completion promise settled right after its session's `session-ended`.
+// sees: `session-spawned` synchronously from spawnSession (which, like
+// child_process.spawn, starts the agent on this thread), then the queued events,
+// and each completion settled right after its session's `session-ended`.
 
 const { EventEmitter } = require('node:events')
+const { isMainThread } = require('node:worker_threads')
 const { NativeSpawner } = require('./native')
 const { encodeConfig, encodeOptions, checkString } = require('./encode')
 const convert = require('./convert')
+
+/**
+ * Whether `process.env` here is the process's real environment, which the native
+ * side then inherits directly (enumerating `process.env` costs ~50 µs a spawn).
+ * It is not in a worker thread (a copy by default) nor in a `vm` sandbox such as
+ * Jest's (a plain object): there the agent gets `process.env` as JavaScript sees
+ * it, the way child_process does.
+ */
+const envIsReal = (() => {
+  if (!isMainThread) return false
+  const probe = `__CLAUDE_SESSION_SPAWNER_PROBE_${process.pid}`
+  try {
+    process.env[probe] = 1
+    // The real environment stores strings only; a plain object keeps the number.
+    return process.env[probe] === '1'
+  } finally {
+    delete process.env[probe]
+  }
+})()
 
 /** Spawners with live sessions; their process groups are killed if Node exits. */
 const withLiveSessions = new Set()
@@ -47,24 +68,26 @@ class ClaudeSessionSpawner extends EventEmitter {
 
   async spawnSession(config) {
     const json = encodeConfig(config)
-    // Open the event queue first: even a failed spawn reports its session-ended.
+    // Open the event queue first: a session's events may follow at once.
     this.#setHold(true)
     let spawned
     try {
       // The agent inherits process.env, as with child_process.
-      spawned = convert.call(() => this.#native.spawnSession(json, JSON.stringify(process.env)))
+      const env = envIsReal ? undefined : JSON.stringify(process.env)
+      spawned = convert.call(() => this.#native.spawnSession(json, env))
     } finally {
       if (spawned === undefined) this.#hold()
     }
-    const { sessionId, status } = spawned
+    const { sessionId, pid, startTime } = spawned
     let resolve
     const completion = new Promise((r) => {
       resolve = r
     })
     this.#live.set(sessionId, { completion, resolve })
     this.#hold()
-    this.emit('session-spawned', { sessionId, pid: status.pid })
-    return { sessionId, status: convert.status(status), completion }
+    // Reported here, synchronously: the session's queued events all come later.
+    this.emit('session-spawned', { sessionId, pid })
+    return { sessionId, status: convert.startedStatus(sessionId, pid, startTime), completion }
   }
 
   getSessionStatus(sessionId) {

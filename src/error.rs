@@ -41,6 +41,9 @@ pub enum SpawnError {
         source: io::Error,
     },
 
+    #[error("session {session_id} was stopped before its agent started")]
+    Stopped { session_id: String },
+
     #[error("unknown session {0:?}")]
     UnknownSession(String),
 
@@ -65,6 +68,7 @@ impl SpawnError {
             Self::ClaudeConfig { .. } => "ERR_CLAUDE_CONFIG",
             Self::SessionDirectory { .. } => "ERR_SESSION_DIRECTORY",
             Self::Spawn { .. } => "ERR_SPAWN_FAILED",
+            Self::Stopped { .. } => "ERR_SESSION_STOPPED",
             Self::UnknownSession(_) => "ERR_UNKNOWN_SESSION",
             Self::NotRunning { .. } => "ERR_SESSION_NOT_RUNNING",
             Self::AgentExited { .. } => "ERR_AGENT_EXITED",
@@ -79,7 +83,8 @@ impl SpawnError {
             Self::WorkingDirectory { session_id, .. }
             | Self::ClaudeConfig { session_id, .. }
             | Self::SessionDirectory { session_id, .. }
-            | Self::Spawn { session_id, .. } => Some(session_id),
+            | Self::Spawn { session_id, .. }
+            | Self::Stopped { session_id } => Some(session_id),
             _ => None,
         }
     }

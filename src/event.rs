@@ -46,13 +46,24 @@ impl fmt::Debug for OutputChunk {
     }
 }
 
-/// Everything a spawner reports. Per session, events come in order: `SessionSpawned`,
-/// output, then exactly one `SessionEnded` after the last output.
+/// Everything a spawner reports. Per session, events come in order: `SessionSpawned`
+/// (or `SpawnFailed`), output, then exactly one `SessionEnded` after the last output.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SpawnerEvent {
-    /// The agent process started.
-    SessionSpawned { session_id: Arc<str>, pid: u32 },
+    /// The agent process started; `status` is a snapshot taken then.
+    SessionSpawned {
+        session_id: Arc<str>,
+        pid: u32,
+        status: Box<SessionStatus>,
+    },
+    /// The session could not start; it ends `failed` next. `code` is the
+    /// [`SpawnError`](crate::SpawnError) code, `message` its text.
+    SpawnFailed {
+        session_id: Arc<str>,
+        code: &'static str,
+        message: String,
+    },
     /// A chunk of stdout or stderr.
     SessionOutput(OutputChunk),
     /// The session's timeout elapsed; its process group is being stopped.
@@ -66,6 +77,7 @@ impl SpawnerEvent {
     pub fn name(&self) -> &'static str {
         match self {
             Self::SessionSpawned { .. } => "session-spawned",
+            Self::SpawnFailed { .. } => "spawn-failed",
             Self::SessionOutput(_) => "session-output",
             Self::SessionTimeout { .. } => "session-timeout",
             Self::SessionEnded { .. } => "session-ended",
@@ -75,6 +87,7 @@ impl SpawnerEvent {
     pub fn session_id(&self) -> &str {
         match self {
             Self::SessionSpawned { session_id, .. }
+            | Self::SpawnFailed { session_id, .. }
             | Self::SessionTimeout { session_id }
             | Self::SessionEnded { session_id, .. } => session_id,
             Self::SessionOutput(chunk) => &chunk.session_id,

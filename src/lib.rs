@@ -19,7 +19,7 @@
 //! let mut config = SessionConfig::default();
 //! config.working_directory = "/tmp".into();
 //! config.task_context.description = "Say hello".into();
-//! let session = spawner.spawn_session(config)?;
+//! let session = spawner.spawn_session(config).await?;
 //! let status = session.completion.await;
 //! println!("{} ended {}", status.session_id, status.state);
 //! # Ok(())
@@ -33,6 +33,7 @@ pub mod charter;
 pub mod config;
 mod error;
 mod event;
+mod launcher;
 pub mod options;
 pub mod output;
 pub mod process;
@@ -54,5 +55,5 @@ pub use event::{EventHandler, OutputChunk, SpawnerEvent, Stream};
 pub use options::SpawnerOptions;
 pub use protocol::Protocol;
 pub use session::Completion;
-pub use spawner::{SpawnResult, Spawner, WeakSpawner, SESSION_ID_ENV};
+pub use spawner::{PendingSpawn, SpawnResult, Spawner, WeakSpawner, SESSION_ID_ENV};
 pub use status::{CrashReport, MetricsSummary, SessionMetrics, SessionState, SessionStatus, TokenUsage};

@@ -2,12 +2,13 @@
 //! a streaming UTF-8 decoder that never splits a character between chunks, and a
 //! bounded line splitter for line-based protocols.
 
-use std::collections::VecDeque;
-
-/// The newest `capacity` bytes of a stream.
+/// The newest `capacity` bytes of a stream: a ring buffer that grows as output
+/// arrives, up to `capacity`.
 #[derive(Debug)]
 pub struct TailBuffer {
-    bytes: VecDeque<u8>,
+    bytes: Vec<u8>,
+    /// Once full, where the oldest byte is (and the next write goes).
+    head: usize,
     capacity: usize,
     total: u64,
 }
@@ -15,7 +16,8 @@ pub struct TailBuffer {
 impl TailBuffer {
     pub fn new(capacity: usize) -> Self {
         Self {
-            bytes: VecDeque::new(),
+            bytes: Vec::new(),
+            head: 0,
             capacity,
             total: 0,
         }
@@ -23,13 +25,26 @@ impl TailBuffer {
 
     pub fn push(&mut self, chunk: &[u8]) {
         self.total += chunk.len() as u64;
-        if self.capacity == 0 {
+        let chunk = &chunk[chunk.len().saturating_sub(self.capacity)..];
+        let room = self.capacity - self.bytes.len();
+        if room > 0 {
+            let now = chunk.len().min(room);
+            self.bytes.extend_from_slice(&chunk[..now]);
+            self.write_ring(&chunk[now..]);
+        } else {
+            self.write_ring(chunk);
+        }
+    }
+
+    /// Overwrites the oldest bytes of a full buffer.
+    fn write_ring(&mut self, chunk: &[u8]) {
+        if chunk.is_empty() {
             return;
         }
-        let chunk = &chunk[chunk.len().saturating_sub(self.capacity)..];
-        let overflow = (self.bytes.len() + chunk.len()).saturating_sub(self.capacity);
-        self.bytes.drain(..overflow);
-        self.bytes.extend(chunk);
+        let first = chunk.len().min(self.capacity - self.head);
+        self.bytes[self.head..self.head + first].copy_from_slice(&chunk[..first]);
+        self.bytes[..chunk.len() - first].copy_from_slice(&chunk[first..]);
+        self.head = (self.head + chunk.len()) % self.capacity;
     }
 
     /// Bytes ever pushed, kept or not.
@@ -40,21 +55,17 @@ impl TailBuffer {
     /// The kept bytes as text. A character cut at the front by the bound is dropped;
     /// invalid bytes become U+FFFD.
     pub fn to_text(&self) -> String {
-        let (a, b) = self.bytes.as_slices();
-        let mut all = Vec::with_capacity(a.len() + b.len());
-        all.extend_from_slice(a);
-        all.extend_from_slice(b);
-        let cut = self.total > self.bytes.len() as u64;
+        let mut all = Vec::with_capacity(self.bytes.len());
+        all.extend_from_slice(&self.bytes[self.head..]);
+        all.extend_from_slice(&self.bytes[..self.head]);
+        let cut = self.total > all.len() as u64;
         let start = if cut {
             all.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count()
         } else {
             0
         };
         match String::from_utf8(all) {
-            Ok(mut s) if start == 0 => {
-                s.shrink_to_fit();
-                s
-            }
+            Ok(s) if start == 0 => s,
             Ok(s) => s[start..].to_owned(),
             Err(e) => String::from_utf8_lossy(&e.into_bytes()[start..]).into_owned(),
         }
@@ -104,6 +115,16 @@ impl Utf8Decoder {
             }
         }
         out
+    }
+
+    /// Like [`Utf8Decoder::decode`], reusing `chunk`'s allocation when it is valid
+    /// UTF-8 on its own (the usual case), instead of copying it.
+    pub fn decode_owned(&mut self, chunk: Vec<u8>) -> String {
+        if self.pending.is_empty() && std::str::from_utf8(&chunk).is_ok() {
+            // SAFETY: just checked.
+            return unsafe { String::from_utf8_unchecked(chunk) };
+        }
+        self.decode(&chunk)
     }
 
     /// At end of stream: an unfinished character is replaced.
@@ -217,6 +238,22 @@ mod tests {
     }
 
     #[test]
+    fn tail_wraps_many_times_in_odd_pieces() {
+        let mut t = TailBuffer::new(7);
+        let text: String = (0..200).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let mut at = 0;
+        for size in [1, 3, 5, 7, 2, 11, 4, 6].iter().cycle() {
+            if at >= text.len() {
+                break;
+            }
+            let end = (at + size).min(text.len());
+            t.push(text[at..end].as_bytes());
+            at = end;
+            assert_eq!(t.to_text(), text[end.saturating_sub(7)..end]);
+        }
+    }
+
+    #[test]
     fn tail_with_zero_capacity_keeps_nothing() {
         let mut t = TailBuffer::new(0);
         t.push(b"abc");
@@ -234,6 +271,16 @@ mod tests {
         }
         out.push_str(&d.finish());
         assert_eq!(out, "añ€😀");
+    }
+
+    #[test]
+    fn decode_owned_agrees_with_decode() {
+        let mut a = Utf8Decoder::default();
+        let mut b = Utf8Decoder::default();
+        for chunk in [&b"plain "[..], b"caf\xc3", b"\xa9 ok", b"bad\xff"] {
+            assert_eq!(a.decode_owned(chunk.to_vec()), b.decode(chunk));
+        }
+        assert_eq!(a.finish(), b.finish());
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! spawner owns its session table and reports through one [`EventHandler`].
 
 use std::ffi::OsString;
+use std::future::{Future, IntoFuture};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -11,25 +14,44 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::charter::{render_claude_md, render_task_prompt};
 use crate::config::SessionConfig;
 use crate::error::SpawnError;
 use crate::event::{EventHandler, SpawnerEvent, Stream};
+use crate::launcher;
 use crate::options::SpawnerOptions;
 use crate::process::{self, AgentCommand, AgentProcess};
 use crate::protocol::LaunchInput;
 use crate::session::supervisor::{self, Running};
 use crate::session::pump::Pump;
-use crate::session::stdin::write_stdin;
-use crate::session::{Completion, Control, Session, StdinCommand, StopReason, StopRequest};
+use crate::session::{snapshot_of, Completion, Control, Session, StdinCommand, StopReason, StopRequest};
 use crate::status::{CrashReport, MetricsSummary, SessionState, SessionStatus};
 use crate::table::SessionTable;
 
 /// Environment variable naming the session an agent process belongs to. Inherited by
 /// everything the agent starts, so the session's processes can be told apart.
 pub const SESSION_ID_ENV: &str = "CLAUDE_SESSION_SPAWNER_SESSION_ID";
+
+/// A session being started; await it for the [`SpawnResult`].
+#[derive(Debug)]
+pub struct PendingSpawn {
+    pub session_id: String,
+    result: oneshot::Receiver<Result<SpawnResult, SpawnError>>,
+}
+
+impl IntoFuture for PendingSpawn {
+    type Output = Result<SpawnResult, SpawnError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            // The launcher always answers; a missing answer means it could not run.
+            self.result.await.unwrap_or(Err(SpawnError::Stopped { session_id: self.session_id }))
+        })
+    }
+}
 
 /// What `spawn_session` returns.
 #[derive(Debug)]
@@ -122,177 +144,74 @@ impl Spawner {
         &self.shared.claude_path
     }
 
-    /// Writes the session directory, starts the agent and sends it the task prompt.
-    /// Returns once the agent runs. Errors after the session got its id record it as
-    /// `failed` (with its own `SessionEnded`). The agent's environment is this
-    /// process's, with the config's variables on top.
-    pub fn spawn_session(&self, config: SessionConfig) -> Result<SpawnResult, SpawnError> {
-        self.spawn_session_with_env(config, None)
+    /// Writes the session directory, starts the agent and sends it the task prompt;
+    /// resolves once the agent runs. The slow part happens on the launcher thread,
+    /// never on the caller's. Errors after the session got its id record it as
+    /// `failed` (with `SpawnFailed` and `SessionEnded` events). The agent's
+    /// environment is this process's, with the config's variables on top.
+    pub async fn spawn_session(&self, config: SessionConfig) -> Result<SpawnResult, SpawnError> {
+        self.start_session(config, None).await
     }
 
-    /// Like [`Spawner::spawn_session`], with `base_env` as the daemon's environment
-    /// instead of this process's (the Node binding passes `process.env`, as
-    /// `child_process` does).
-    pub fn spawn_session_with_env(
+    /// Starts a session without waiting: the session exists at once (state
+    /// `initializing`) under the returned id, and its `SessionSpawned` or
+    /// `SpawnFailed` event follows. `base_env`, when given, is the daemon's
+    /// environment to inherit instead of this process's (the Node binding passes
+    /// `process.env`, as `child_process` does).
+    pub fn start_session(&self, config: SessionConfig, base_env: Option<Vec<(String, String)>>) -> PendingSpawn {
+        let (session, stops, stdin_commands) = self.register(config);
+        let shared = Arc::clone(&self.shared);
+        let id = Arc::clone(&session.id);
+        let (done, result) = oneshot::channel();
+        launcher::launch(move || {
+            let _ = done.send(launch_guarded(&shared, &session, base_env, stops, stdin_commands));
+        });
+        PendingSpawn {
+            session_id: id.to_string(),
+            result,
+        }
+    }
+
+    /// Starts a session on the calling thread and returns once its agent runs (or
+    /// failed to start). The Node binding calls this from JavaScript's thread, as
+    /// `child_process.spawn` does its work.
+    pub fn spawn_session_now(
         &self,
         config: SessionConfig,
         base_env: Option<Vec<(String, String)>>,
     ) -> Result<SpawnResult, SpawnError> {
-        let shared = &self.shared;
+        let (session, stops, stdin_commands) = self.register(config);
+        launch_guarded(&self.shared, &session, base_env, stops, stdin_commands)
+    }
+
+    /// A new session in the table, `initializing`, with the receiving ends of its
+    /// channels.
+    fn register(
+        &self,
+        config: SessionConfig,
+    ) -> (
+        Arc<Session>,
+        mpsc::UnboundedReceiver<StopRequest>,
+        mpsc::UnboundedReceiver<StdinCommand>,
+    ) {
+        let shared = Arc::clone(&self.shared);
         let id: Arc<str> = format!("claude-session-{}", uuid::Uuid::new_v4()).into();
         let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
         let config = Arc::new(config);
         let dir = config.working_directory.join(".vp-daemon").join("sessions").join(&*id);
-        let protocol = shared.options.protocol;
-        let _span = tracing::info_span!("session", id = %id).entered();
-
-        let (stop_tx, stop_rx) = mpsc::unbounded_channel();
-        let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stops) = mpsc::unbounded_channel();
+        let (stdin_tx, stdin_commands) = mpsc::unbounded_channel();
         let session = Arc::new(Session::new(
             Arc::clone(&id),
             seq,
-            Arc::clone(&config),
-            dir.clone(),
-            protocol,
+            config,
+            dir,
+            shared.options.protocol,
             shared.options.output_buffer_bytes,
-            Some(Control { stop: stop_tx, stdin: stdin_tx.clone() }),
+            Some(Control { stop: stop_tx, stdin: stdin_tx }),
         ));
         shared.table.lock().insert(Arc::clone(&session));
-
-        let prepared = match self.prepare(&id, &config, &dir, base_env) {
-            Ok(p) => p,
-            Err(e) => return Err(self.fail(&session, e)),
-        };
-        let agent = match AgentProcess::spawn(&prepared.command) {
-            Ok(agent) => agent,
-            Err(source) => {
-                let e = SpawnError::Spawn {
-                    session_id: id.to_string(),
-                    path: prepared.command.program.clone(),
-                    source,
-                };
-                return Err(self.fail(&session, e));
-            }
-        };
-        let pid = agent.pid;
-        {
-            let mut r = session.record.lock();
-            r.pid = Some(pid);
-            r.state = SessionState::Running;
-        }
-        tracing::info!(pid, "spawned");
-        let _ = stdin_tx.send(StdinCommand::Write(prepared.first_input));
-
-        let _runtime = shared.runtime.enter();
-        let pumps = Pump::new(Stream::Stdout, agent.stdout, prepared.stdout_log, Some(protocol.observer()))
-            .and_then(|out| Ok((out, Pump::new(Stream::Stderr, agent.stderr, prepared.stderr_log, None)?)));
-        let (stdout, stderr) = match pumps {
-            Ok(p) => p,
-            Err(source) => {
-                // Cannot watch it, so it must not run.
-                let _ = process::signal_group(pid, libc::SIGKILL);
-                let _ = process::reap(pid);
-                let e = SpawnError::Spawn { session_id: id.to_string(), path: prepared.command.program, source };
-                return Err(self.fail(&session, e));
-            }
-        };
-        let running = Running {
-            pid,
-            stops: stop_rx,
-            stdout: shared.runtime.spawn(stdout.run(Arc::clone(&session), Arc::clone(shared))),
-            stderr: shared.runtime.spawn(stderr.run(Arc::clone(&session), Arc::clone(shared))),
-            stdin: shared.runtime.spawn(write_stdin(agent.stdin, stdin_rx)),
-        };
-        let status = session.status();
-        shared.emit(SpawnerEvent::SessionSpawned { session_id: Arc::clone(&id), pid });
-        shared
-            .runtime
-            .spawn(supervisor::supervise(Arc::clone(shared), Arc::clone(&session), running));
-        Ok(SpawnResult {
-            session_id: id.to_string(),
-            status,
-            completion: session.completion(),
-        })
-    }
-
-    /// Everything before the process starts: checks, the session directory, CLAUDE.md,
-    /// the log files, the command.
-    fn prepare(
-        &self,
-        id: &str,
-        config: &SessionConfig,
-        dir: &Path,
-        base_env: Option<Vec<(String, String)>>,
-    ) -> Result<Prepared, SpawnError> {
-        let wd = &config.working_directory;
-        let wd_error = |source| SpawnError::WorkingDirectory {
-            session_id: id.to_owned(),
-            path: wd.clone(),
-            source,
-        };
-        match std::fs::metadata(wd) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(wd_error(std::io::Error::other("not a directory"))),
-            Err(e) => return Err(wd_error(e)),
-        }
-        let base = match &config.claude_config_path {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| SpawnError::ClaudeConfig {
-                session_id: id.to_owned(),
-                path: path.clone(),
-                source,
-            })?),
-            None => None,
-        };
-        let dir_error = |source| SpawnError::SessionDirectory {
-            session_id: id.to_owned(),
-            path: dir.to_owned(),
-            source,
-        };
-        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(dir_error)?;
-        let claude_md = render_claude_md(id, config, base.as_deref());
-        let md_path = dir.join("CLAUDE.md");
-        private_file(&md_path)
-            .and_then(|mut f| f.write_all(claude_md.as_bytes()))
-            .map_err(dir_error)?;
-        let stdout_log = private_file(&dir.join("stdout.log")).map_err(dir_error)?;
-        let stderr_log = private_file(&dir.join("stderr.log")).map_err(dir_error)?;
-
-        let prompt = render_task_prompt(config);
-        let conversation_id = uuid::Uuid::new_v4().to_string();
-        let launch = self.shared.options.protocol.launch(&LaunchInput {
-            config,
-            claude_md: &claude_md,
-            prompt: &prompt,
-            conversation_id: &conversation_id,
-        });
-        let mut args = launch.args;
-        args.extend(self.shared.options.extra_args.iter().map(OsString::from));
-        let mut env: Vec<(OsString, OsString)> = vec![
-            ("CI".into(), "true".into()),
-            ("CLAUDE_NON_INTERACTIVE".into(), "true".into()),
-            ("CLAUDE_CONFIG_PATH".into(), md_path.into_os_string()),
-            (SESSION_ID_ENV.into(), id.into()),
-        ];
-        env.extend(config.environment_variables.iter().map(|(k, v)| (k.into(), v.into())));
-        Ok(Prepared {
-            command: AgentCommand {
-                program: self.shared.claude_path.clone(),
-                args,
-                cwd: wd.clone(),
-                base_env: base_env.map(|vars| vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect()),
-                env,
-            },
-            first_input: launch.first_input,
-            stdout_log,
-            stderr_log,
-        })
-    }
-
-    /// Records a session that never ran as `failed` and reports its end.
-    fn fail(&self, session: &Arc<Session>, error: SpawnError) -> SpawnError {
-        tracing::warn!(error = %error, "spawn failed");
-        supervisor::end(&self.shared, session, SessionState::Failed, Some(error.to_string()));
-        error
+        (session, stops, stdin_commands)
     }
 
     fn session(&self, id: &str) -> Result<Arc<Session>, SpawnError> {
@@ -422,13 +341,187 @@ impl Spawner {
             // Signal under the lock: the supervisor marks `exited` under it before
             // reaping, so the group id cannot have been reused.
             let mut r = session.record.lock();
+            if r.state.is_ended() {
+                continue;
+            }
+            // One not started yet sees the reason and does not start.
+            r.stop.get_or_insert(StopReason::Terminated);
             if let (Some(pid), false) = (r.pid, r.exited) {
-                r.stop.get_or_insert(StopReason::Terminated);
                 let _ = process::signal_group(pid, libc::SIGKILL);
             }
         }
     }
 }
+
+/// [`launch`], with any failure (a panic included) recorded on the session.
+fn launch_guarded(
+    shared: &Arc<Shared>,
+    session: &Arc<Session>,
+    base_env: Option<Vec<(String, String)>>,
+    stops: mpsc::UnboundedReceiver<StopRequest>,
+    stdin_commands: mpsc::UnboundedReceiver<StdinCommand>,
+) -> Result<SpawnResult, SpawnError> {
+    let _span = tracing::info_span!("session", id = %session.id).entered();
+    catch_unwind(AssertUnwindSafe(|| launch(shared, session, base_env, stops, stdin_commands)))
+        .unwrap_or_else(|_| {
+            Err(SpawnError::Spawn {
+                session_id: session.id.to_string(),
+                path: shared.claude_path.clone(),
+                source: std::io::Error::other("internal error (panic) while starting the agent"),
+            })
+        })
+        .map_err(|e| fail(shared, session, e))
+}
+
+/// Starting a session: prepare, spawn, hand the agent to its supervisor task, report
+/// `SessionSpawned`.
+fn launch(
+    shared: &Arc<Shared>,
+    session: &Arc<Session>,
+    base_env: Option<Vec<(String, String)>>,
+    stops: mpsc::UnboundedReceiver<StopRequest>,
+    stdin_commands: mpsc::UnboundedReceiver<StdinCommand>,
+) -> Result<SpawnResult, SpawnError> {
+    let id = &session.id;
+    let prepared = prepare(shared, id, &session.config, &session.dir, base_env)?;
+    if session.record.lock().stop.is_some() {
+        return Err(SpawnError::Stopped { session_id: id.to_string() });
+    }
+    let agent = AgentProcess::spawn(&prepared.command).map_err(|source| SpawnError::Spawn {
+        session_id: id.to_string(),
+        path: prepared.command.program.clone(),
+        source,
+    })?;
+    let pid = agent.pid;
+    tracing::info!(pid, "spawned");
+    if let Some(control) = &session.control {
+        // Queued first, so the prompt precedes any input sent later.
+        let _ = control.stdin.send(StdinCommand::Write(prepared.first_input));
+    }
+    let _runtime = shared.runtime.enter();
+    let pumps = Pump::new(Stream::Stdout, agent.stdout, prepared.stdout_log, Some(session.protocol.observer()))
+        .and_then(|out| Ok((out, Pump::new(Stream::Stderr, agent.stderr, prepared.stderr_log, None)?)));
+    let (stdout, stderr) = match pumps {
+        Ok(p) => p,
+        Err(source) => {
+            // Cannot watch it, so it must not run.
+            let _ = process::signal_group(pid, libc::SIGKILL);
+            let _ = process::reap(pid);
+            return Err(SpawnError::Spawn { session_id: id.to_string(), path: prepared.command.program, source });
+        }
+    };
+    let status = {
+        let mut r = session.record.lock();
+        r.pid = Some(pid);
+        r.state = SessionState::Running;
+        snapshot_of(session, &r)
+    };
+    shared.emit(SpawnerEvent::SessionSpawned {
+        session_id: Arc::clone(id),
+        pid,
+        status: Box::new(status.clone()),
+    });
+    let running = Running { pid, stops, stdout, stderr, stdin: agent.stdin, stdin_commands };
+    shared
+        .runtime
+        .spawn(supervisor::supervise(Arc::clone(shared), Arc::clone(session), running));
+    Ok(SpawnResult {
+        session_id: id.to_string(),
+        status,
+        completion: session.completion(),
+    })
+}
+
+/// Records a session that never ran as `failed` (or `terminated`, when it was stopped
+/// before its agent started) and reports its end.
+fn fail(shared: &Shared, session: &Arc<Session>, error: SpawnError) -> SpawnError {
+    tracing::warn!(error = %error, "spawn failed");
+    shared.emit(SpawnerEvent::SpawnFailed {
+        session_id: Arc::clone(&session.id),
+        code: error.code(),
+        message: error.to_string(),
+    });
+    let state = match error {
+        SpawnError::Stopped { .. } => SessionState::Terminated,
+        _ => SessionState::Failed,
+    };
+    supervisor::end(shared, session, state, Some(error.to_string()));
+    error
+}
+
+/// Everything before the process starts: checks, the session directory, CLAUDE.md,
+/// the command.
+fn prepare(
+    shared: &Shared,
+    id: &str,
+    config: &SessionConfig,
+    dir: &Path,
+    base_env: Option<Vec<(String, String)>>,
+) -> Result<Prepared, SpawnError> {
+    let wd = &config.working_directory;
+    let wd_error = |source| SpawnError::WorkingDirectory {
+        session_id: id.to_owned(),
+        path: wd.clone(),
+        source,
+    };
+    match std::fs::metadata(wd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(wd_error(std::io::Error::other("not a directory"))),
+        Err(e) => return Err(wd_error(e)),
+    }
+    let base = match &config.claude_config_path {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|source| SpawnError::ClaudeConfig {
+            session_id: id.to_owned(),
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    let dir_error = |source| SpawnError::SessionDirectory {
+        session_id: id.to_owned(),
+        path: dir.to_owned(),
+        source,
+    };
+    DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(dir_error)?;
+    let claude_md = render_claude_md(id, config, base.as_deref());
+    let md_path = dir.join("CLAUDE.md");
+    private_file(&md_path)
+        .and_then(|mut f| f.write_all(claude_md.as_bytes()))
+        .map_err(dir_error)?;
+    let stdout_log = dir.join("stdout.log");
+    let stderr_log = dir.join("stderr.log");
+
+    let prompt = render_task_prompt(config);
+    let conversation_id = uuid::Uuid::new_v4().to_string();
+    let launch = shared.options.protocol.launch(&LaunchInput {
+        config,
+        claude_md: &claude_md,
+        prompt: &prompt,
+        conversation_id: &conversation_id,
+    });
+    let mut args = launch.args;
+    args.extend(shared.options.extra_args.iter().map(OsString::from));
+    let mut env: Vec<(OsString, OsString)> = vec![
+        ("CI".into(), "true".into()),
+        ("CLAUDE_NON_INTERACTIVE".into(), "true".into()),
+        ("CLAUDE_CONFIG_PATH".into(), md_path.into_os_string()),
+        (SESSION_ID_ENV.into(), id.into()),
+    ];
+    env.extend(config.environment_variables.iter().map(|(k, v)| (k.into(), v.into())));
+    Ok(Prepared {
+        command: AgentCommand {
+            program: shared.claude_path.clone(),
+            args,
+            cwd: wd.clone(),
+            base_env: base_env.map(|vars| vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect()),
+            env,
+        },
+        first_input: launch.first_input,
+        stdout_log,
+        stderr_log,
+    })
+}
+
 
 /// A [`Spawner`] reference that does not keep it alive.
 #[derive(Clone, Debug)]
@@ -443,10 +536,11 @@ impl WeakSpawner {
 struct Prepared {
     command: AgentCommand,
     first_input: Vec<u8>,
-    stdout_log: File,
-    stderr_log: File,
+    stdout_log: PathBuf,
+    stderr_log: PathBuf,
 }
 
-fn private_file(path: &Path) -> std::io::Result<File> {
+/// Opens (creating, 0600) a file of the session directory for appending.
+pub(crate) fn private_file(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }

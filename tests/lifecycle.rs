@@ -13,7 +13,7 @@ async fn exit_zero_completes_with_output_files_and_ordered_events() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
     let spawner = spawner(&["out:hello", "err:warning", "out:bye"], &rec);
-    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let result = spawner.spawn_session(config(dir.path())).await.unwrap();
     assert!(result.session_id.starts_with("claude-session-"));
     assert_eq!(result.status.state, SessionState::Running);
     let pid = result.status.pid.unwrap();
@@ -45,7 +45,7 @@ async fn exit_zero_completes_with_output_files_and_ordered_events() {
 async fn the_prompt_arrives_on_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
-    let status = finished(spawner(&["read-line"], &rec).spawn_session(config(dir.path())).unwrap().completion).await;
+    let status = finished(spawner(&["read-line"], &rec).spawn_session(config(dir.path())).await.unwrap().completion).await;
     assert_eq!(status.stdout, "got: Task: Run the fake task\n");
 }
 
@@ -53,7 +53,7 @@ async fn the_prompt_arrives_on_stdin() {
 async fn nonzero_exit_fails_and_names_the_code() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
-    let status = finished(spawner(&["exit:3"], &rec).spawn_session(config(dir.path())).unwrap().completion).await;
+    let status = finished(spawner(&["exit:3"], &rec).spawn_session(config(dir.path())).await.unwrap().completion).await;
     assert_eq!(status.state, SessionState::Failed);
     assert_eq!(status.exit_code, Some(3));
     assert_eq!(status.error_message.as_deref(), Some("agent exited with code 3"));
@@ -64,7 +64,7 @@ async fn a_signal_death_is_a_crash_with_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
     let spawner = spawner(&["out:before the crash", "err:stack line", "signal:SEGV"], &rec);
-    let status = finished(spawner.spawn_session(config(dir.path())).unwrap().completion).await;
+    let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
     assert_eq!(status.state, SessionState::Crashed);
     assert_eq!(status.signal.as_deref(), Some("SIGSEGV"));
     assert!(status.error_message.unwrap().contains("SIGSEGV"));
@@ -84,7 +84,7 @@ async fn timeout_ends_timeout_with_its_event_and_stops_the_group() {
     let spawner = spawner(&["spawn-sleepers:2", "hang"], &rec);
     let mut cfg = config(dir.path());
     cfg.timeout_ms = Some(300);
-    let result = spawner.spawn_session(cfg).unwrap();
+    let result = spawner.spawn_session(cfg).await.unwrap();
     let pid = result.status.pid.unwrap();
     let status = finished(result.completion).await;
     assert_eq!(status.state, SessionState::Timeout);
@@ -103,7 +103,7 @@ async fn graceful_terminate_stops_the_whole_tree() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
     let spawner = spawner(&["spawn-sleepers:2", "out:ready", "hang"], &rec);
-    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let result = spawner.spawn_session(config(dir.path())).await.unwrap();
     let id = result.session_id.clone();
     let pid = result.status.pid.unwrap();
     wait_until("two sleepers", || sleeper_pids(&rec.output(&id, "stdout")).len() == 2).await;
@@ -123,7 +123,7 @@ async fn an_agent_ignoring_sigterm_is_killed_after_the_grace_period() {
     let rec = Recorder::new();
     let options = SpawnerOptions::default().grace_period(Duration::from_millis(200));
     let spawner = spawner_with(options, &["ignore-term", "out:stubborn", "hang"], &rec);
-    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let result = spawner.spawn_session(config(dir.path())).await.unwrap();
     let id = result.session_id.clone();
     wait_until("the agent to ignore SIGTERM", || rec.output(&id, "stdout").contains("stubborn")).await;
     let status = tokio::time::timeout(DEADLINE, spawner.terminate_session(&id, true)).await.unwrap().unwrap();
@@ -137,7 +137,7 @@ async fn forced_terminate_kills_at_once() {
     let rec = Recorder::new();
     // The default grace period is 5 s: ending well before it shows SIGKILL came first.
     let spawner = spawner(&["ignore-term", "hang"], &rec);
-    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let result = spawner.spawn_session(config(dir.path())).await.unwrap();
     let started = std::time::Instant::now();
     let status = spawner.terminate_session(&result.session_id, false).await.unwrap();
     assert_eq!(status.state, SessionState::Terminated);
@@ -150,7 +150,7 @@ async fn terminate_of_an_ended_session_keeps_its_state_and_unknown_ids_fail() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
     let spawner = spawner(&["exit:0"], &rec);
-    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let result = spawner.spawn_session(config(dir.path())).await.unwrap();
     let id = result.session_id.clone();
     finished(result.completion).await;
     let status = spawner.terminate_session(&id, true).await.unwrap();
@@ -165,7 +165,7 @@ async fn leftover_background_processes_die_with_the_session() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
     let spawner = spawner(&["spawn-sleepers:2", "exit:0"], &rec);
-    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let result = spawner.spawn_session(config(dir.path())).await.unwrap();
     let pid = result.status.pid.unwrap();
     let status = finished(result.completion).await;
     assert_eq!(status.state, SessionState::Completed);
@@ -180,7 +180,7 @@ async fn send_input_reaches_the_agent_and_end_session_closes_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
     let spawner = spawner(&["echo-stdin"], &rec);
-    let result = spawner.spawn_session(config(dir.path())).unwrap();
+    let result = spawner.spawn_session(config(dir.path())).await.unwrap();
     let id = result.session_id.clone();
     spawner.send_input(&id, "more input\n").unwrap();
     wait_until("the echo", || rec.output(&id, "stdout").contains("echo: more input")).await;
@@ -203,7 +203,7 @@ async fn an_agent_that_exits_before_reading_its_prompt_breaks_nothing() {
     let mut cfg = config(dir.path());
     // Far more than a pipe holds, so the write meets a closed pipe (EPIPE).
     cfg.task_context.description = "x".repeat(4 << 20);
-    let status = finished(spawner.spawn_session(cfg).unwrap().completion).await;
+    let status = finished(spawner.spawn_session(cfg).await.unwrap().completion).await;
     assert_eq!(status.state, SessionState::Completed);
 }
 
@@ -217,7 +217,7 @@ async fn environment_and_working_directory() {
     );
     let mut cfg = config(dir.path());
     cfg.environment_variables.insert("FOO".into(), "bar baz".into());
-    let status = finished(spawner.spawn_session(cfg).unwrap().completion).await;
+    let status = finished(spawner.spawn_session(cfg).await.unwrap().completion).await;
     let id = &status.session_id;
     let md = dir.path().join(".vp-daemon/sessions").join(id).join("CLAUDE.md");
     assert_eq!(
@@ -237,7 +237,7 @@ async fn spawn_failures_name_the_cause_and_are_recorded_failed() {
     let options = SpawnerOptions::default().claude_path("/nonexistent/agent").protocol(Protocol::Text);
     let r = std::sync::Arc::clone(&rec);
     let spawner = Spawner::new(options, move |e: SpawnerEvent| r.record(e)).unwrap();
-    let err = spawner.spawn_session(config(dir.path())).unwrap_err();
+    let err = spawner.spawn_session(config(dir.path())).await.unwrap_err();
     assert_eq!(err.code(), "ERR_SPAWN_FAILED");
     let text = err.to_string();
     assert!(text.contains("/nonexistent/agent") && text.contains("No such file or directory"), "{text}");
@@ -245,12 +245,18 @@ async fn spawn_failures_name_the_cause_and_are_recorded_failed() {
     let status = spawner.session_status(&id).unwrap();
     assert_eq!(status.state, SessionState::Failed);
     assert_eq!(status.error_message.as_deref(), Some(text.as_str()));
-    assert_eq!(rec.for_session(&id), vec![Seen::Ended { id: id.clone(), state: "failed".into() }]);
+    assert_eq!(
+        rec.for_session(&id),
+        vec![
+            Seen::SpawnFailed { id: id.clone(), code: "ERR_SPAWN_FAILED" },
+            Seen::Ended { id: id.clone(), state: "failed".into() }
+        ]
+    );
     assert_eq!(spawner.metrics_summary().failed_sessions, 1);
 
     let mut cfg = config(dir.path());
     cfg.working_directory = dir.path().join("missing");
-    let err = spawner.spawn_session(cfg).unwrap_err();
+    let err = spawner.spawn_session(cfg).await.unwrap_err();
     assert_eq!(err.code(), "ERR_WORKING_DIRECTORY");
     assert!(err.to_string().contains("missing"), "{err}");
 }
@@ -264,7 +270,7 @@ async fn a_non_executable_file_is_refused_with_the_os_error() {
     let r = std::sync::Arc::clone(&rec);
     let options = SpawnerOptions::default().claude_path(&script).protocol(Protocol::Text);
     let spawner = Spawner::new(options, move |e: SpawnerEvent| r.record(e)).unwrap();
-    let err = spawner.spawn_session(config(dir.path())).unwrap_err();
+    let err = spawner.spawn_session(config(dir.path())).await.unwrap_err();
     assert!(err.to_string().contains("Permission denied"), "{err}");
 }
 
@@ -276,7 +282,7 @@ async fn history_cleanup_and_summary_count_each_session_once() {
     let spawner = spawner_with(options, &["exit:0"], &rec);
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let r = spawner.spawn_session(config(dir.path())).unwrap();
+        let r = spawner.spawn_session(config(dir.path())).await.unwrap();
         ids.push(r.session_id.clone());
         finished(r.completion).await;
     }
@@ -300,8 +306,8 @@ async fn running_sessions_are_active_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
     let spawner = spawner(&["hang"], &rec);
-    let a = spawner.spawn_session(config(dir.path())).unwrap();
-    let b = spawner.spawn_session(config(dir.path())).unwrap();
+    let a = spawner.spawn_session(config(dir.path())).await.unwrap();
+    let b = spawner.spawn_session(config(dir.path())).await.unwrap();
     let active: Vec<_> = spawner.active_sessions().into_iter().map(|s| s.session_id).collect();
     assert_eq!(active, [a.session_id.clone(), b.session_id.clone()]);
     assert_eq!(spawner.metrics_summary().active_sessions, 2);

@@ -15,7 +15,7 @@ async fn stderr_flood_without_reading_stdin_does_not_deadlock() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
     let status = finished(
-        spawner(&["flood-err:10485760", "out:done"], &rec).spawn_session(config(dir.path())).unwrap().completion,
+        spawner(&["flood-err:10485760", "out:done"], &rec).spawn_session(config(dir.path())).await.unwrap().completion,
     )
     .await;
     assert_eq!(status.state, SessionState::Completed);
@@ -30,7 +30,7 @@ async fn memory_keeps_the_tail_and_disk_keeps_everything() {
     let rec = Recorder::new();
     let options = SpawnerOptions::default().output_buffer_bytes(4096);
     let spawner = spawner_with(options, &["flood-out:3000000", "out:the end"], &rec);
-    let status = finished(spawner.spawn_session(config(dir.path())).unwrap().completion).await;
+    let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
     assert!(status.stdout.len() <= 4096, "kept {} bytes", status.stdout.len());
     // 3,000,000 is not a whole number of 1 KiB lines: the last one has no newline.
     assert!(status.stdout.ends_with("xxthe end\n"), "{:?}", &status.stdout[status.stdout.len() - 20..]);
@@ -44,7 +44,7 @@ async fn invalid_utf8_is_replaced_in_text_and_kept_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
     let status = finished(
-        spawner(&["invalid-utf8", "out:after"], &rec).spawn_session(config(dir.path())).unwrap().completion,
+        spawner(&["invalid-utf8", "out:after"], &rec).spawn_session(config(dir.path())).await.unwrap().completion,
     )
     .await;
     assert_eq!(status.state, SessionState::Completed);
@@ -57,7 +57,7 @@ async fn a_huge_line_without_newline_is_delivered_whole() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
     let status = finished(
-        spawner(&["long-line:20971520"], &rec).spawn_session(config(dir.path())).unwrap().completion,
+        spawner(&["long-line:20971520"], &rec).spawn_session(config(dir.path())).await.unwrap().completion,
     )
     .await;
     assert_eq!(status.state, SessionState::Completed);
@@ -72,7 +72,7 @@ async fn output_events_precede_the_single_end_event() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();
     let spawner = spawner(&["flood-out:500000", "flood-err:500000"], &rec);
-    let status = finished(spawner.spawn_session(config(dir.path())).unwrap().completion).await;
+    let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
     let events = rec.for_session(&status.session_id);
     let ended: Vec<_> = events.iter().enumerate().filter(|(_, e)| matches!(e, Seen::Ended { .. })).collect();
     assert_eq!(ended.len(), 1);
@@ -89,7 +89,7 @@ async fn text_protocol_guesses_metrics_from_stdout() {
         &["out:Executed command: npm test", "out:Wrote file src/a.rs", "out:Proceed? [Y/n]", "out:Error: it failed", "err:error on stderr is not counted"],
         &rec,
     );
-    let status = finished(spawner.spawn_session(config(dir.path())).unwrap().completion).await;
+    let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
     let m = status.metrics;
     assert_eq!((m.commands_executed, m.files_modified, m.approval_prompts, m.escalations, m.errors), (1, 1, 1, 0, 1));
 }
@@ -126,7 +126,7 @@ async fn a_slow_handler_slows_the_agent_instead_of_growing_memory() {
         }
         total
     });
-    let status = finished(spawner.spawn_session(config(dir.path())).unwrap().completion).await;
+    let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
     assert_eq!(status.state, SessionState::Completed);
     drop(spawner);
     assert!(peak.load(Ordering::SeqCst) <= 1 << 20, "peak in flight {}", peak.load(Ordering::SeqCst));

@@ -17,6 +17,33 @@ fn millis(t: SystemTime) -> f64 {
     }
 }
 
+/// Text for JavaScript. Pure ASCII (the usual output) is handed over as Latin-1,
+/// which V8 copies without decoding.
+pub struct JsText(pub String);
+
+impl napi::bindgen_prelude::TypeName for JsText {
+    fn type_name() -> &'static str {
+        "string"
+    }
+    fn value_type() -> napi::ValueType {
+        napi::ValueType::String
+    }
+}
+
+impl ToNapiValue for JsText {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        if !val.0.is_ascii() {
+            return unsafe { String::to_napi_value(env, val.0) };
+        }
+        let mut out = std::ptr::null_mut();
+        napi::check_status!(
+            unsafe { sys::napi_create_string_latin1(env, val.0.as_ptr().cast(), val.0.len() as isize, &mut out) },
+            "creating a string failed"
+        )?;
+        Ok(out)
+    }
+}
+
 /// A value already created in the current scope.
 pub struct RawValue(pub sys::napi_value);
 
@@ -151,8 +178,22 @@ impl From<MetricsSummary> for JsMetricsSummary {
     }
 }
 
+/// What spawnSession returns: the parts of the first status snapshot that vary
+/// (the rest is `running` with no output yet, which JavaScript fills in faster than
+/// Node-API property sets would).
 #[napi(object, js_name = "NativeSpawned", object_from_js = false)]
 pub struct JsSpawned {
     pub session_id: String,
-    pub status: JsSessionStatus,
+    pub pid: u32,
+    pub start_time: f64,
+}
+
+impl From<crate::SpawnResult> for JsSpawned {
+    fn from(r: crate::SpawnResult) -> Self {
+        Self {
+            session_id: r.session_id,
+            pid: r.status.pid.unwrap_or_default(),
+            start_time: millis(r.status.start_time),
+        }
+    }
 }

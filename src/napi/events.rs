@@ -13,7 +13,7 @@ use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, Threa
 use napi::{Env, Status};
 use napi_derive::napi;
 
-use super::convert::{JsSessionStatus, RawValue};
+use super::convert::{JsSessionStatus, JsText, RawValue};
 use crate::event::{EventHandler, SpawnerEvent};
 
 pub(crate) type EventFn =
@@ -24,7 +24,7 @@ pub struct JsOutputEvent {
     pub session_id: String,
     #[napi(js_name = "type")]
     pub stream: String,
-    pub data: String,
+    pub data: JsText,
 }
 
 #[napi(object, js_name = "NativeSessionEvent", object_from_js = false)]
@@ -64,7 +64,7 @@ fn to_js(env: &Env, event: SpawnerEvent) -> napi::Result<FnArgs<(RawValue, RawVa
                 JsOutputEvent {
                     session_id: chunk.session_id.to_string(),
                     stream: chunk.stream.as_str().to_owned(),
-                    data: chunk.data,
+                    data: JsText(chunk.data),
                 },
             )?
         },
@@ -108,9 +108,9 @@ pub(crate) struct JsEvents {
 
 impl EventHandler for JsEvents {
     fn handle(&self, event: SpawnerEvent) {
-        // spawnSession reports the spawn itself, synchronously, so that it comes
-        // before anything delivered through the queue.
-        if matches!(event, SpawnerEvent::SessionSpawned { .. }) {
+        // spawnSession returns the spawn's outcome itself, on JavaScript's thread,
+        // before anything of the session can come through the queue.
+        if matches!(event, SpawnerEvent::SessionSpawned { .. } | SpawnerEvent::SpawnFailed { .. }) {
             return;
         }
         // Every event belongs to a session that is live or has just failed to start,

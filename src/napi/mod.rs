@@ -14,8 +14,27 @@ use napi_derive::module_init;
 /// `EnvFilter` directive: `info`, `debug`, `claude_session_spawner=trace`, ...
 const LOG_ENV: &str = "CLAUDE_SESSION_SPAWNER_LOG";
 
+/// Worker threads of the runtime that supervises sessions (default 1).
+const THREADS_ENV: &str = "CLAUDE_SESSION_SPAWNER_THREADS";
+
 #[module_init]
 fn init() {
+    // Supervising sessions is waiting on pipes and pids, with a little copying in
+    // between: one worker keeps up with hundreds of sessions, and more workers on a
+    // small machine mostly wake each other up, competing with the agents for cores.
+    let threads = std::env::var(THREADS_ENV)
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(1);
+    if let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("session-supervisor")
+        .enable_all()
+        .build()
+    {
+        napi::bindgen_prelude::create_custom_tokio_runtime(runtime);
+    }
     if let Ok(filter) = std::env::var(LOG_ENV) {
         if filter.is_empty() {
             return;

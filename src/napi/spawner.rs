@@ -69,7 +69,9 @@ impl NativeSpawner {
         self.inner.claude_path().to_string_lossy().into_owned()
     }
 
-    /// `env_json`: the daemon's environment (`process.env`), which the agent inherits.
+    /// Starts a session on this (JavaScript's) thread, as `child_process.spawn` does,
+    /// and returns once its agent runs. `env_json`: the daemon's environment
+    /// (`process.env`) when it is not this process's own.
     #[napi(catch_unwind)]
     pub fn spawn_session(&self, env: Env, config_json: String, env_json: Option<String>) -> Result<JsSpawned> {
         let config = SessionConfig::from_json(&parse_json(&env, &config_json, "config")?)
@@ -78,12 +80,9 @@ impl NativeSpawner {
             Some(text) => Some(environment(&parse_json(&env, &text, "process.env")?)),
             None => None,
         };
-        let result = within_runtime_if_available(|| self.inner.spawn_session_with_env(config, base_env))
+        let result = within_runtime_if_available(|| self.inner.spawn_session_now(config, base_env))
             .map_err(|e| js_error(&env, e))?;
-        Ok(JsSpawned {
-            session_id: result.session_id,
-            status: result.status.into(),
-        })
+        Ok(result.into())
     }
 
     #[napi(catch_unwind)]

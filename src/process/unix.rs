@@ -65,15 +65,6 @@ pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
     }
 }
 
-/// Whether any process of group `pgid` is still there (zombies included).
-pub fn group_alive(pgid: u32) -> bool {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks for existence and permission.
-    pgid > 1 && (unsafe { libc::killpg(pgid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
-}
-
 /// How child `pid` ended, if it has, without reaping it.
 pub fn exit_status_nowait(pid: u32) -> io::Result<Option<ExitStatus>> {
     waitid(pid, libc::WEXITED | libc::WNOWAIT | libc::WNOHANG)
@@ -127,11 +118,12 @@ pub async fn wait_exit(pid: u32) -> io::Result<ExitStatus> {
         // SAFETY: the AsyncFd owns `fd`, which stays open and unchanged while it lives.
         let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
+        // Registration reports a process that already exited, so no check is needed first.
         loop {
+            let mut ready = fd.readable().await?;
             if let Some(status) = exit_status_nowait(pid)? {
                 return Ok(status);
             }
-            let mut ready = fd.readable().await?;
             ready.clear_ready();
         }
     }

@@ -1,32 +1,59 @@
 //! The `text` protocol: the prompt and each input are written to stdin as they are,
 //! and metrics are guessed from stdout with the TypeScript module's expressions
 //! (case-insensitive), counted once per line and kind.
+//!
+//! The expressions are plain ASCII words, so they are found by folding each chunk's
+//! bytes to lower case (`| 0x20`, which vectorises) and searching the folded bytes
+//! with a SIMD multi-substring searcher (Teddy); each hit is then checked against
+//! the original bytes. That is ASCII case-insensitive matching, which is what
+//! JavaScript's `/i` does for ASCII patterns, at memory speed.
 
 use std::sync::LazyLock;
 
-use regex::{Regex, RegexSet};
+use aho_corasick::packed;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use super::{Findings, Launch, LaunchInput};
-use crate::output::{Line, LineSplitter};
+use crate::status::SessionMetrics;
 
-/// Longest line scanned for metrics; longer lines are skipped (the bytes still reach
-/// the log and the events).
+/// Longest line kept across chunks for metrics; the rest of a longer line is not
+/// scanned (the bytes still reach the log and the events).
 const LINE_LIMIT: usize = 64 * 1024;
 
-const KINDS: [&str; 5] = [
-    r"executed command",
-    r"modified file|wrote file|edited file",
-    r"\[Y/n\]|\(approve\)",
-    r"escalated|escalating",
-    r"error|failed|exception",
+/// The contract's expressions, as (words, kind): `executed command`;
+/// `modified file|wrote file|edited file`; `[Y/n]` or `(approve)`;
+/// `escalated|escalating`; `error|failed|exception`.
+const WORDS: [(&str, usize); 11] = [
+    ("executed command", 0),
+    ("modified file", 1),
+    ("wrote file", 1),
+    ("edited file", 1),
+    ("[y/n]", 2),
+    ("(approve)", 2),
+    ("escalated", 3),
+    ("escalating", 3),
+    ("error", 4),
+    ("failed", 4),
+    ("exception", 4),
 ];
 
-/// One expression for all kinds finds the few lines worth a closer look quickly.
-static ANY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!("(?i){}", KINDS.join("|"))).expect("static pattern")
+/// The words folded as the haystack is, for the packed searcher.
+static FOLDED: LazyLock<Option<packed::Searcher>> = LazyLock::new(|| {
+    packed::Config::new()
+        .match_kind(packed::MatchKind::LeftmostFirst)
+        .builder()
+        .extend(WORDS.iter().map(|(w, _)| fold(w.as_bytes())))
+        .build()
 });
-static EACH: LazyLock<RegexSet> = LazyLock::new(|| {
-    RegexSet::new(KINDS.iter().map(|k| format!("(?i){k}"))).expect("static patterns")
+
+/// Where no packed searcher can be built: an automaton that sees every byte.
+static SCANNER: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .kind(Some(AhoCorasickKind::DFA))
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(WORDS.iter().map(|(w, _)| w))
+        .expect("static patterns")
 });
 
 pub(super) fn launch(input: &LaunchInput<'_>) -> Launch {
@@ -38,40 +65,121 @@ pub(super) fn launch(input: &LaunchInput<'_>) -> Launch {
     }
 }
 
+fn fold(bytes: &[u8]) -> Vec<u8> {
+    bytes.iter().map(|b| b | 0x20).collect()
+}
+
 pub(crate) struct Observer {
-    lines: LineSplitter,
+    /// The unfinished last line of what was seen so far (at most `LINE_LIMIT`).
+    carry: Vec<u8>,
+    /// Reused for the folded copy of what is scanned.
+    folded: Vec<u8>,
+    /// The rest of the current line is past `LINE_LIMIT` and not scanned.
+    skipping: bool,
 }
 
 impl Observer {
     pub(super) fn new() -> Self {
         Self {
-            lines: LineSplitter::new(LINE_LIMIT),
+            carry: Vec::new(),
+            folded: Vec::new(),
+            skipping: false,
         }
     }
 
     pub(super) fn on_stdout(&mut self, chunk: &[u8], found: &mut Findings) {
-        self.lines.feed(chunk, |line| scan(line, found));
+        let Some(first_nl) = chunk.iter().position(|&b| b == b'\n') else {
+            self.keep(chunk);
+            return;
+        };
+        // The line that started before this chunk ends here.
+        if !self.skipping {
+            self.carry.extend_from_slice(&chunk[..first_nl]);
+            scan_lines(&self.carry, &mut self.folded, &mut found.metrics);
+        }
+        self.carry.clear();
+        self.skipping = false;
+        let rest = &chunk[first_nl + 1..];
+        let last_nl = rest.iter().rposition(|&b| b == b'\n');
+        let (complete, tail) = match last_nl {
+            Some(i) => rest.split_at(i + 1),
+            None => rest.split_at(0),
+        };
+        scan_lines(complete, &mut self.folded, &mut found.metrics);
+        self.keep(tail);
     }
 
     pub(super) fn on_eof(&mut self, found: &mut Findings) {
-        self.lines.finish(|line| scan(line, found));
+        if !self.skipping {
+            scan_lines(&self.carry, &mut self.folded, &mut found.metrics);
+        }
+        self.carry = Vec::new();
+        self.folded = Vec::new();
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        if self.skipping {
+            return;
+        }
+        if self.carry.len() + bytes.len() > LINE_LIMIT {
+            self.carry.clear();
+            self.skipping = true;
+        } else {
+            self.carry.extend_from_slice(bytes);
+        }
     }
 }
 
-fn scan(line: Line<'_>, found: &mut Findings) {
-    let Line::Complete(bytes) = line else { return };
-    let text = String::from_utf8_lossy(bytes);
-    if !ANY.is_match(&text) {
-        return;
+/// Counts each kind once per line in `text`, a run of whole lines.
+fn scan_lines(text: &[u8], folded: &mut Vec<u8>, metrics: &mut SessionMetrics) {
+    let mut counter = Counter::default();
+    match FOLDED.as_ref() {
+        Some(searcher) => {
+            folded.clear();
+            folded.extend(text.iter().map(|b| b | 0x20));
+            for m in searcher.find_iter(folded.as_slice()) {
+                let (word, kind) = WORDS[m.pattern().as_usize()];
+                // `[` folds to `{` (and `]` to `}`), so `{y/n}` folds like `[y/n]`:
+                // the original bytes decide.
+                if text[m.start()..m.end()].eq_ignore_ascii_case(word.as_bytes()) {
+                    counter.count(text, m.start(), kind, metrics);
+                }
+            }
+        }
+        None => {
+            for m in SCANNER.find_iter(text) {
+                counter.count(text, m.start(), WORDS[m.pattern().as_usize()].1, metrics);
+            }
+        }
     }
-    let m = &mut found.metrics;
-    for kind in EACH.matches(&text).iter() {
+}
+
+/// Counts a kind at most once per line, for matches visited in order.
+#[derive(Default)]
+struct Counter {
+    /// Start of the line where each kind was last counted, plus one (0: never).
+    counted_at: [usize; 5],
+    /// The current line's start, found by looking only at bytes not looked at yet.
+    line_start: usize,
+    looked_to: usize,
+}
+
+impl Counter {
+    fn count(&mut self, text: &[u8], at: usize, kind: usize, metrics: &mut SessionMetrics) {
+        if let Some(nl) = text[self.looked_to..at].iter().rposition(|&b| b == b'\n') {
+            self.line_start = self.looked_to + nl + 1;
+        }
+        self.looked_to = at;
+        if self.counted_at[kind] == self.line_start + 1 {
+            return;
+        }
+        self.counted_at[kind] = self.line_start + 1;
         match kind {
-            0 => m.commands_executed += 1,
-            1 => m.files_modified += 1,
-            2 => m.approval_prompts += 1,
-            3 => m.escalations += 1,
-            _ => m.errors += 1,
+            0 => metrics.commands_executed += 1,
+            1 => metrics.files_modified += 1,
+            2 => metrics.approval_prompts += 1,
+            3 => metrics.escalations += 1,
+            _ => metrics.errors += 1,
         }
     }
 }
@@ -80,20 +188,67 @@ fn scan(line: Line<'_>, found: &mut Findings) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn counts_once_per_line_and_kind_across_chunks() {
+    fn metrics_of(chunks: &[&[u8]]) -> SessionMetrics {
         let mut o = Observer::new();
         let mut f = Findings::default();
-        o.on_stdout(b"Executed command: ls\nWrote file a.txt and modified file b", &mut f);
-        o.on_stdout(b".txt\nContinue? [Y/n]\nError: failed twice\n(approve) escalating now\n", &mut f);
-        o.on_stdout(b"all fine\nan EXCEPTION", &mut f);
+        for c in chunks {
+            o.on_stdout(c, &mut f);
+        }
         o.on_eof(&mut f);
-        let m = f.metrics;
+        f.metrics
+    }
+
+    #[test]
+    fn counts_once_per_line_and_kind_across_chunks() {
+        let m = metrics_of(&[
+            b"Executed command: ls\nWrote file a.txt and modified file b",
+            b".txt\nContinue? [Y/n]\nError: failed twice\n(approve) escalating now\n",
+            b"all fine\nan EXCEPTION",
+        ]);
         assert_eq!(m.commands_executed, 1);
         assert_eq!(m.files_modified, 1, "two phrases on one line count once");
         assert_eq!(m.approval_prompts, 2);
         assert_eq!(m.escalations, 1);
         assert_eq!(m.errors, 2, "'Error: failed' once, the unterminated last line once");
+    }
+
+    #[test]
+    fn a_word_cut_by_a_chunk_boundary_is_found() {
+        let m = metrics_of(&[b"first line\nsomething err", b"or happened\n", b"exec", b"uted com", b"mand\n"]);
+        assert_eq!((m.errors, m.commands_executed), (1, 1));
+    }
+
+    #[test]
+    fn the_same_word_on_separate_lines_counts_per_line() {
+        let m = metrics_of(&[b"error\nerror\n\nERROR"]);
+        assert_eq!(m.errors, 3);
+    }
+
+    #[test]
+    fn folding_does_not_confuse_braces_with_brackets() {
+        let m = metrics_of(&[b"pick {y/n} or {approve}\n[Y/N]?\n"]);
+        assert_eq!(m.approval_prompts, 1);
+    }
+
+    #[test]
+    fn both_searchers_agree() {
+        let text = b"Executed command x\nERROR and Failed\nwrote FILE, (Approve) [y/N]\nescalating\n";
+        let mut fast = SessionMetrics::default();
+        scan_lines(text, &mut Vec::new(), &mut fast);
+        let mut slow = SessionMetrics::default();
+        let mut counter = Counter::default();
+        for m in SCANNER.find_iter(&text[..]) {
+            counter.count(text, m.start(), WORDS[m.pattern().as_usize()].1, &mut slow);
+        }
+        assert_eq!(fast, slow);
+        assert_eq!((fast.commands_executed, fast.errors, fast.files_modified, fast.approval_prompts, fast.escalations), (1, 1, 1, 1, 1));
+    }
+
+    #[test]
+    fn the_rest_of_an_overlong_line_is_not_scanned() {
+        let long = vec![b'x'; LINE_LIMIT + 10];
+        let m = metrics_of(&[&long, b" error\nerror\n"]);
+        assert_eq!(m.errors, 1, "only the line after the overlong one");
     }
 
     #[test]

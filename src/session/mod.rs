@@ -180,6 +180,11 @@ impl Session {
     }
 }
 
+/// A status snapshot from a record the caller has locked.
+pub(crate) fn snapshot_of(session: &Session, r: &Record) -> SessionStatus {
+    snapshot(&session.id, r)
+}
+
 fn snapshot(id: &str, r: &Record) -> SessionStatus {
     SessionStatus {
         session_id: id.to_owned(),

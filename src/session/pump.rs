@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
@@ -20,15 +21,20 @@ use crate::spawner::Shared;
 /// A pipe holds 64 KiB on Linux; reading more at once gains nothing.
 const READ_SIZE: usize = 64 * 1024;
 
+/// A read at least this big hands its buffer to the event as is; a smaller one is
+/// copied out, so a short line never pins a whole read buffer while it waits.
+const HAND_OVER: usize = READ_SIZE / 2;
+
 pub(crate) struct Pump {
     pub stream: Stream,
     pub pipe: pipe::Receiver,
-    pub log: File,
+    /// Opened by the reader, off the spawn's critical path.
+    pub log: PathBuf,
     pub observer: Option<Observer>,
 }
 
 impl Pump {
-    pub fn new(stream: Stream, fd: OwnedFd, log: File, observer: Option<Observer>) -> std::io::Result<Self> {
+    pub fn new(stream: Stream, fd: OwnedFd, log: PathBuf, observer: Option<Observer>) -> std::io::Result<Self> {
         Ok(Self {
             stream,
             pipe: pipe::Receiver::from_owned_fd(fd)?,
@@ -37,12 +43,20 @@ impl Pump {
         })
     }
 
-    pub async fn run(mut self, session: Arc<Session>, shared: Arc<Shared>) {
-        let mut buf = vec![0u8; READ_SIZE];
+    pub async fn run(mut self, session: &Session, shared: &Shared) {
+        let mut buf = Vec::with_capacity(READ_SIZE);
         let mut decoder = Utf8Decoder::default();
-        let mut log_ok = true;
+        let mut log: Option<File> = match crate::spawner::private_file(&self.log) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                // Keep going: the events and the tail still carry the output.
+                tracing::error!(path = %self.log.display(), error = %e, "session log cannot be opened");
+                None
+            }
+        };
         loop {
-            let n = match self.pipe.read(&mut buf).await {
+            buf.clear();
+            let n = match self.pipe.read_buf(&mut buf).await {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -51,12 +65,11 @@ impl Pump {
                     break;
                 }
             };
-            let bytes = &buf[..n];
-            if log_ok {
-                if let Err(e) = self.log.write_all(bytes) {
-                    // Keep going: the events and the tail still carry the output.
+            let bytes = &buf[..];
+            if let Some(file) = log.as_mut() {
+                if let Err(e) = file.write_all(bytes) {
                     tracing::error!(stream = self.stream.as_str(), error = %e, "session log write failed");
-                    log_ok = false;
+                    log = None;
                 }
             }
             let mut found = Findings::default();
@@ -73,17 +86,22 @@ impl Pump {
             if session.config.verbose {
                 tracing::info!(stream = self.stream.as_str(), bytes = n, "output");
             }
-            self.deliver(decoder.decode(bytes), &session, &shared).await;
+            let text = if n >= HAND_OVER {
+                decoder.decode_owned(std::mem::replace(&mut buf, Vec::with_capacity(READ_SIZE)))
+            } else {
+                decoder.decode(&buf)
+            };
+            self.deliver(text, session, shared).await;
         }
         let mut found = Findings::default();
         if let Some(observer) = self.observer.as_mut() {
             observer.on_eof(&mut found);
             add_metrics(&mut session.record.lock().metrics, &found.metrics);
         }
-        self.deliver(decoder.finish(), &session, &shared).await;
+        self.deliver(decoder.finish(), session, shared).await;
     }
 
-    async fn deliver(&self, data: String, session: &Arc<Session>, shared: &Arc<Shared>) {
+    async fn deliver(&self, data: String, session: &Session, shared: &Shared) {
         if data.is_empty() {
             return;
         }

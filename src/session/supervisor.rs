@@ -1,18 +1,26 @@
-//! The life of a running session, from spawn to its single `SessionEnded`:
-//! it watches the agent's exit, the timeout and stop requests; stops the process
-//! group with SIGTERM then SIGKILL after the grace period; kills whatever the agent
-//! left in its group when it exits; reaps it; waits for both streams to be fully
-//! read; then records the final state and reports it.
+//! The life of a running session, from spawn to its single `SessionEnded`, in one
+//! task: it reads both output streams and writes stdin (as futures it polls, so a
+//! session costs one task and its end crosses no threads), watches the agent's exit,
+//! the timeout and stop requests; stops the process group with SIGTERM then SIGKILL
+//! after the grace period; kills whatever the agent left in its group when it
+//! exits; reaps it; finishes reading both streams; then records the final state and
+//! reports it.
 
-use std::pin::pin;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::os::fd::OwnedFd;
+
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
+use super::pump::Pump;
+use super::stdin::{write_stdin, StdinCommand};
 use super::{Session, StopReason, StopRequest};
 use crate::event::SpawnerEvent;
 use crate::process::{self, signal_name, ExitStatus};
@@ -26,9 +34,10 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 pub(crate) struct Running {
     pub pid: u32,
     pub stops: mpsc::UnboundedReceiver<StopRequest>,
-    pub stdout: JoinHandle<()>,
-    pub stderr: JoinHandle<()>,
-    pub stdin: JoinHandle<()>,
+    pub stdout: Pump,
+    pub stderr: Pump,
+    pub stdin: OwnedFd,
+    pub stdin_commands: mpsc::UnboundedReceiver<StdinCommand>,
 }
 
 /// Runs the session to its end. A panic inside is caught: the session then ends
@@ -36,22 +45,48 @@ pub(crate) struct Running {
 pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     let pid = running.pid;
     let span = tracing::info_span!("session", id = %session.id, pid);
-    let inner = tokio::spawn(
-        run(Arc::clone(&shared), Arc::clone(&session), running).instrument(span.clone()),
-    );
-    if let Err(e) = inner.await {
+    let run = run(Arc::clone(&shared), Arc::clone(&session), running).instrument(span.clone());
+    if let Err(panic) = CatchUnwind(Box::pin(run)).await {
         if !session.record.lock().exited {
             let _ = process::signal_group(pid, libc::SIGKILL);
             let _ = process::reap(pid);
         }
-        let message = format!("internal error while supervising the session: {e}");
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let message = format!("internal error while supervising the session: {what}");
         span.in_scope(|| tracing::error!("{message}"));
         end(&shared, &session, SessionState::Failed, Some(message));
     }
 }
 
-async fn run(shared: Arc<Shared>, session: Arc<Session>, mut running: Running) {
-    let pid = running.pid;
+/// Resolves to `Err` with the payload if polling the inner future panics.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
+    let Running {
+        pid,
+        mut stops,
+        stdout,
+        stderr,
+        stdin,
+        stdin_commands,
+    } = running;
     let grace = shared.options.grace_period;
     let mut deadline = session
         .config
@@ -59,13 +94,17 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, mut running: Running) {
         .map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut kill_at: Option<Instant> = None;
     let mut exit = pin!(process::wait_exit(pid));
+    let mut stdout = pin!(stdout.run(&session, &shared));
+    let mut stderr = pin!(stderr.run(&session, &shared));
+    let mut stdin = pin!(write_stdin(stdin, stdin_commands));
+    let (mut stdout_done, mut stderr_done, mut stdin_done) = (false, false, false);
     tracing::info!("running");
 
     let exit = loop {
         tokio::select! {
             biased;
             status = &mut exit => break status,
-            Some(request) = running.stops.recv() => {
+            Some(request) = stops.recv() => {
                 if request.graceful {
                     if kill_at.is_none() {
                         signal(pid, libc::SIGTERM);
@@ -91,28 +130,30 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, mut running: Running) {
                 signal(pid, libc::SIGKILL);
                 kill_at = None;
             }
+            _ = &mut stdout, if !stdout_done => stdout_done = true,
+            _ = &mut stderr, if !stderr_done => stderr_done = true,
+            _ = &mut stdin, if !stdin_done => stdin_done = true,
         }
     };
 
     // The agent is a zombie now, so its pid (the group id) is still reserved: the
     // group can be killed without any risk of hitting a reused id. Then reap.
     session.record.lock().exited = true;
-    if process::group_alive(pid) {
-        signal(pid, libc::SIGKILL);
-    }
+    signal(pid, libc::SIGKILL);
     let exit = exit.and_then(|_| process::reap(pid));
-    drop(running.stops);
+    drop(stops);
 
-    let streams = async {
-        let _ = (&mut running.stdout).await;
-        let _ = (&mut running.stderr).await;
-    };
-    if tokio::time::timeout(DRAIN_LIMIT, streams).await.is_err() {
-        tracing::warn!("output still open after the agent's group was killed; stopped reading it");
-        running.stdout.abort();
-        running.stderr.abort();
+    let drain_until = Instant::now() + DRAIN_LIMIT;
+    while !(stdout_done && stderr_done) {
+        tokio::select! {
+            _ = &mut stdout, if !stdout_done => stdout_done = true,
+            _ = &mut stderr, if !stderr_done => stderr_done = true,
+            _ = sleep_until(drain_until) => {
+                tracing::warn!("output still open after the agent's group was killed; stopped reading it");
+                break;
+            }
+        }
     }
-    running.stdin.abort();
 
     let (state, message) = {
         let mut r = session.record.lock();

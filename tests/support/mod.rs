@@ -102,6 +102,7 @@ pub mod recorder {
     #[derive(Debug, Clone, PartialEq)]
     pub enum Seen {
         Spawned { id: String, pid: u32 },
+        SpawnFailed { id: String, code: &'static str },
         Output { id: String, stream: &'static str, data: String },
         Timeout { id: String },
         Ended { id: String, state: String },
@@ -110,7 +111,11 @@ pub mod recorder {
     impl Seen {
         pub fn id(&self) -> &str {
             match self {
-                Seen::Spawned { id, .. } | Seen::Output { id, .. } | Seen::Timeout { id } | Seen::Ended { id, .. } => id,
+                Seen::Spawned { id, .. }
+                | Seen::SpawnFailed { id, .. }
+                | Seen::Output { id, .. }
+                | Seen::Timeout { id }
+                | Seen::Ended { id, .. } => id,
             }
         }
     }
@@ -127,7 +132,8 @@ pub mod recorder {
 
         pub fn record(&self, event: SpawnerEvent) {
             let seen = match event {
-                SpawnerEvent::SessionSpawned { session_id, pid } => Seen::Spawned { id: session_id.to_string(), pid },
+                SpawnerEvent::SessionSpawned { session_id, pid, .. } => Seen::Spawned { id: session_id.to_string(), pid },
+                SpawnerEvent::SpawnFailed { session_id, code, .. } => Seen::SpawnFailed { id: session_id.to_string(), code },
                 SpawnerEvent::SessionOutput(c) => Seen::Output {
                     id: c.session_id.to_string(),
                     stream: c.stream.as_str(),

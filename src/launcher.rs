@@ -1,0 +1,37 @@
+//! The launcher: one thread per process that does the blocking part of starting a
+//! session (writing the session directory, `posix_spawn`), so that neither Node's
+//! event loop nor a Tokio worker waits on a slow disk. It lives as long as the
+//! process, which is what a parent-death signal needs of the spawning thread.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Mutex, OnceLock};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+static LAUNCHER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+
+fn sender() -> &'static Mutex<Sender<Job>> {
+    LAUNCHER.get_or_init(|| {
+        let (tx, rx) = channel::<Job>();
+        std::thread::Builder::new()
+            .name("session-launcher".into())
+            .spawn(move || {
+                for job in rx {
+                    // A job reports its own failures; a panic must not end the thread.
+                    if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                        tracing::error!("a session launch panicked");
+                    }
+                }
+            })
+            .expect("cannot start the session launcher thread");
+        Mutex::new(tx)
+    })
+}
+
+/// Runs `job` on the launcher thread, after the jobs queued before it.
+pub(crate) fn launch(job: impl FnOnce() + Send + 'static) {
+    let tx = sender().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // The thread never exits, so the receiver is always there.
+    let _ = tx.send(Box::new(job));
+}
