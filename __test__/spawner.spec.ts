@@ -3,7 +3,10 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
+import ClaudeSessionSpawner from 'claude-session-spawner'
+
 import {
+  FAKE_AGENT,
   alive,
   fakeSpawner,
   groupMembers,
@@ -88,6 +91,15 @@ describe('spawnSession', () => {
     expect(final.stdout).toBe(`CLAUDE_CONFIG_PATH=${path.join(sessionDir, 'CLAUDE.md')}\n`)
     expect(fs.readFileSync(path.join(sessionDir, 'stdout.log'), 'utf8')).toBe(final.stdout)
     expect(fs.readFileSync(path.join(sessionDir, 'stderr.log'), 'utf8')).toBe('e\n')
+  })
+
+  it('takes a relative claudePath from the current directory, not the session directory', async () => {
+    const relative = path.relative(process.cwd(), FAKE_AGENT)
+    expect(relative.startsWith('target')).toBe(true)
+    const spawner = new ClaudeSessionSpawner({ claudePath: `./${relative}`, protocol: 'text', extraArgs: ['out:found'] })
+    expect(spawner.claudePath).toBe(FAKE_AGENT)
+    const final = await within((await spawner.spawnSession(makeConfig(tempDir()))).completion, 'completion')
+    expect(final.stdout).toBe('found\n')
   })
 
   it('sends the task prompt on stdin and layers environment variables', async () => {

@@ -74,12 +74,22 @@ impl SpawnerOptions {
         self
     }
 
-    /// The executable this spawner will start.
+    /// The executable this spawner will start. A relative path with a directory part
+    /// (`./bin/agent`) is taken from the current directory now, not from each
+    /// session's working directory; a bare name (`claude`) is looked up on `PATH`.
     pub fn resolved_claude_path(&self) -> PathBuf {
-        self.claude_path
+        let path = self
+            .claude_path
             .clone()
             .or_else(|| std::env::var_os("CLAUDE_PATH").filter(|p| !p.is_empty()).map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("claude"))
+            .unwrap_or_else(|| PathBuf::from("claude"));
+        if path.is_relative() && path.components().count() > 1 {
+            if let Ok(cwd) = std::env::current_dir() {
+                let tidy = path.components().filter(|c| !matches!(c, std::path::Component::CurDir));
+                return cwd.join(tidy.collect::<PathBuf>());
+            }
+        }
+        path
     }
 
     /// Reads options in the JavaScript shape (`claudePath`, `gracePeriodMs`, ...).
@@ -147,6 +157,17 @@ mod tests {
         assert_eq!(o.grace_period, Duration::from_secs(5));
         assert_eq!(o.history_size, 100);
         assert_eq!(o.output_buffer_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn relative_agent_paths_are_fixed_at_construction() {
+        let cwd = std::env::current_dir().unwrap();
+        let o = SpawnerOptions::default().claude_path("./bin/agent");
+        assert_eq!(o.resolved_claude_path(), cwd.join("bin/agent"));
+        let o = SpawnerOptions::default().claude_path("claude");
+        assert_eq!(o.resolved_claude_path(), PathBuf::from("claude"));
+        let o = SpawnerOptions::default().claude_path("/usr/bin/claude");
+        assert_eq!(o.resolved_claude_path(), PathBuf::from("/usr/bin/claude"));
     }
 
     #[test]
