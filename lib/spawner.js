@@ -167,8 +167,15 @@ class ClaudeSessionSpawner extends EventEmitter {
     if (hold === this.#holding) return
     this.#native.holdEventLoop(hold)
     this.#holding = hold
-    if (hold) killOnExit(this.#native)
-    else withLiveSessions.delete(this.#native)
+    if (hold) {
+      killOnExit(this.#native)
+      return
+    }
+    withLiveSessions.delete(this.#native)
+    // Release the queue once idle, but not between back-to-back sessions.
+    setImmediate(() => {
+      if (!this.#holding) this.#native.releaseEvents()
+    }).unref()
   }
 }
 

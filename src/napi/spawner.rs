@@ -137,25 +137,33 @@ impl NativeSpawner {
         self.inner.kill_all()
     }
 
-    /// Opens the event queue (before spawning) or, with `false`, releases it once
-    /// the last session has ended. An open queue keeps Node's event loop alive.
+    /// Opens the event queue if needed and makes it keep Node's event loop alive
+    /// (before spawning); with `false`, lets the loop exit (the last session ended).
     #[napi]
     pub fn hold_event_loop(&self, env: Env, hold: bool) -> Result<()> {
         let mut slot = self.events.lock();
-        if !hold {
-            // Dropping the last reference releases it; queued calls still run.
-            slot.take();
-            return Ok(());
+        if hold && slot.is_none() {
+            *slot = Some(Arc::new(events::build(self.listener.borrow_back(&env)?)?));
         }
-        if slot.is_none() {
-            let tsfn = events::build(self.listener.borrow_back(&env)?)?;
-            // SAFETY: on the JavaScript thread, with this environment and a live queue.
-            let status = unsafe { napi::sys::napi_ref_threadsafe_function(env.raw(), tsfn.raw()) };
-            if status != napi::sys::Status::napi_ok {
-                return Err(native_error(&env, format!("opening the event queue failed ({status})")));
+        let Some(tsfn) = slot.as_ref() else { return Ok(()) };
+        // SAFETY: on the JavaScript thread, with this environment and a live queue.
+        let status = unsafe {
+            if hold {
+                napi::sys::napi_ref_threadsafe_function(env.raw(), tsfn.raw())
+            } else {
+                napi::sys::napi_unref_threadsafe_function(env.raw(), tsfn.raw())
             }
-            *slot = Some(Arc::new(tsfn));
+        };
+        if status != napi::sys::Status::napi_ok {
+            return Err(native_error(&env, format!("ref/unref of the event queue failed ({status})")));
         }
         Ok(())
+    }
+
+    /// Releases the event queue of an idle spawner, which then holds nothing.
+    #[napi]
+    pub fn release_events(&self) {
+        // Dropping the last reference releases it; queued calls still run.
+        self.events.lock().take();
     }
 }
