@@ -73,6 +73,13 @@ export interface ClaudeSessionConfig {
   verbose?: boolean
   /** A base CLAUDE.md whose text is appended to the generated one. */
   claudeConfigPath?: string
+  /**
+   * Added (Claude Code): after each turn's result, wait for `sendInput` (state
+   * `waiting_input`) instead of ending; `endSession` ends it. Default false: one task, one turn.
+   */
+  keepAlive?: boolean
+  /** Added (Claude Code): continue this earlier conversation (a status's `claudeSessionId`) with `--resume`. */
+  resumeSessionId?: string
 }
 
 export interface SessionMetrics {
@@ -104,6 +111,12 @@ export interface ClaudeSessionStatus {
   metrics: SessionMetrics
   /** Added: the signal that ended the agent, e.g. `'SIGSEGV'`. */
   signal?: string
+  /** Added (Claude Code): the conversation id (`--session-id`), for `claude --resume`. */
+  claudeSessionId?: string
+  /** Added (Claude Code): the session's cost so far, Claude Code's `total_cost_usd`. */
+  costUsd?: number
+  /** Added: distinct files changed by Write, Edit, MultiEdit and NotebookEdit calls that ran (always present). */
+  modifiedFiles?: string[]
 }
 
 export interface SessionCrashReport {
@@ -159,10 +172,22 @@ export interface SessionOutputEvent {
   data: string
 }
 
+/** Added: Claude Code could not reach the API and is retrying. */
+export interface SessionRetryEvent {
+  sessionId: string
+  attempt: number
+  maxRetries: number
+  retryDelayMs: number
+  error: string
+}
+
 /** The spawner's events and their payloads. */
 export interface ClaudeSessionSpawnerEvents {
   'session-spawned': [event: { sessionId: string; pid: number }]
   'session-output': [event: SessionOutputEvent]
+  /** Added (stream-json): each parsed message, in order with the output. */
+  'session-message': [event: { sessionId: string; message: any }]
+  'session-retry': [event: SessionRetryEvent]
   'session-timeout': [event: { sessionId: string }]
   'session-ended': [event: { sessionId: string; status: ClaudeSessionStatus }]
 }

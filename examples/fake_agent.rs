@@ -20,14 +20,23 @@
 //! | `spawn-escapee` | starts a child that leaves the process group (`setsid`) and sleeps, keeping stdout open; prints `escapee: <pid>` |
 //! | `close-stdout` | closes its stdout |
 //! | `pid` / `cwd` / `env:<NAME>` | prints `pid: <pid>` / `cwd: <dir>` / `<NAME>=<value>` |
+//! | `json-blob:<bytes>` | one JSON line `{"type":"blob","data":"xx…"}` of about that many bytes |
+//! | `split:<text>` | `<text>` and a newline, written in two pieces 30 ms apart |
+//! | `args` | prints each argument it was given, one per line, as `arg: <value>` |
 //!
-//! Without steps it echoes stdin. It ends with exit code 0 after its last step.
+//! When the arguments contain `--steps`, only those after it are steps (the ones
+//! before are a protocol's flags, e.g. Claude Code's). Without steps it echoes stdin.
+//! It ends with exit code 0 after its last step.
 
 use std::io::{BufRead, Read, Write};
 use std::time::Duration;
 
 fn main() {
-    let steps: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let steps: Vec<String> = match args.iter().position(|a| a == "--steps") {
+        Some(at) => args[at + 1..].to_vec(),
+        None => args,
+    };
     if steps.is_empty() {
         run("echo-stdin");
     }
@@ -125,6 +134,29 @@ fn run(step: &str) {
             out.flush().ok();
             // SAFETY: closing our own stdout descriptor.
             unsafe { libc::close(1) };
+        }
+        "json-blob" => {
+            let size = number() as usize;
+            let mut text = String::with_capacity(size + 32);
+            text.push_str("{\"type\":\"blob\",\"data\":\"");
+            text.extend(std::iter::repeat_n('x', size.saturating_sub(30)));
+            text.push_str("\"}\n");
+            write(&mut out, text.as_bytes());
+            out.flush().ok();
+        }
+        "split" => {
+            let text = format!("{arg}\n");
+            let (a, b) = text.as_bytes().split_at(text.len() / 2);
+            write(&mut out, a);
+            out.flush().ok();
+            std::thread::sleep(Duration::from_millis(30));
+            write(&mut out, b);
+            out.flush().ok();
+        }
+        "args" => {
+            for a in std::env::args().skip(1) {
+                line(&mut out, &format!("arg: {a}"));
+            }
         }
         "pid" => line(&mut out, &format!("pid: {}", std::process::id())),
         "cwd" => line(&mut out, &format!("cwd: {}", std::env::current_dir().unwrap().display())),

@@ -13,6 +13,7 @@ export type {
   ClaudeSessionSpawnerOptions,
   ClaudeSessionSpawnerEvents,
   SessionOutputEvent,
+  SessionRetryEvent,
   SessionState,
   Priority,
 } from '../index'

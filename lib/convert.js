@@ -15,7 +15,7 @@ function status(s) {
 }
 
 /** The snapshot of a session whose agent has just started. */
-function startedStatus(sessionId, pid, startTime) {
+function startedStatus(sessionId, pid, startTime, claudeSessionId) {
   return {
     sessionId,
     state: 'running',
@@ -24,6 +24,8 @@ function startedStatus(sessionId, pid, startTime) {
     stdout: '',
     stderr: '',
     metrics: { commandsExecuted: 0, filesModified: 0, approvalPrompts: 0, escalations: 0, errors: 0 },
+    ...(claudeSessionId === undefined ? {} : { claudeSessionId }),
+    modifiedFiles: [],
   }
 }
 

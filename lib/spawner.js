@@ -78,7 +78,7 @@ class ClaudeSessionSpawner extends EventEmitter {
     } finally {
       if (spawned === undefined) this.#hold()
     }
-    const { sessionId, pid, startTime } = spawned
+    const { sessionId, pid, startTime, claudeSessionId } = spawned
     let resolve
     const completion = new Promise((r) => {
       resolve = r
@@ -87,7 +87,7 @@ class ClaudeSessionSpawner extends EventEmitter {
     this.#hold()
     // Reported here, synchronously: the session's queued events all come later.
     this.emit('session-spawned', { sessionId, pid })
-    return { sessionId, status: convert.startedStatus(sessionId, pid, startTime), completion }
+    return { sessionId, status: convert.startedStatus(sessionId, pid, startTime, claudeSessionId), completion }
   }
 
   getSessionStatus(sessionId) {
@@ -149,6 +149,10 @@ class ClaudeSessionSpawner extends EventEmitter {
           this.#hold()
         }
       }
+      return
+    }
+    if (name === 'session-message') {
+      this.emit(name, { sessionId: payload.sessionId, message: JSON.parse(payload.messageJson) })
       return
     }
     if (name === 'native-error') {

@@ -66,6 +66,19 @@ pub enum SpawnerEvent {
     },
     /// A chunk of stdout or stderr.
     SessionOutput(OutputChunk),
+    /// A stream-json message the agent printed, parsed (in order with the output).
+    SessionMessage {
+        session_id: Arc<str>,
+        message: serde_json::Value,
+    },
+    /// Claude Code could not reach the API and is retrying.
+    SessionRetry {
+        session_id: Arc<str>,
+        attempt: u64,
+        max_retries: u64,
+        retry_delay_ms: u64,
+        error: String,
+    },
     /// The session's timeout elapsed; its process group is being stopped.
     SessionTimeout { session_id: Arc<str> },
     /// The session ended; `status` is final.
@@ -79,6 +92,8 @@ impl SpawnerEvent {
             Self::SessionSpawned { .. } => "session-spawned",
             Self::SpawnFailed { .. } => "spawn-failed",
             Self::SessionOutput(_) => "session-output",
+            Self::SessionMessage { .. } => "session-message",
+            Self::SessionRetry { .. } => "session-retry",
             Self::SessionTimeout { .. } => "session-timeout",
             Self::SessionEnded { .. } => "session-ended",
         }
@@ -88,6 +103,8 @@ impl SpawnerEvent {
         match self {
             Self::SessionSpawned { session_id, .. }
             | Self::SpawnFailed { session_id, .. }
+            | Self::SessionMessage { session_id, .. }
+            | Self::SessionRetry { session_id, .. }
             | Self::SessionTimeout { session_id }
             | Self::SessionEnded { session_id, .. } => session_id,
             Self::SessionOutput(chunk) => &chunk.session_id,

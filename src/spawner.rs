@@ -263,8 +263,8 @@ impl Spawner {
     /// Writes `input` to the agent (as the protocol frames it).
     pub fn send_input(&self, id: &str, input: &str) -> Result<(), SpawnError> {
         let session = self.session(id)?;
-        let record = session.record.lock();
-        if record.state != SessionState::Running {
+        let mut record = session.record.lock();
+        if !matches!(record.state, SessionState::Running | SessionState::WaitingInput) {
             return Err(SpawnError::NotRunning { id: id.to_owned(), state: record.state });
         }
         // Until the supervisor sets `exited` (under this lock) the pid is not reaped,
@@ -280,7 +280,9 @@ impl Spawner {
         control
             .stdin
             .send(StdinCommand::Write(session.protocol.encode_input(input)))
-            .map_err(|_| SpawnError::StdinClosed { id: id.to_owned() })
+            .map_err(|_| SpawnError::StdinClosed { id: id.to_owned() })?;
+        record.state = SessionState::Running;
+        Ok(())
     }
 
     /// Closes the agent's stdin, its signal that no more input comes.
@@ -399,7 +401,8 @@ fn launch(
         let _ = control.stdin.send(StdinCommand::Write(prepared.first_input));
     }
     let _runtime = shared.runtime.enter();
-    let pumps = Pump::new(Stream::Stdout, agent.stdout, prepared.stdout_log, Some(session.protocol.observer()))
+    let observer = session.protocol.observer(&session.config);
+    let pumps = Pump::new(Stream::Stdout, agent.stdout, prepared.stdout_log, Some(observer))
         .and_then(|out| Ok((out, Pump::new(Stream::Stderr, agent.stderr, prepared.stderr_log, None)?)));
     let (stdout, stderr) = match pumps {
         Ok(p) => p,
@@ -414,6 +417,7 @@ fn launch(
         let mut r = session.record.lock();
         r.pid = Some(pid);
         r.state = SessionState::Running;
+        r.claude_session_id = prepared.conversation_id.clone();
         snapshot_of(session, &r)
     };
     shared.emit(SpawnerEvent::SessionSpawned {
@@ -492,7 +496,7 @@ fn prepare(
     let stderr_log = dir.join("stderr.log");
 
     let prompt = render_task_prompt(config);
-    let conversation_id = uuid::Uuid::new_v4().to_string();
+    let conversation_id = config.resume_session_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let launch = shared.options.protocol.launch(&LaunchInput {
         config,
         claude_md: &claude_md,
@@ -517,6 +521,7 @@ fn prepare(
             env,
         },
         first_input: launch.first_input,
+        conversation_id: (shared.options.protocol == crate::protocol::Protocol::StreamJson).then_some(conversation_id),
         stdout_log,
         stderr_log,
     })
@@ -536,6 +541,8 @@ impl WeakSpawner {
 struct Prepared {
     command: AgentCommand,
     first_input: Vec<u8>,
+    /// The Claude Code conversation id, with the stream-json protocol.
+    conversation_id: Option<String>,
     stdout_log: PathBuf,
     stderr_log: PathBuf,
 }

@@ -98,6 +98,12 @@ pub struct SessionStatus {
     pub stderr: String,
     pub token_usage: Option<TokenUsage>,
     pub metrics: SessionMetrics,
+    /// The Claude Code conversation id (`--session-id`), for `--resume` (extra).
+    pub claude_session_id: Option<String>,
+    /// Claude Code's latest `total_cost_usd` (extra).
+    pub cost_usd: Option<f64>,
+    /// Distinct files that Write, Edit, MultiEdit and NotebookEdit calls changed (extra).
+    pub modified_files: Vec<String>,
 }
 
 /// One crashed session, for the daemon's crash handling.

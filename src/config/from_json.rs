@@ -183,6 +183,8 @@ impl SessionConfig {
             timeout_ms,
             verbose: config.opt_bool("verbose")?.unwrap_or(false),
             claude_config_path: config.opt_string("claudeConfigPath")?.map(PathBuf::from),
+            keep_alive: config.opt_bool("keepAlive")?.unwrap_or(false),
+            resume_session_id: resume_id(&config)?,
         })
     }
 }
@@ -311,6 +313,18 @@ fn timestamp(f: &Fields, key: &str) -> Result<SystemTime> {
     }
 }
 
+/// A conversation id to resume: Claude Code makes a file name of it, so only the
+/// UUID form is accepted.
+fn resume_id(config: &Fields) -> Result<Option<String>> {
+    let Some(id) = config.opt_string("resumeSessionId")? else {
+        return Ok(None);
+    };
+    match uuid::Uuid::try_parse(&id) {
+        Ok(u) if u.hyphenated().to_string() == id.to_ascii_lowercase() => Ok(Some(id)),
+        _ => Err(ConfigError::new("config.resumeSessionId", "must be a UUID (a claudeSessionId)")),
+    }
+}
+
 fn environment(config: &Fields) -> Result<BTreeMap<String, String>> {
     let Some(vars) = config.opt_map("environmentVariables")? else {
         return Ok(BTreeMap::new());
@@ -431,6 +445,19 @@ mod tests {
             e.message,
             "config.charter.constraints.forbiddenPatterns[0] must be a RegExp or a string"
         );
+    }
+
+    #[test]
+    fn resume_ids_must_be_uuids() {
+        let mut v = valid();
+        v["resumeSessionId"] = json!("11111111-2222-4333-8444-555555555555");
+        let c = SessionConfig::from_json(&v).unwrap();
+        assert_eq!(c.resume_session_id.as_deref(), Some("11111111-2222-4333-8444-555555555555"));
+        for bad in ["../../etc/passwd", "not-a-uuid", "11111111222243338444555555555555"] {
+            v["resumeSessionId"] = json!(bad);
+            let e = SessionConfig::from_json(&v).unwrap_err();
+            assert_eq!(e.field, "config.resumeSessionId", "{bad}");
+        }
     }
 
     #[test]

@@ -145,4 +145,10 @@ pub struct SessionConfig {
     pub verbose: bool,
     /// A base CLAUDE.md whose text is appended to the generated one.
     pub claude_config_path: Option<PathBuf>,
+    /// With Claude Code: after a turn's result, wait for more input (`waiting_input`)
+    /// instead of ending the session; `end_session` ends it.
+    pub keep_alive: bool,
+    /// With Claude Code: continue this earlier conversation (`--resume <id>`, the
+    /// `claude_session_id` of an earlier session) instead of starting a new one.
+    pub resume_session_id: Option<String>,
 }

@@ -106,6 +106,9 @@ pub struct JsSessionStatus {
     pub stderr: String,
     pub token_usage: Option<JsTokenUsage>,
     pub metrics: JsSessionMetrics,
+    pub claude_session_id: Option<String>,
+    pub cost_usd: Option<f64>,
+    pub modified_files: Vec<String>,
 }
 
 impl From<SessionStatus> for JsSessionStatus {
@@ -124,6 +127,9 @@ impl From<SessionStatus> for JsSessionStatus {
             stderr: s.stderr,
             token_usage: s.token_usage.map(Into::into),
             metrics: s.metrics.into(),
+            claude_session_id: s.claude_session_id,
+            cost_usd: s.cost_usd,
+            modified_files: s.modified_files,
         }
     }
 }
@@ -186,6 +192,7 @@ pub struct JsSpawned {
     pub session_id: String,
     pub pid: u32,
     pub start_time: f64,
+    pub claude_session_id: Option<String>,
 }
 
 impl From<crate::SpawnResult> for JsSpawned {
@@ -194,6 +201,7 @@ impl From<crate::SpawnResult> for JsSpawned {
             session_id: r.session_id,
             pid: r.status.pid.unwrap_or_default(),
             start_time: millis(r.status.start_time),
+            claude_session_id: r.status.claude_session_id,
         }
     }
 }

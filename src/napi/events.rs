@@ -27,6 +27,22 @@ pub struct JsOutputEvent {
     pub data: JsText,
 }
 
+/// `message` travels as JSON text: `JSON.parse` builds it faster than Node-API calls.
+#[napi(object, js_name = "NativeMessageEvent", object_from_js = false)]
+pub struct JsMessageEvent {
+    pub session_id: String,
+    pub message_json: JsText,
+}
+
+#[napi(object, js_name = "NativeRetryEvent", object_from_js = false)]
+pub struct JsRetryEvent {
+    pub session_id: String,
+    pub attempt: f64,
+    pub max_retries: f64,
+    pub retry_delay_ms: f64,
+    pub error: String,
+}
+
 #[napi(object, js_name = "NativeSessionEvent", object_from_js = false)]
 pub struct JsSessionEvent {
     pub session_id: String,
@@ -65,6 +81,27 @@ fn to_js(env: &Env, event: SpawnerEvent) -> napi::Result<FnArgs<(RawValue, RawVa
                     session_id: chunk.session_id.to_string(),
                     stream: chunk.stream.as_str().to_owned(),
                     data: JsText(chunk.data),
+                },
+            )?
+        },
+        SpawnerEvent::SessionMessage { session_id, message } => unsafe {
+            JsMessageEvent::to_napi_value(
+                raw,
+                JsMessageEvent {
+                    session_id: session_id.to_string(),
+                    message_json: JsText(message.to_string()),
+                },
+            )?
+        },
+        SpawnerEvent::SessionRetry { session_id, attempt, max_retries, retry_delay_ms, error } => unsafe {
+            JsRetryEvent::to_napi_value(
+                raw,
+                JsRetryEvent {
+                    session_id: session_id.to_string(),
+                    attempt: attempt as f64,
+                    max_retries: max_retries as f64,
+                    retry_delay_ms: retry_delay_ms as f64,
+                    error,
                 },
             )?
         },

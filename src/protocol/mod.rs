@@ -11,7 +11,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::config::SessionConfig;
-use crate::status::SessionMetrics;
+use crate::status::{SessionMetrics, TokenUsage};
 
 pub use stream_json::claude_tool_name;
 
@@ -82,9 +82,9 @@ impl Protocol {
         }
     }
 
-    pub(crate) fn observer(self) -> Observer {
+    pub(crate) fn observer(self, config: &SessionConfig) -> Observer {
         match self {
-            Self::StreamJson => Observer::StreamJson(stream_json::Observer::new()),
+            Self::StreamJson => Observer::StreamJson(stream_json::Observer::new(config)),
             Self::Text => Observer::Text(text::Observer::new()),
         }
     }
@@ -96,15 +96,46 @@ pub(crate) enum Observer {
     Text(text::Observer),
 }
 
-/// What an observer learnt from a chunk, applied to the session by the reader.
+/// Something an observer reports, emitted after the output chunk it came in.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// A parsed stream-json message.
+    Message(serde_json::Value),
+    /// Claude Code could not reach the API and retries.
+    Retry {
+        attempt: u64,
+        max_retries: u64,
+        retry_delay_ms: u64,
+        error: String,
+    },
+}
+
+/// What an observer learnt from a chunk; the reader applies it to the session.
 #[derive(Debug, Default)]
 pub(crate) struct Findings {
-    pub metrics: SessionMetrics,
+    /// The protocol's metric totals, when they changed.
+    pub metrics: Option<SessionMetrics>,
+    /// Token totals, when they changed.
+    pub usage: Option<TokenUsage>,
+    pub cost_usd: Option<f64>,
+    /// Files modified for the first time.
+    pub modified_files: Vec<String>,
+    /// A turn ended (a `result`); `Some(reason)` when it ended in error.
+    pub turn_ended: Option<Option<String>>,
+    /// Lines for the agent's stdin (control protocol answers), in order.
+    pub replies: Vec<Vec<u8>>,
+    pub reports: Vec<Report>,
 }
 
 impl Findings {
     pub fn is_empty(&self) -> bool {
-        self.metrics == SessionMetrics::default()
+        self.metrics.is_none()
+            && self.usage.is_none()
+            && self.cost_usd.is_none()
+            && self.modified_files.is_empty()
+            && self.turn_ended.is_none()
+            && self.replies.is_empty()
+            && self.reports.is_empty()
     }
 }
 
@@ -122,12 +153,4 @@ impl Observer {
             Self::Text(o) => o.on_eof(found),
         }
     }
-}
-
-pub(crate) fn add_metrics(into: &mut SessionMetrics, delta: &SessionMetrics) {
-    into.commands_executed += delta.commands_executed;
-    into.files_modified += delta.files_modified;
-    into.approval_prompts += delta.approval_prompts;
-    into.escalations += delta.escalations;
-    into.errors += delta.errors;
 }

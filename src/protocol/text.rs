@@ -70,6 +70,7 @@ fn fold(bytes: &[u8]) -> Vec<u8> {
 }
 
 pub(crate) struct Observer {
+    metrics: SessionMetrics,
     /// The unfinished last line of what was seen so far (at most `LINE_LIMIT`).
     carry: Vec<u8>,
     /// Reused for the folded copy of what is scanned.
@@ -81,6 +82,7 @@ pub(crate) struct Observer {
 impl Observer {
     pub(super) fn new() -> Self {
         Self {
+            metrics: SessionMetrics::default(),
             carry: Vec::new(),
             folded: Vec::new(),
             skipping: false,
@@ -88,6 +90,14 @@ impl Observer {
     }
 
     pub(super) fn on_stdout(&mut self, chunk: &[u8], found: &mut Findings) {
+        let before = self.metrics;
+        self.scan_chunk(chunk);
+        if self.metrics != before {
+            found.metrics = Some(self.metrics);
+        }
+    }
+
+    fn scan_chunk(&mut self, chunk: &[u8]) {
         let Some(first_nl) = chunk.iter().position(|&b| b == b'\n') else {
             self.keep(chunk);
             return;
@@ -95,7 +105,7 @@ impl Observer {
         // The line that started before this chunk ends here.
         if !self.skipping {
             self.carry.extend_from_slice(&chunk[..first_nl]);
-            scan_lines(&self.carry, &mut self.folded, &mut found.metrics);
+            scan_lines(&self.carry, &mut self.folded, &mut self.metrics);
         }
         self.carry.clear();
         self.skipping = false;
@@ -105,13 +115,17 @@ impl Observer {
             Some(i) => rest.split_at(i + 1),
             None => rest.split_at(0),
         };
-        scan_lines(complete, &mut self.folded, &mut found.metrics);
+        scan_lines(complete, &mut self.folded, &mut self.metrics);
         self.keep(tail);
     }
 
     pub(super) fn on_eof(&mut self, found: &mut Findings) {
+        let before = self.metrics;
         if !self.skipping {
-            scan_lines(&self.carry, &mut self.folded, &mut found.metrics);
+            scan_lines(&self.carry, &mut self.folded, &mut self.metrics);
+        }
+        if self.metrics != before {
+            found.metrics = Some(self.metrics);
         }
         self.carry = Vec::new();
         self.folded = Vec::new();
@@ -190,12 +204,11 @@ mod tests {
 
     fn metrics_of(chunks: &[&[u8]]) -> SessionMetrics {
         let mut o = Observer::new();
-        let mut f = Findings::default();
         for c in chunks {
-            o.on_stdout(c, &mut f);
+            o.on_stdout(c, &mut Findings::default());
         }
-        o.on_eof(&mut f);
-        f.metrics
+        o.on_eof(&mut Findings::default());
+        o.metrics
     }
 
     #[test]

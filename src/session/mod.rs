@@ -51,6 +51,11 @@ pub(crate) struct Record {
     pub stderr: TailBuffer,
     pub token_usage: Option<TokenUsage>,
     pub metrics: SessionMetrics,
+    pub claude_session_id: Option<String>,
+    pub cost_usd: Option<f64>,
+    pub modified_files: Vec<String>,
+    /// How the latest turn ended: `Some(reason)` when Claude Code reported an error.
+    pub turn_error: Option<String>,
     pub stop: Option<StopReason>,
     /// The agent exited; its pid may already be reaped and must not be used.
     pub exited: bool,
@@ -115,6 +120,10 @@ impl Session {
                 stderr: TailBuffer::new(buffer_bytes),
                 token_usage: None,
                 metrics: SessionMetrics::default(),
+                claude_session_id: None,
+                cost_usd: None,
+                modified_files: Vec::new(),
+                turn_error: None,
                 stop: None,
                 exited: false,
                 last_live_state: SessionState::Initializing,
@@ -200,6 +209,9 @@ fn snapshot(id: &str, r: &Record) -> SessionStatus {
         stderr: r.stderr.to_text(),
         token_usage: r.token_usage,
         metrics: r.metrics,
+        claude_session_id: r.claude_session_id.clone(),
+        cost_usd: r.cost_usd,
+        modified_files: r.modified_files.clone(),
     }
 }
 

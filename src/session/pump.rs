@@ -14,9 +14,10 @@ use tokio::net::unix::pipe;
 
 use crate::event::{OutputChunk, SpawnerEvent, Stream};
 use crate::output::Utf8Decoder;
-use crate::protocol::{add_metrics, Findings, Observer};
-use crate::session::Session;
+use crate::protocol::{Findings, Observer, Report};
+use crate::session::{Session, StdinCommand};
 use crate::spawner::Shared;
+use crate::status::SessionState;
 
 /// A pipe holds 64 KiB on Linux; reading more at once gains nothing.
 const READ_SIZE: usize = 64 * 1024;
@@ -76,13 +77,7 @@ impl Pump {
             if let Some(observer) = self.observer.as_mut() {
                 observer.on_stdout(bytes, &mut found);
             }
-            {
-                let mut record = session.record.lock();
-                record.tail_mut(self.stream).push(bytes);
-                if !found.is_empty() {
-                    add_metrics(&mut record.metrics, &found.metrics);
-                }
-            }
+            session.record.lock().tail_mut(self.stream).push(bytes);
             if session.config.verbose {
                 tracing::info!(stream = self.stream.as_str(), bytes = n, "output");
             }
@@ -92,13 +87,18 @@ impl Pump {
                 decoder.decode(&buf)
             };
             self.deliver(text, session, shared).await;
+            if !found.is_empty() {
+                apply(found, session, shared);
+            }
         }
         let mut found = Findings::default();
         if let Some(observer) = self.observer.as_mut() {
             observer.on_eof(&mut found);
-            add_metrics(&mut session.record.lock().metrics, &found.metrics);
         }
         self.deliver(decoder.finish(), session, shared).await;
+        if !found.is_empty() {
+            apply(found, session, shared);
+        }
     }
 
     async fn deliver(&self, data: String, session: &Session, shared: &Shared) {
@@ -112,5 +112,56 @@ impl Pump {
             data,
             _credit: credit,
         }));
+    }
+}
+
+/// What the protocol learnt from a chunk: into the record, onto stdin, out as events
+/// (after the chunk's own output event).
+fn apply(found: Findings, session: &Session, shared: &Shared) {
+    let mut close_stdin = false;
+    {
+        let mut r = session.record.lock();
+        if let Some(metrics) = found.metrics {
+            r.metrics = metrics;
+        }
+        if let Some(usage) = found.usage {
+            r.token_usage = Some(usage);
+        }
+        if let Some(cost) = found.cost_usd {
+            r.cost_usd = Some(cost);
+        }
+        r.modified_files.extend(found.modified_files);
+        if let Some(error) = found.turn_ended {
+            r.turn_error = error;
+            if session.config.keep_alive {
+                if r.state == SessionState::Running {
+                    r.state = SessionState::WaitingInput;
+                }
+            } else {
+                // One task, one turn: closing stdin lets Claude Code exit.
+                close_stdin = true;
+            }
+        }
+    }
+    if let Some(control) = &session.control {
+        for reply in found.replies {
+            let _ = control.stdin.send(StdinCommand::Write(reply));
+        }
+        if close_stdin {
+            let _ = control.stdin.send(StdinCommand::Close);
+        }
+    }
+    for report in found.reports {
+        let session_id = Arc::clone(&session.id);
+        shared.emit(match report {
+            Report::Message(message) => SpawnerEvent::SessionMessage { session_id, message },
+            Report::Retry { attempt, max_retries, retry_delay_ms, error } => SpawnerEvent::SessionRetry {
+                session_id,
+                attempt,
+                max_retries,
+                retry_delay_ms,
+                error,
+            },
+        });
     }
 }

@@ -162,7 +162,10 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
             Ok(ExitStatus::Signal { signal, .. }) => r.signal = Some(signal_name(signal)),
             Err(_) => {}
         }
-        final_state(r.stop, &exit, session.config.timeout_ms)
+        match final_state(r.stop, &exit, session.config.timeout_ms) {
+            (SessionState::Completed, _) if r.turn_error.is_some() => (SessionState::Failed, r.turn_error.clone()),
+            decided => decided,
+        }
     };
     end(&shared, &session, state, message);
 }

@@ -23,6 +23,18 @@ pub fn spawner(steps: &[&str], recorder: &Arc<Recorder>) -> Spawner {
     spawner_with(SpawnerOptions::default(), steps, recorder)
 }
 
+/// A spawner running the fake agent behind the stream-json protocol's flags.
+pub fn json_spawner(steps: &[&str], recorder: &Arc<Recorder>) -> Spawner {
+    let mut args = vec!["--steps"];
+    args.extend_from_slice(steps);
+    let rec = Arc::clone(recorder);
+    let options = SpawnerOptions::default()
+        .claude_path(fake_agent())
+        .protocol(Protocol::StreamJson)
+        .extra_args(args);
+    Spawner::new(options, move |e: SpawnerEvent| rec.record(e)).expect("inside a runtime")
+}
+
 pub fn spawner_with(options: SpawnerOptions, steps: &[&str], recorder: &Arc<Recorder>) -> Spawner {
     let options = options
         .claude_path(fake_agent())
@@ -106,6 +118,8 @@ pub mod recorder {
         Output { id: String, stream: &'static str, data: String },
         Timeout { id: String },
         Ended { id: String, state: String },
+        Message { id: String, message: serde_json::Value },
+        Retry { id: String, attempt: u64 },
     }
 
     impl Seen {
@@ -115,7 +129,9 @@ pub mod recorder {
                 | Seen::SpawnFailed { id, .. }
                 | Seen::Output { id, .. }
                 | Seen::Timeout { id }
-                | Seen::Ended { id, .. } => id,
+                | Seen::Ended { id, .. }
+                | Seen::Message { id, .. }
+                | Seen::Retry { id, .. } => id,
             }
         }
     }
@@ -140,6 +156,8 @@ pub mod recorder {
                     data: c.data.clone(),
                 },
                 SpawnerEvent::SessionTimeout { session_id } => Seen::Timeout { id: session_id.to_string() },
+                SpawnerEvent::SessionMessage { session_id, message } => Seen::Message { id: session_id.to_string(), message },
+                SpawnerEvent::SessionRetry { session_id, attempt, .. } => Seen::Retry { id: session_id.to_string(), attempt },
                 SpawnerEvent::SessionEnded { session_id, status } => Seen::Ended {
                     id: session_id.to_string(),
                     state: status.state.to_string(),
@@ -151,6 +169,16 @@ pub mod recorder {
 
         pub fn for_session(&self, id: &str) -> Vec<Seen> {
             self.events.lock().unwrap().iter().filter(|e| e.id() == id).cloned().collect()
+        }
+
+        pub fn messages(&self, id: &str) -> Vec<serde_json::Value> {
+            self.for_session(id)
+                .into_iter()
+                .filter_map(|e| match e {
+                    Seen::Message { message, .. } => Some(message),
+                    _ => None,
+                })
+                .collect()
         }
 
         pub fn output(&self, id: &str, stream: &str) -> String {
