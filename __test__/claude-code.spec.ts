@@ -170,6 +170,23 @@ describe('Claude Code sessions', () => {
     expect(final.errorMessage).toBe('session timed out after 3000 ms')
   })
 
+  it('API trouble is surfaced as session-retry events and counted as errors', async () => {
+    const model = await scripted([{ status: 529 }, { status: 500 }, { text: 'Recovered.' }])
+    const s = spawner()
+    const retries: any[] = []
+    s.on('session-retry', (e) => retries.push(e))
+    const result = await s.spawnSession(claudeConfig(model))
+    const final = await within(result.completion, 'the session')
+    expect(final.state).toBe('completed')
+    expect(retries.map((r) => [r.sessionId, r.attempt, r.maxRetries])).toEqual([
+      [result.sessionId, 1, 10],
+      [result.sessionId, 2, 10],
+    ])
+    expect(retries[0].error).toBe('overloaded')
+    expect(retries[0].retryDelayMs).toBeGreaterThan(0)
+    expect(final.metrics.errors).toBe(2)
+  })
+
   it('a tool outside allowedTools is denied through the permission protocol', async () => {
     const model = await scripted([
       { toolUse: { name: 'Write', input: { file_path: '/tmp/not-allowed.txt', content: 'x' } } },

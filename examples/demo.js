@@ -1,77 +1,135 @@
 'use strict'
-// A tour of the spawner with the project's fake agent (a real process driven by its
-// argument vector): a session that works and finishes, one that times out, one
-// that is terminated together with the background job it started.
+// Real Claude Code sessions through the native spawner, three at once, printing
+// lifecycle events, tool calls, tokens and metrics as they happen.
 //
-//   npm run demo        (builds the addon and the fake agent first)
+//   npm run demo
+//
+// With ANTHROPIC_API_KEY set, the sessions talk to Anthropic. Without it, each
+// session gets the project's scripted model server on 127.0.0.1, so the whole thing
+// runs with no account and no network: the CLI, its tool calls and the files it
+// writes are real; only the model's answers are scripted.
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 
 const ClaudeSessionSpawner = require('..').default
+const { ScriptedModel } = require('../test-support/model-server.js')
 
-const AGENT = path.join(__dirname, '..', 'target', 'debug', 'examples', 'fake_agent')
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'claude-session-spawner-demo-'))
+const CLAUDE = path.join(__dirname, '..', 'node_modules', '.bin', 'claude')
+const live = Boolean(process.env.ANTHROPIC_API_KEY)
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'claude-session-spawner-demo-'))
 
-const config = (description, extra = {}) => ({
-  workingDirectory: dir,
-  charter: {
-    identity: { name: 'Demo VP', email: 'demo-vp@example.com', role: 'Engineer' },
-    objectives: ['Show the session lifecycle'],
-    constraints: { forbiddenCommands: ['rm -rf'], forbiddenPatterns: [/password/i], requiredApprovals: ['deploy'] },
-    resources: { maxTokens: 10000, maxExecutionTime: 60000, allowedTools: ['read', 'bash'] },
+const TASKS = [
+  {
+    label: 'survey',
+    description: 'List the files here and write a one-paragraph SUMMARY.md about them.',
+    script: (dir) => [
+      { text: 'Let me look around.', toolUse: { name: 'Bash', input: { command: 'ls -la', description: 'list files' } } },
+      { toolUse: { name: 'Write', input: { file_path: path.join(dir, 'SUMMARY.md'), content: '# Summary\n\nA README and a small script.\n' } } },
+      { text: 'SUMMARY.md is written.' },
+    ],
   },
-  taskContext: { taskId: 'DEMO-1', description, priority: 'high' },
-  memory: { recentActions: [], conversationHistory: [], preferences: {}, projectContext: {} },
-  ...extra,
-})
+  {
+    label: 'tests',
+    description: 'Run the test script and report whether it passes.',
+    script: () => [
+      { toolUse: { name: 'Bash', input: { command: 'sh test.sh', description: 'run the tests' } }, delayMs: 300 },
+      { text: 'The tests pass: 3 of 3.' },
+    ],
+  },
+  {
+    label: 'charter',
+    description: 'Publish the release notes to the web.',
+    // The charter allows bash, read and write only: the WebFetch call is denied.
+    script: () => [
+      { toolUse: { name: 'WebFetch', input: { url: 'https://example.com/publish', prompt: 'publish' } } },
+      { text: 'My charter does not allow web access, so I did not publish anything.' },
+    ],
+  },
+]
 
-function watch(spawner, label) {
-  spawner.on('session-spawned', ({ sessionId, pid }) => console.log(`[${label}] spawned ${sessionId} (pid ${pid})`))
-  spawner.on('session-output', ({ type, data }) =>
-    data.split('\n').filter(Boolean).forEach((line) => console.log(`[${label}] ${type}: ${line}`)),
-  )
-  spawner.on('session-timeout', () => console.log(`[${label}] timeout: stopping its process group`))
-  spawner.on('session-ended', ({ status }) =>
-    console.log(
-      `[${label}] ended ${status.state} after ${status.executionTime} ms` +
-        (status.errorMessage ? ` (${status.errorMessage})` : '') +
-        ` metrics ${JSON.stringify(status.metrics)}`,
-    ),
-  )
+function config(task, dir, env) {
+  return {
+    workingDirectory: dir,
+    charter: {
+      identity: { name: 'Demo VP', email: 'demo-vp@example.com', role: 'Staff Engineer' },
+      objectives: ['Finish the task', 'Stay inside the charter'],
+      constraints: { forbiddenCommands: ['rm -rf', 'git push --force'], forbiddenPatterns: [/password\s*=/i], requiredApprovals: ['deploy'] },
+      resources: { maxTokens: 50000, maxExecutionTime: 120000, allowedTools: ['bash', 'read', 'write'] },
+    },
+    taskContext: { taskId: `DEMO-${task.label}`, description: task.description, priority: 'high' },
+    memory: { recentActions: [], conversationHistory: [], preferences: {}, projectContext: {} },
+    environmentVariables: env,
+    timeout: 120000,
+  }
+}
+
+function describeCall(block) {
+  const input = block.input ?? {}
+  return input.command ?? input.file_path ?? input.url ?? JSON.stringify(input)
 }
 
 async function main() {
-  const worker = new ClaudeSessionSpawner({
-    claudePath: AGENT,
-    protocol: 'text',
-    extraArgs: ['read-line', 'out:Executed command: npm test', 'out:Wrote file src/fix.rs', 'sleep:300', 'out:done'],
+  // Offer WebFetch too, so the charter's check (not Claude Code's tool list) is what refuses it.
+  const spawner = new ClaudeSessionSpawner({ claudePath: CLAUDE, extraArgs: ['--tools', 'Bash,Read,Write,WebFetch'] })
+  const labels = new Map()
+  const say = (sessionId, text) => console.log(`[${labels.get(sessionId) ?? '?'}] ${text}`)
+  spawner.on('session-message', ({ sessionId, message }) => {
+    if (message.type === 'assistant') {
+      for (const block of message.message?.content ?? []) {
+        if (block.type === 'text' && block.text) say(sessionId, `says: ${block.text}`)
+        if (block.type === 'tool_use') say(sessionId, `calls ${block.name}: ${describeCall(block)}`)
+      }
+    } else if (message.type === 'control_request' && message.request?.subtype === 'can_use_tool') {
+      say(sessionId, `asks to use ${message.request.tool_name}`)
+    } else if (message.type === 'user') {
+      for (const block of message.message?.content ?? []) {
+        if (block.type === 'tool_result') {
+          const text = typeof block.content === 'string' ? block.content : JSON.stringify(block.content)
+          say(sessionId, `${block.is_error ? 'tool refused/failed' : 'tool result'}: ${text.split('\n')[0].slice(0, 100)}`)
+        }
+      }
+    } else if (message.type === 'result') {
+      const u = message.usage ?? {}
+      say(sessionId, `turn done: ${u.input_tokens} in / ${u.output_tokens} out tokens, $${message.total_cost_usd}`)
+    }
   })
-  watch(worker, 'work')
-  const work = await worker.spawnSession(config('Fix the failing test'))
-  await work.completion
+  spawner.on('session-retry', ({ sessionId, attempt, error }) => say(sessionId, `API retry ${attempt} (${error})`))
+  spawner.on('session-ended', ({ sessionId, status }) =>
+    say(
+      sessionId,
+      `ended ${status.state}; tokens ${JSON.stringify(status.tokenUsage)}; metrics ${JSON.stringify(status.metrics)}; files ${JSON.stringify(status.modifiedFiles)}`,
+    ),
+  )
 
-  const sleeper = new ClaudeSessionSpawner({ claudePath: AGENT, protocol: 'text', extraArgs: ['out:thinking...', 'hang'] })
-  watch(sleeper, 'slow')
-  await (await sleeper.spawnSession(config('A task that takes too long', { timeout: 500 }))).completion
+  console.log(live ? 'Talking to Anthropic (ANTHROPIC_API_KEY is set).' : 'No ANTHROPIC_API_KEY: each session gets a scripted model on 127.0.0.1.')
+  const models = []
+  const runs = await Promise.all(
+    TASKS.map(async (task) => {
+      const dir = path.join(root, task.label)
+      fs.mkdirSync(dir)
+      fs.writeFileSync(path.join(dir, 'README.md'), '# Demo project\n')
+      fs.writeFileSync(path.join(dir, 'test.sh'), 'echo "3 of 3 tests pass"\n')
+      const env = { CLAUDE_CONFIG_DIR: path.join(root, `${task.label}-config`), CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' }
+      if (!live) {
+        const model = await ScriptedModel.start(task.script(dir))
+        models.push(model)
+        Object.assign(env, model.env(env.CLAUDE_CONFIG_DIR))
+      }
+      const session = await spawner.spawnSession(config(task, dir, env))
+      labels.set(session.sessionId, task.label)
+      say(session.sessionId, `spawned ${session.sessionId}, pid ${session.status.pid}, conversation ${session.status.claudeSessionId}`)
+      return session.completion
+    }),
+  )
+  await Promise.all(runs)
+  for (const model of models) await model.stop()
 
-  const busy = new ClaudeSessionSpawner({
-    claudePath: AGENT,
-    protocol: 'text',
-    extraArgs: ['spawn-sleepers:2', 'out:started two background jobs', 'hang'],
-    gracePeriodMs: 1000,
-  })
-  watch(busy, 'busy')
-  const job = await busy.spawnSession(config('A task the daemon cancels'))
-  await new Promise((resolve) => busy.once('session-output', resolve))
-  await busy.terminateSession(job.sessionId)
-  const final = busy.getSessionStatus(job.sessionId)
-  console.log(`[busy] ${final.state} by ${final.signal} sent to process group ${job.status.pid}, background jobs included`)
-
-  console.log('\nsummary of the first spawner:', worker.getMetricsSummary())
-  console.log(`session directory: ${worker.getSessionDirectory(work.sessionId)}`)
-  console.log(fs.readdirSync(worker.getSessionDirectory(work.sessionId)).join(', '))
-  fs.rmSync(dir, { recursive: true, force: true })
+  const summary = spawner.getMetricsSummary()
+  console.log(`\n${summary.completedSessions} of ${summary.totalSessions} sessions completed, ${summary.totalTokensUsed} tokens in all.`)
+  const written = path.join(root, 'survey', 'SUMMARY.md')
+  if (fs.existsSync(written)) console.log(`Claude Code wrote ${written}:\n${fs.readFileSync(written, 'utf8')}`)
+  fs.rmSync(root, { recursive: true, force: true })
 }
 
 main().catch((error) => {
