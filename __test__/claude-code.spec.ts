@@ -3,14 +3,19 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import ClaudeSessionSpawner, { type ClaudeSessionConfig, type ClaudeSessionStatus } from 'claude-session-spawner'
+import type ClaudeSessionSpawner from 'claude-session-spawner'
+import { type ClaudeSessionConfig, type ClaudeSessionStatus } from 'claude-session-spawner'
 
-import { makeConfig, nextEvent, tempDir, within } from './support'
+import { makeConfig, nextEvent, tempDir, tracked, within } from './support'
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { ScriptedModel } = require('../test-support/model-server.js')
 
 const CLAUDE = path.join(__dirname, '..', 'node_modules', '.bin', 'claude')
+
+/** A real CLI on a busy CI machine: generous, and still far from a hang. */
+const E2E_MS = 60_000
+jest.setTimeout(3 * E2E_MS)
 
 const models: Array<{ stop(): Promise<void> }> = []
 afterAll(async () => {
@@ -23,17 +28,22 @@ async function scripted(script: unknown[]) {
   return model
 }
 
-/** A session config for Claude Code talking to `model`, in a fresh directory. */
+/**
+ * A session config for Claude Code talking to `model`, in a fresh directory, with an
+ * empty HOME: Claude Code's Bash tool starts by running a login shell, and the tests
+ * must not depend on (or wait for) the machine's dotfiles.
+ */
 function claudeConfig(model: any, overrides: Partial<ClaudeSessionConfig> = {}): ClaudeSessionConfig {
   const dir = tempDir()
   const configDir = tempDir()
-  const base = makeConfig(dir, { environmentVariables: model.env(configDir), ...overrides })
+  const env = { ...model.env(configDir), HOME: tempDir() }
+  const base = makeConfig(dir, { environmentVariables: env, ...overrides })
   base.charter.resources.allowedTools = ['bash', 'read', 'write', 'edit']
   return base
 }
 
 function spawner(): ClaudeSessionSpawner {
-  return new ClaudeSessionSpawner({ claudePath: CLAUDE })
+  return tracked({ claudePath: CLAUDE })
 }
 
 function messagesOf(s: ClaudeSessionSpawner): any[] {
@@ -60,7 +70,7 @@ describe('Claude Code sessions', () => {
     const messages = messagesOf(s)
     const result = await s.spawnSession(config)
     expect(result.status.claudeSessionId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
-    const final = await within(result.completion, 'the session')
+    const final = await within(result.completion, 'the session', E2E_MS)
 
     expect(final.state).toBe('completed')
     expect(final.exitCode).toBe(0)
@@ -90,7 +100,7 @@ describe('Claude Code sessions', () => {
     config.charter.identity.name = 'Grace Hopper'
     config.charter.objectives = ['Keep the compiler fast']
     config.taskContext.description = 'Profile the parser'
-    const final = await within((await spawner().spawnSession(config)).completion, 'the session')
+    const final = await within((await spawner().spawnSession(config)).completion, 'the session', E2E_MS)
     expect(final.state).toBe('completed')
     const [first] = model.conversation
     const system = JSON.stringify(first.body.system)
@@ -121,7 +131,7 @@ describe('Claude Code sessions', () => {
     expect(waiting.tokenUsage).toEqual({ input: 300, output: 30, total: 330 })
 
     s.endSession(result.sessionId)
-    const final = await within(result.completion, 'the end')
+    const final = await within(result.completion, 'the end', E2E_MS)
     expect(final.state).toBe('completed')
     expect(final.exitCode).toBe(0)
     const last = model.conversation.at(-1).body.messages
@@ -134,12 +144,12 @@ describe('Claude Code sessions', () => {
     const first = claudeConfig(model)
     first.taskContext.description = 'Remember the word PINEAPPLE'
     const s = spawner()
-    const one = await within((await s.spawnSession(first)).completion, 'first session')
+    const one = await within((await s.spawnSession(first)).completion, 'first session', E2E_MS)
     expect(one.state).toBe('completed')
 
     // Same working and config directories: Claude Code keeps transcripts per project.
     const again = { ...first, resumeSessionId: one.claudeSessionId, taskContext: { ...first.taskContext, description: 'What was the word?' } }
-    const two = await within((await s.spawnSession(again)).completion, 'resumed session')
+    const two = await within((await s.spawnSession(again)).completion, 'resumed session', E2E_MS)
     expect(two.state).toBe('completed')
     expect(two.claudeSessionId).toBe(one.claudeSessionId)
     const seen = JSON.stringify(model.conversation.at(-1).body.messages)
@@ -153,7 +163,7 @@ describe('Claude Code sessions', () => {
     const s = spawner()
     const result = await s.spawnSession(claudeConfig(model))
     await nextEvent(s, 'session-message', (e: any) => e.message.type === 'system')
-    await within(s.terminateSession(result.sessionId), 'terminate')
+    await within(s.terminateSession(result.sessionId), 'terminate', E2E_MS)
     const final: ClaudeSessionStatus = await result.completion
     expect(final.state).toBe('terminated')
     expect(final.errorMessage).toBeUndefined()
@@ -165,7 +175,7 @@ describe('Claude Code sessions', () => {
     const timedOut = nextEvent(s, 'session-timeout')
     const result = await s.spawnSession(claudeConfig(model, { timeout: 3000 }))
     await timedOut
-    const final = await within(result.completion, 'the end')
+    const final = await within(result.completion, 'the end', E2E_MS)
     expect(final.state).toBe('timeout')
     expect(final.errorMessage).toBe('session timed out after 3000 ms')
   })
@@ -176,7 +186,7 @@ describe('Claude Code sessions', () => {
     const retries: any[] = []
     s.on('session-retry', (e) => retries.push(e))
     const result = await s.spawnSession(claudeConfig(model))
-    const final = await within(result.completion, 'the session')
+    const final = await within(result.completion, 'the session', E2E_MS)
     expect(final.state).toBe('completed')
     expect(retries.map((r) => [r.sessionId, r.attempt, r.maxRetries])).toEqual([
       [result.sessionId, 1, 10],
@@ -196,9 +206,9 @@ describe('Claude Code sessions', () => {
     config.charter.resources.allowedTools = ['read', 'write']
     // Claude Code offers only the allowed tools, so ask for one that is offered but then
     // restricted: allow Write in --tools, deny it in the charter check by removing it afterwards.
-    const s = new ClaudeSessionSpawner({ claudePath: CLAUDE, extraArgs: ['--tools', 'Read,Write,Bash'] })
+    const s = tracked({ claudePath: CLAUDE, extraArgs: ['--tools', 'Read,Write,Bash'] })
     config.charter.resources.allowedTools = ['read', 'bash']
-    const final = await within((await s.spawnSession(config)).completion, 'the session')
+    const final = await within((await s.spawnSession(config)).completion, 'the session', E2E_MS)
     expect(final.state).toBe('completed')
     expect(fs.existsSync('/tmp/not-allowed.txt')).toBe(false)
     expect(final.metrics.filesModified).toBe(0)

@@ -92,7 +92,7 @@ describe('defects of the TypeScript spawner', () => {
     await until('sleepers', () => pidsAfter('sleeper: ', outputOf(events, result.sessionId)).length === 2)
     const sleepers = pidsAfter('sleeper: ', outputOf(events, result.sessionId))
     await within(spawner.terminateSession(result.sessionId), 'terminate')
-    expect(sleepers.filter(alive)).toEqual([])
+    await until('the sleepers to be gone', () => sleepers.every((p) => !alive(p)))
   })
 
   it('EPIPE: an agent that exits before reading its prompt does not crash the host', async () => {

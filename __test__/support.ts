@@ -27,11 +27,16 @@ export function tempDir(): string {
   return dir
 }
 
-/** A spawner running the fake agent with `steps` over the text protocol. */
-export function fakeSpawner(steps: string[], options: ClaudeSessionSpawnerOptions = {}): ClaudeSessionSpawner {
-  const spawner = new ClaudeSessionSpawner({ claudePath: FAKE_AGENT, protocol: 'text', extraArgs: steps, ...options })
+/** A spawner whose sessions are stopped after each test, whatever happened. */
+export function tracked(options: ClaudeSessionSpawnerOptions = {}): ClaudeSessionSpawner {
+  const spawner = new ClaudeSessionSpawner(options)
   spawners.push(spawner)
   return spawner
+}
+
+/** A spawner running the fake agent with `steps` over the text protocol. */
+export function fakeSpawner(steps: string[], options: ClaudeSessionSpawnerOptions = {}): ClaudeSessionSpawner {
+  return tracked({ claudePath: FAKE_AGENT, protocol: 'text', extraArgs: steps, ...options })
 }
 
 export function makeConfig(workingDirectory: string, overrides: Partial<ClaudeSessionConfig> = {}): ClaudeSessionConfig {

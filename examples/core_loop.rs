@@ -18,8 +18,10 @@ async fn main() {
         .extra_args(agent_args)
         .history_size(10);
     let spawner = Spawner::new(options, |_: SpawnerEvent| {}).unwrap();
-    let mut config = SessionConfig::default();
-    config.working_directory = dir;
+    let mut config = SessionConfig {
+        working_directory: dir,
+        ..Default::default()
+    };
     config.task_context.description = "benchmark".into();
     let started = Instant::now();
     for _ in 0..count {

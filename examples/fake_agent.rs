@@ -18,6 +18,8 @@
 //! | `invalid-utf8` | writes bytes that are not UTF-8, then a newline |
 //! | `spawn-sleepers:<n>` | starts `n` children that sleep, prints `sleeper: <pid>` each |
 //! | `spawn-escapee` | starts a child that leaves the process group (`setsid`) and sleeps, keeping stdout open; prints `escapee: <pid>` |
+//! | `child:<steps>` | starts a child running `<steps>` (comma-separated), prints `child: <pid>` |
+//! | `on-term-write:<path>` | from now on SIGTERM writes `cleaned` to `<path>` and exits 0 |
 //! | `close-stdout` | closes its stdout |
 //! | `pid` / `cwd` / `env:<NAME>` | prints `pid: <pid>` / `cwd: <dir>` / `<NAME>=<value>` |
 //! | `json-blob:<bytes>` | one JSON line `{"type":"blob","data":"xx…"}` of about that many bytes |
@@ -130,6 +132,23 @@ fn run(step: &str) {
             line(&mut out, &format!("escapee: {}", child.id()));
             std::mem::forget(child);
         }
+        "child" => {
+            let me = std::env::current_exe().expect("own path");
+            let child = std::process::Command::new(me)
+                .args(arg.split(','))
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn child");
+            line(&mut out, &format!("child: {}", child.id()));
+            std::mem::forget(child);
+        }
+        "on-term-write" => {
+            use std::os::fd::IntoRawFd;
+            let file = std::fs::File::create(arg).expect("marker file");
+            TERM_FD.store(file.into_raw_fd(), std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: the handler only calls async-signal-safe functions.
+            unsafe { libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t) };
+        }
         "close-stdout" => {
             out.flush().ok();
             // SAFETY: closing our own stdout descriptor.
@@ -188,6 +207,17 @@ fn flood(w: &mut impl Write, bytes: u64, write_size: usize) {
         left -= n;
     }
     w.flush().ok();
+}
+
+static TERM_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_term(_: libc::c_int) {
+    let fd = TERM_FD.load(std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: write and _exit are async-signal-safe.
+    unsafe {
+        libc::write(fd, b"cleaned\n".as_ptr().cast(), 8);
+        libc::_exit(0);
+    }
 }
 
 fn signal(name: &str) -> i32 {

@@ -110,12 +110,14 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     fn config() -> SessionConfig {
-        let mut c = SessionConfig::default();
-        c.task_context = TaskContext {
-            task_id: "T-7".into(),
-            description: "Fix the flaky test".into(),
-            priority: Priority::Critical,
-            related_tasks: vec!["T-5".into(), "T-6".into()],
+        let mut c = SessionConfig {
+            task_context: TaskContext {
+                task_id: "T-7".into(),
+                description: "Fix the flaky test".into(),
+                priority: Priority::Critical,
+                related_tasks: vec!["T-5".into(), "T-6".into()],
+                ..Default::default()
+            },
             ..Default::default()
         };
         c.charter.identity = Identity {

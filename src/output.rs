@@ -247,7 +247,7 @@ mod tests {
                 break;
             }
             let end = (at + size).min(text.len());
-            t.push(text[at..end].as_bytes());
+            t.push(&text.as_bytes()[at..end]);
             at = end;
             assert_eq!(t.to_text(), text[end.saturating_sub(7)..end]);
         }

@@ -94,8 +94,7 @@ async fn timeout_ends_timeout_with_its_event_and_stops_the_group() {
     assert!(timeout_at < events.len() - 1, "timeout before ended");
     let sleepers = sleeper_pids(&status.stdout);
     assert_eq!(sleepers.len(), 2);
-    assert!(group_members(pid).is_empty(), "group {pid} still has {:?}", group_members(pid));
-    assert!(sleepers.iter().all(|&p| !alive(p)));
+    all_gone(&sleepers, pid).await;
 }
 
 #[tokio::test]
@@ -112,8 +111,7 @@ async fn graceful_terminate_stops_the_whole_tree() {
     let status = tokio::time::timeout(DEADLINE, spawner.terminate_session(&id, true)).await.unwrap().unwrap();
     assert_eq!(status.state, SessionState::Terminated);
     assert_eq!(status.signal.as_deref(), Some("SIGTERM"));
-    assert!(group_members(pid).is_empty());
-    assert!(sleepers.iter().all(|&p| !alive(p)), "sleepers {sleepers:?} survived");
+    all_gone(&sleepers, pid).await;
     assert_eq!(spawner.session_status(&id).unwrap().state, SessionState::Terminated);
 }
 
@@ -171,8 +169,35 @@ async fn leftover_background_processes_die_with_the_session() {
     assert_eq!(status.state, SessionState::Completed);
     let sleepers = sleeper_pids(&status.stdout);
     assert_eq!(sleepers.len(), 2);
-    assert!(sleepers.iter().all(|&p| !alive(p)), "sleepers {sleepers:?} outlived their session");
-    assert!(group_members(pid).is_empty());
+    all_gone(&sleepers, pid).await;
+}
+
+#[tokio::test]
+async fn leftovers_get_sigterm_to_clean_up_before_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("cleaned");
+    let rec = Recorder::new();
+    let step = format!("child:on-term-write:{},hang", marker.display());
+    let spawner = spawner(&[&step, "sleep:200", "exit:0"], &rec);
+    let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
+    assert_eq!(status.state, SessionState::Completed);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "cleaned\n", "the leftover ran its SIGTERM handler");
+}
+
+#[tokio::test]
+async fn a_leftover_that_ignores_sigterm_is_killed_a_moment_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    // A long grace period: the leftover's moment is capped at one second regardless.
+    let options = SpawnerOptions::default().grace_period(Duration::from_secs(30));
+    let spawner = spawner_with(options, &["child:ignore-term,hang", "sleep:200", "exit:0"], &rec);
+    let started = std::time::Instant::now();
+    let result = spawner.spawn_session(config(dir.path())).await.unwrap();
+    let status = finished(result.completion).await;
+    assert_eq!(status.state, SessionState::Completed);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let child: u32 = status.stdout.lines().find_map(|l| l.strip_prefix("child: ")).unwrap().parse().unwrap();
+    all_gone(&[child], result.status.pid.unwrap()).await;
 }
 
 #[tokio::test]

@@ -84,7 +84,7 @@ impl Protocol {
 
     pub(crate) fn observer(self, config: &SessionConfig) -> Observer {
         match self {
-            Self::StreamJson => Observer::StreamJson(stream_json::Observer::new(config)),
+            Self::StreamJson => Observer::StreamJson(Box::new(stream_json::Observer::new(config))),
             Self::Text => Observer::Text(text::Observer::new()),
         }
     }
@@ -92,7 +92,7 @@ impl Protocol {
 
 /// Reads what the agent prints on stdout and learns from it.
 pub(crate) enum Observer {
-    StreamJson(stream_json::Observer),
+    StreamJson(Box<stream_json::Observer>),
     Text(text::Observer),
 }
 

@@ -2,9 +2,9 @@
 //! task: it reads both output streams and writes stdin (as futures it polls, so a
 //! session costs one task and its end crosses no threads), watches the agent's exit,
 //! the timeout and stop requests; stops the process group with SIGTERM then SIGKILL
-//! after the grace period; kills whatever the agent left in its group when it
-//! exits; reaps it; finishes reading both streams; then records the final state and
-//! reports it.
+//! after the grace period; stops whatever the agent left in its group when it exits
+//! (SIGTERM, then SIGKILL a moment later); reaps it; finishes reading both streams;
+//! then records the final state and reports it.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -26,6 +26,10 @@ use crate::event::SpawnerEvent;
 use crate::process::{self, signal_name, ExitStatus};
 use crate::spawner::Shared;
 use crate::status::SessionState;
+
+/// How long what an agent left in its group may take to exit after SIGTERM, once the
+/// agent itself has exited (at most the spawner's grace period).
+const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 
 /// How long the streams may stay open after the agent and its group are gone. Only a
 /// process that left the group (`setsid`) can hold them that long.
@@ -137,8 +141,19 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     };
 
     // The agent is a zombie now, so its pid (the group id) is still reserved: the
-    // group can be killed without any risk of hitting a reused id. Then reap.
+    // group can be signalled without any risk of hitting a reused id. What the agent
+    // left behind gets SIGTERM and a moment to clean up (git removes its lock files
+    // on SIGTERM) while its output is read to the end, then SIGKILL. Then reap.
     session.record.lock().exited = true;
+    signal(pid, libc::SIGTERM);
+    let kill_at = Instant::now() + LEFTOVER_GRACE.min(grace);
+    while !(stdout_done && stderr_done) {
+        tokio::select! {
+            _ = &mut stdout, if !stdout_done => stdout_done = true,
+            _ = &mut stderr, if !stderr_done => stderr_done = true,
+            _ = sleep_until(kill_at) => break,
+        }
+    }
     signal(pid, libc::SIGKILL);
     let exit = exit.and_then(|_| process::reap(pid));
     drop(stops);

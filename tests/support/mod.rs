@@ -45,8 +45,10 @@ pub fn spawner_with(options: SpawnerOptions, steps: &[&str], recorder: &Arc<Reco
 }
 
 pub fn config(dir: &Path) -> SessionConfig {
-    let mut c = SessionConfig::default();
-    c.working_directory = dir.to_owned();
+    let mut c = SessionConfig {
+        working_directory: dir.to_owned(),
+        ..Default::default()
+    };
     c.task_context.task_id = "T-1".into();
     c.task_context.description = "Run the fake task".into();
     c.charter.identity.name = "Test VP".into();
@@ -75,9 +77,19 @@ pub async fn finished(completion: Completion) -> SessionStatus {
 /// does not reap the orphans it inherits.
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').map_or(false, |(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
+}
+
+/// Waits (with the deadline) until none of `pids` runs and group `pgid` has no live
+/// member. A killed process closes its pipes a moment before it is a zombie, so right
+/// after a session ends its leftovers may still be on their way out.
+pub async fn all_gone(pids: &[u32], pgid: u32) {
+    wait_until("the session's processes to be gone", || {
+        pids.iter().all(|&p| !alive(p)) && group_members(pgid).is_empty()
+    })
+    .await;
 }
 
 /// Live (non-zombie) processes whose process group is `pgid`.
