@@ -80,6 +80,8 @@ export interface ClaudeSessionConfig {
   keepAlive?: boolean
   /** Added (Claude Code): continue this earlier conversation (a status's `claudeSessionId`) with `--resume`. */
   resumeSessionId?: string
+  /** Added (Claude Code): Claude Code's own spending cap in US dollars (`--max-budget-usd`). */
+  maxBudgetUsd?: number
 }
 
 export interface SessionMetrics {
@@ -117,6 +119,31 @@ export interface ClaudeSessionStatus {
   costUsd?: number
   /** Added: distinct files changed by Write, Edit, MultiEdit and NotebookEdit calls that ran (always present). */
   modifiedFiles?: string[]
+  /** Added: tool calls the charter (or Claude Code) refused, newest last, at most 100 (always present). */
+  violations?: PolicyViolation[]
+}
+
+/** Added: which charter rule refused a tool call (`claude-code`: Claude Code refused it itself). */
+export type PolicyRule = 'allowed-tools' | 'forbidden-command' | 'forbidden-pattern' | 'required-approval' | 'claude-code'
+
+/** Added: a tool call that was refused. */
+export interface PolicyViolation {
+  timestamp: Date
+  /** Claude Code's tool name, e.g. `'Bash'`. */
+  toolName: string
+  input: Record<string, any>
+  rule: PolicyRule
+  /** The entry: the tool, the forbidden command, the pattern (`/src/flags`), the keyword. */
+  detail: string
+}
+
+/** Added: a tool call that needs the daemon's approval (a `requiredApprovals` keyword). */
+export interface ApprovalRequest {
+  sessionId: string
+  toolName: string
+  input: Record<string, any>
+  /** The `requiredApprovals` keyword the call contains. */
+  reason: string
 }
 
 export interface SessionCrashReport {
@@ -164,6 +191,20 @@ export interface ClaudeSessionSpawnerOptions {
   outputBufferBytes?: number
   /** Bytes of output on their way to JavaScript at once, over all sessions. Default 8 MiB. */
   outputCreditBytes?: number
+  /**
+   * Decides tool calls that hit a `requiredApprovals` keyword: `true` runs the call.
+   * Without a handler, when it throws or rejects, or without an answer within
+   * `approvalTimeoutMs`, the call is denied and counted as an escalation.
+   */
+  approvalHandler?: (request: ApprovalRequest) => boolean | Promise<boolean>
+  /** Default 300000 (5 minutes). */
+  approvalTimeoutMs?: number
+  /**
+   * Which of the daemon's environment variables an agent gets: `true` (default) all;
+   * `false` only `PATH`, `HOME` and `ANTHROPIC_*` (recommended: the daemon's secrets stay
+   * out); a list adds those names. `config.environmentVariables` are always set.
+   */
+  inheritEnv?: boolean | string[]
 }
 
 export interface SessionOutputEvent {
@@ -181,6 +222,18 @@ export interface SessionRetryEvent {
   error: string
 }
 
+/** Added: a refused tool call, as it happens. */
+export interface PolicyViolationEvent extends PolicyViolation {
+  sessionId: string
+}
+
+/** Added: a session passed its charter's `maxTokens`; it is being stopped (it ends `failed`). */
+export interface BudgetExceededEvent {
+  sessionId: string
+  used: number
+  limit: number
+}
+
 /** The spawner's events and their payloads. */
 export interface ClaudeSessionSpawnerEvents {
   'session-spawned': [event: { sessionId: string; pid: number }]
@@ -188,6 +241,9 @@ export interface ClaudeSessionSpawnerEvents {
   /** Added (stream-json): each parsed message, in order with the output. */
   'session-message': [event: { sessionId: string; message: any }]
   'session-retry': [event: SessionRetryEvent]
+  /** Added: the charter (or Claude Code) refused a tool call. */
+  'policy-violation': [event: PolicyViolationEvent]
+  'budget-exceeded': [event: BudgetExceededEvent]
   'session-timeout': [event: { sessionId: string }]
   'session-ended': [event: { sessionId: string; status: ClaudeSessionStatus }]
 }

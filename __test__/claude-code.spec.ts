@@ -3,54 +3,14 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import type ClaudeSessionSpawner from 'claude-session-spawner'
-import { type ClaudeSessionConfig, type ClaudeSessionStatus } from 'claude-session-spawner'
+import { type ClaudeSessionStatus } from 'claude-session-spawner'
 
-import { makeConfig, nextEvent, tempDir, tracked, within } from './support'
+import { E2E_MS, claudeConfig, claudeSpawner, messagesOf, scripted } from './claude'
+import { nextEvent, within } from './support'
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const { ScriptedModel } = require('../test-support/model-server.js')
-
-const CLAUDE = path.join(__dirname, '..', 'node_modules', '.bin', 'claude')
-
-/** A real CLI on a busy CI machine: generous, and still far from a hang. */
-const E2E_MS = 60_000
 jest.setTimeout(3 * E2E_MS)
 
-const models: Array<{ stop(): Promise<void> }> = []
-afterAll(async () => {
-  for (const m of models.splice(0)) await m.stop()
-})
-
-async function scripted(script: unknown[]) {
-  const model = await ScriptedModel.start(script)
-  models.push(model)
-  return model
-}
-
-/**
- * A session config for Claude Code talking to `model`, in a fresh directory, with an
- * empty HOME: Claude Code's Bash tool starts by running a login shell, and the tests
- * must not depend on (or wait for) the machine's dotfiles.
- */
-function claudeConfig(model: any, overrides: Partial<ClaudeSessionConfig> = {}): ClaudeSessionConfig {
-  const dir = tempDir()
-  const configDir = tempDir()
-  const env = { ...model.env(configDir), HOME: tempDir() }
-  const base = makeConfig(dir, { environmentVariables: env, ...overrides })
-  base.charter.resources.allowedTools = ['bash', 'read', 'write', 'edit']
-  return base
-}
-
-function spawner(): ClaudeSessionSpawner {
-  return tracked({ claudePath: CLAUDE })
-}
-
-function messagesOf(s: ClaudeSessionSpawner): any[] {
-  const seen: any[] = []
-  s.on('session-message', ({ message }) => seen.push(message))
-  return seen
-}
+const spawner = () => claudeSpawner()
 
 describe('Claude Code sessions', () => {
   it('runs a Bash command and writes a file; metrics, files and tokens come from Claude Code', async () => {
@@ -89,7 +49,9 @@ describe('Claude Code sessions', () => {
     expect(input).toBe(300 + 7 + 350 + 11 + 400)
     expect(final.costUsd).toBeGreaterThan(0)
     expect(final.claudeSessionId).toBe(result.status.claudeSessionId)
-    expect(messages[0]).toMatchObject({ type: 'system', subtype: 'init', session_id: final.claudeSessionId })
+    // Claude Code first acknowledges the charter's hook registration, then starts the turn.
+    expect(messages[0]).toMatchObject({ type: 'control_response', response: { subtype: 'success', request_id: 'initialize' } })
+    expect(messages.find((m) => m.subtype === 'init')).toMatchObject({ type: 'system', session_id: final.claudeSessionId })
     expect(messages.at(-1)).toMatchObject({ type: 'result', subtype: 'success' })
     expect(s.getMetricsSummary().totalTokensUsed).toBe(final.tokenUsage!.total)
   })
@@ -206,7 +168,7 @@ describe('Claude Code sessions', () => {
     config.charter.resources.allowedTools = ['read', 'write']
     // Claude Code offers only the allowed tools, so ask for one that is offered but then
     // restricted: allow Write in --tools, deny it in the charter check by removing it afterwards.
-    const s = tracked({ claudePath: CLAUDE, extraArgs: ['--tools', 'Read,Write,Bash'] })
+    const s = claudeSpawner({ extraArgs: ['--tools', 'Read,Write,Bash'] })
     config.charter.resources.allowedTools = ['read', 'bash']
     const final = await within((await s.spawnSession(config)).completion, 'the session', E2E_MS)
     expect(final.state).toBe('completed')

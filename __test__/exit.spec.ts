@@ -18,7 +18,7 @@ const AGENT = ${JSON.stringify(FAKE_AGENT)}
 const DIR = ${JSON.stringify(dir)}
 const config = {
   workingDirectory: DIR,
-  charter: { identity: { name: 'n', email: 'e', role: 'r' }, objectives: [], constraints: { forbiddenCommands: [], forbiddenPatterns: [], requiredApprovals: [] }, resources: { maxTokens: 1, maxExecutionTime: 1, allowedTools: [] } },
+  charter: { identity: { name: 'n', email: 'e', role: 'r' }, objectives: [], constraints: { forbiddenCommands: [], forbiddenPatterns: [], requiredApprovals: [] }, resources: { maxTokens: 0, maxExecutionTime: 0, allowedTools: [] } },
   taskContext: { taskId: 't', description: 'd', priority: 'low' },
   memory: { recentActions: [], conversationHistory: [], preferences: {}, projectContext: {} },
 }

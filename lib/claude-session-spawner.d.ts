@@ -14,6 +14,11 @@ export type {
   ClaudeSessionSpawnerEvents,
   SessionOutputEvent,
   SessionRetryEvent,
+  ApprovalRequest,
+  PolicyViolation,
+  PolicyViolationEvent,
+  PolicyRule,
+  BudgetExceededEvent,
   SessionState,
   Priority,
 } from '../index'

@@ -11,7 +11,13 @@ function status(s) {
   if (s === null || s === undefined) return null
   s.startTime = toDate(s.startTime)
   if (s.endTime !== undefined) s.endTime = toDate(s.endTime)
+  if (s.violations !== undefined) s.violations = s.violations.map(violation)
   return s
+}
+
+/** A policy violation: `inputJson` becomes `input`. */
+function violation({ timestamp, toolName, inputJson, rule, detail }) {
+  return { timestamp: toDate(timestamp), toolName, input: JSON.parse(inputJson), rule, detail }
 }
 
 /** The snapshot of a session whose agent has just started. */
@@ -26,6 +32,7 @@ function startedStatus(sessionId, pid, startTime, claudeSessionId) {
     metrics: { commandsExecuted: 0, filesModified: 0, approvalPrompts: 0, escalations: 0, errors: 0 },
     ...(claudeSessionId === undefined ? {} : { claudeSessionId }),
     modifiedFiles: [],
+    violations: [],
   }
 }
 
@@ -55,4 +62,4 @@ function call(fn) {
   }
 }
 
-module.exports = { status, startedStatus, crashReport, error, call }
+module.exports = { status, startedStatus, violation, crashReport, error, call }

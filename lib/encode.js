@@ -34,15 +34,27 @@ function encodeConfig(config) {
   return toJson(config, 'config')
 }
 
-/** Spawner options: JSON for the native side; functions stay in JavaScript. */
+/**
+ * Spawner options: JSON for the native side. The approval handler stays in
+ * JavaScript; the native side only learns that there is one.
+ */
 function encodeOptions(options) {
-  if (options === undefined || options === null) return '{}'
+  if (options === undefined || options === null) options = {}
   if (!isObject(options)) {
     const error = new TypeError('options must be an object')
     error.code = 'ERR_INVALID_CONFIG'
     throw error
   }
-  return toJson(options, 'options')
+  const { approvalHandler, ...rest } = options
+  if (approvalHandler !== undefined && typeof approvalHandler !== 'function') {
+    const error = new TypeError('options.approvalHandler must be a function')
+    error.code = 'ERR_INVALID_CONFIG'
+    error.field = 'options.approvalHandler'
+    throw error
+  }
+  if (approvalHandler) rest.approvalHandler = true
+  if (rest.claudePath === undefined && process.env.CLAUDE_PATH) rest.claudePath = process.env.CLAUDE_PATH
+  return { json: toJson(rest, 'options'), approvalHandler }
 }
 
 function checkString(value, name) {

@@ -7,7 +7,7 @@
 
 const { EventEmitter } = require('node:events')
 const { isMainThread } = require('node:worker_threads')
-const { NativeSpawner } = require('./native')
+const { NativeSpawner, realEnvVar } = require('./native')
 const { encodeConfig, encodeOptions, checkString } = require('./encode')
 const convert = require('./convert')
 
@@ -15,16 +15,16 @@ const convert = require('./convert')
  * Whether `process.env` here is the process's real environment, which the native
  * side then inherits directly (enumerating `process.env` costs ~50 µs a spawn).
  * It is not in a worker thread (a copy by default) nor in a `vm` sandbox such as
- * Jest's (a plain object): there the agent gets `process.env` as JavaScript sees
- * it, the way child_process does.
+ * Jest's (a look-alike copy): there the agent gets `process.env` as JavaScript sees
+ * it, the way child_process does. Decided by setting a variable here and asking
+ * the native side whether the real environment has it.
  */
 const envIsReal = (() => {
   if (!isMainThread) return false
-  const probe = `__CLAUDE_SESSION_SPAWNER_PROBE_${process.pid}`
+  const probe = `CLAUDE_SESSION_SPAWNER_PROBE_${process.pid}`
   try {
-    process.env[probe] = 1
-    // The real environment stores strings only; a plain object keeps the number.
-    return process.env[probe] === '1'
+    process.env[probe] = 'seen'
+    return realEnvVar(probe) === 'seen'
   } finally {
     delete process.env[probe]
   }
@@ -49,16 +49,14 @@ class ClaudeSessionSpawner extends EventEmitter {
   /** sessionId -> { completion, resolve } for sessions that have not ended. */
   #live = new Map()
   #holding = false
+  #approvalHandler
 
   constructor(options) {
     super()
-    const json = encodeOptions(options)
-    const parsed = JSON.parse(json)
-    // Read here, not in Rust: under a sandbox JavaScript's process.env is its own copy.
-    if (parsed.claudePath === undefined && process.env.CLAUDE_PATH) parsed.claudePath = process.env.CLAUDE_PATH
-    this.#native = convert.call(
-      () => new NativeSpawner(JSON.stringify(parsed), (name, payload) => this.#deliver(name, payload)),
-    )
+    // CLAUDE_PATH is read on this side: under a sandbox JavaScript's process.env is its own copy.
+    const { json, approvalHandler } = encodeOptions(options)
+    this.#approvalHandler = approvalHandler
+    this.#native = convert.call(() => new NativeSpawner(json, (name, payload) => this.#deliver(name, payload)))
   }
 
   /** The agent executable this spawner starts. */
@@ -155,11 +153,33 @@ class ClaudeSessionSpawner extends EventEmitter {
       this.emit(name, { sessionId: payload.sessionId, message: JSON.parse(payload.messageJson) })
       return
     }
+    if (name === 'policy-violation') {
+      this.emit(name, { sessionId: payload.sessionId, ...convert.violation(payload) })
+      return
+    }
+    if (name === 'approval-request') {
+      this.#approve(payload)
+      return
+    }
     if (name === 'native-error') {
       process.emitWarning(String(payload), { code: 'ERR_NATIVE', type: 'ClaudeSessionSpawnerWarning' })
       return
     }
     this.emit(name, payload)
+  }
+
+  /** Asks the approvalHandler; anything but `true` (a throw, a rejection) is a no. */
+  #approve({ id, sessionId, toolName, inputJson, reason }) {
+    const answer = (approved) => this.#native.answerApproval(id, approved === true)
+    const handler = this.#approvalHandler
+    if (!handler) return answer(false)
+    let result
+    try {
+      result = handler({ sessionId, toolName, input: JSON.parse(inputJson), reason })
+    } catch {
+      return answer(false)
+    }
+    Promise.resolve(result).then(answer, () => answer(false))
   }
 
   /** Running sessions keep Node alive, as child processes do; idle spawners hold nothing. */

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::status::SessionStatus;
+use crate::status::{PolicyViolation, SessionStatus};
 
 /// Which stream of the agent a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +79,13 @@ pub enum SpawnerEvent {
         retry_delay_ms: u64,
         error: String,
     },
+    /// The charter (or Claude Code) refused a tool call.
+    PolicyViolation {
+        session_id: Arc<str>,
+        violation: PolicyViolation,
+    },
+    /// The session used more tokens than its charter allows; it is being stopped.
+    BudgetExceeded { session_id: Arc<str>, used: u64, limit: u64 },
     /// The session's timeout elapsed; its process group is being stopped.
     SessionTimeout { session_id: Arc<str> },
     /// The session ended; `status` is final.
@@ -94,6 +101,8 @@ impl SpawnerEvent {
             Self::SessionOutput(_) => "session-output",
             Self::SessionMessage { .. } => "session-message",
             Self::SessionRetry { .. } => "session-retry",
+            Self::PolicyViolation { .. } => "policy-violation",
+            Self::BudgetExceeded { .. } => "budget-exceeded",
             Self::SessionTimeout { .. } => "session-timeout",
             Self::SessionEnded { .. } => "session-ended",
         }
@@ -105,6 +114,8 @@ impl SpawnerEvent {
             | Self::SpawnFailed { session_id, .. }
             | Self::SessionMessage { session_id, .. }
             | Self::SessionRetry { session_id, .. }
+            | Self::PolicyViolation { session_id, .. }
+            | Self::BudgetExceeded { session_id, .. }
             | Self::SessionTimeout { session_id }
             | Self::SessionEnded { session_id, .. } => session_id,
             Self::SessionOutput(chunk) => &chunk.session_id,

@@ -29,6 +29,7 @@
 //! The Node package (`claude-session-spawner` on npm) is this crate built with the
 //! `napi` feature, wrapped in `EventEmitter` classes.
 
+mod approval;
 pub mod charter;
 pub mod config;
 mod error;
@@ -36,6 +37,8 @@ mod event;
 mod launcher;
 pub mod options;
 pub mod output;
+pub mod paths;
+pub mod policy;
 pub mod process;
 pub mod protocol;
 mod session;
@@ -50,10 +53,13 @@ pub use config::{
     Charter, ConfigError, Constraints, ConversationMessage, ForbiddenPattern, Identity, MemoryContext,
     PatternError, Priority, RecentAction, Resources, Role, SessionConfig, TaskContext,
 };
+pub use approval::{ApprovalHandler, ApprovalRequest};
 pub use error::SpawnError;
 pub use event::{EventHandler, OutputChunk, SpawnerEvent, Stream};
-pub use options::SpawnerOptions;
+pub use options::{InheritEnv, SpawnerOptions};
 pub use protocol::Protocol;
 pub use session::Completion;
 pub use spawner::{PendingSpawn, SpawnResult, Spawner, WeakSpawner, SESSION_ID_ENV};
-pub use status::{CrashReport, MetricsSummary, SessionMetrics, SessionState, SessionStatus, TokenUsage};
+pub use status::{
+    CrashReport, MetricsSummary, PolicyViolation, SessionMetrics, SessionState, SessionStatus, TokenUsage,
+};

@@ -1,16 +1,42 @@
 //! How a spawner runs its agents: which executable, which protocol, how long it
 //! waits before killing, how much output and history it keeps in memory.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::approval::ApprovalHandler;
 use crate::config::{ConfigError, Fields};
 use crate::protocol::Protocol;
 
+/// Which of the daemon's environment variables an agent inherits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InheritEnv {
+    /// All of them (the TypeScript module's behaviour).
+    All,
+    /// Only these, plus `PATH`, `HOME` and `ANTHROPIC_*` (what Claude Code needs). The
+    /// config's `environmentVariables` are set either way. `Only(vec![])` is the
+    /// recommended setting: the daemon's secrets stay out of the session.
+    Only(Vec<String>),
+}
+
+impl InheritEnv {
+    /// Whether an inherited variable named `name` reaches the agent.
+    pub fn passes(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(names) => {
+                matches!(name, "PATH" | "HOME") || name.starts_with("ANTHROPIC_") || names.iter().any(|n| n == name)
+            }
+        }
+    }
+}
+
 /// Spawner-wide settings. Every field has a default; see [`SpawnerOptions::default`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SpawnerOptions {
     /// The agent executable. `None`: `$CLAUDE_PATH`, else `claude` on `PATH`.
     pub claude_path: Option<PathBuf>,
@@ -27,6 +53,28 @@ pub struct SpawnerOptions {
     /// Bytes of output that may be on their way to the event handler at once, over all
     /// sessions. When the handler falls behind, the readers wait, and so do the agents.
     pub output_credit_bytes: usize,
+    /// Decides tool calls that hit a `requiredApprovals` keyword; `None`: denied.
+    pub approval_handler: Option<Arc<dyn ApprovalHandler>>,
+    /// How long an approval may take before it counts as a no.
+    pub approval_timeout: Duration,
+    pub inherit_env: InheritEnv,
+}
+
+impl fmt::Debug for SpawnerOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpawnerOptions")
+            .field("claude_path", &self.claude_path)
+            .field("protocol", &self.protocol)
+            .field("extra_args", &self.extra_args)
+            .field("grace_period", &self.grace_period)
+            .field("history_size", &self.history_size)
+            .field("output_buffer_bytes", &self.output_buffer_bytes)
+            .field("output_credit_bytes", &self.output_credit_bytes)
+            .field("approval_handler", &self.approval_handler.as_ref().map(|_| "…"))
+            .field("approval_timeout", &self.approval_timeout)
+            .field("inherit_env", &self.inherit_env)
+            .finish()
+    }
 }
 
 impl Default for SpawnerOptions {
@@ -39,6 +87,9 @@ impl Default for SpawnerOptions {
             history_size: 100,
             output_buffer_bytes: 1 << 20,
             output_credit_bytes: 8 << 20,
+            approval_handler: None,
+            approval_timeout: Duration::from_secs(300),
+            inherit_env: InheritEnv::All,
         }
     }
 }
@@ -74,6 +125,21 @@ impl SpawnerOptions {
         self
     }
 
+    pub fn approval_handler(mut self, handler: impl ApprovalHandler) -> Self {
+        self.approval_handler = Some(Arc::new(handler));
+        self
+    }
+
+    pub fn approval_timeout(mut self, timeout: Duration) -> Self {
+        self.approval_timeout = timeout;
+        self
+    }
+
+    pub fn inherit_env(mut self, inherit: InheritEnv) -> Self {
+        self.inherit_env = inherit;
+        self
+    }
+
     /// The executable this spawner will start. A relative path with a directory part
     /// (`./bin/agent`) is taken from the current directory now, not from each
     /// session's working directory; a bare name (`claude`) is looked up on `PATH`.
@@ -96,7 +162,9 @@ impl SpawnerOptions {
     /// Unknown keys are refused: a misspelt option silently ignored is a surprise.
     pub fn from_json(value: &Value) -> Result<Self, ConfigError> {
         let o = Fields::of(value, "options")?;
-        const KNOWN: [&str; 7] = [
+        // `approvalHandler` is a function: the JavaScript side keeps it and sends
+        // `true` here when there is one.
+        const KNOWN: [&str; 10] = [
             "claudePath",
             "protocol",
             "extraArgs",
@@ -104,6 +172,9 @@ impl SpawnerOptions {
             "historySize",
             "outputBufferBytes",
             "outputCreditBytes",
+            "approvalHandler",
+            "approvalTimeoutMs",
+            "inheritEnv",
         ];
         if let Some(unknown) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(ConfigError::new(
@@ -141,6 +212,20 @@ impl SpawnerOptions {
             }
             options.output_credit_bytes = usize::try_from(n).unwrap_or(usize::MAX);
         }
+        if let Some(ms) = o.opt_count("approvalTimeoutMs")? {
+            options.approval_timeout = Duration::from_millis(ms);
+        }
+        options.inherit_env = match o.get("inheritEnv") {
+            None | Some(Value::Bool(true)) => InheritEnv::All,
+            Some(Value::Bool(false)) => InheritEnv::Only(Vec::new()),
+            Some(Value::Array(_)) => InheritEnv::Only(o.strings("inheritEnv")?),
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "options.inheritEnv",
+                    "must be true, false or an array of variable names",
+                ))
+            }
+        };
         Ok(options)
     }
 }
@@ -183,5 +268,23 @@ mod tests {
         assert_eq!(e.field, "options.gracePeriod");
         let e = SpawnerOptions::from_json(&json!({"extraArgs": "-x"})).unwrap_err();
         assert_eq!(e.message, "options.extraArgs must be an array of strings");
+        let e = SpawnerOptions::from_json(&json!({"inheritEnv": "no"})).unwrap_err();
+        assert_eq!(e.field, "options.inheritEnv");
+    }
+
+    #[test]
+    fn inherit_env_keeps_what_claude_code_needs() {
+        let o = SpawnerOptions::from_json(&json!({"inheritEnv": ["TEAM"], "approvalTimeoutMs": 50})).unwrap();
+        assert_eq!(o.approval_timeout, Duration::from_millis(50));
+        for kept in ["PATH", "HOME", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "TEAM"] {
+            assert!(o.inherit_env.passes(kept), "{kept}");
+        }
+        for dropped in ["AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "TEAMS"] {
+            assert!(!o.inherit_env.passes(dropped), "{dropped}");
+        }
+        let all = SpawnerOptions::from_json(&json!({"inheritEnv": true})).unwrap();
+        assert!(all.inherit_env.passes("GITHUB_TOKEN"));
+        let none = SpawnerOptions::from_json(&json!({"inheritEnv": false})).unwrap();
+        assert_eq!(none.inherit_env, InheritEnv::Only(vec![]));
     }
 }

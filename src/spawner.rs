@@ -5,9 +5,7 @@ use std::ffi::OsString;
 use std::future::{Future, IntoFuture};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +19,8 @@ use crate::config::SessionConfig;
 use crate::error::SpawnError;
 use crate::event::{EventHandler, SpawnerEvent, Stream};
 use crate::launcher;
-use crate::options::SpawnerOptions;
+use crate::options::{InheritEnv, SpawnerOptions};
+use crate::paths;
 use crate::process::{self, AgentCommand, AgentProcess};
 use crate::protocol::LaunchInput;
 use crate::session::supervisor::{self, Running};
@@ -250,7 +249,7 @@ impl Spawner {
         }
         if let Some(control) = &session.control {
             // A closed channel means the supervisor is past the exit: nothing to stop.
-            let _ = control.stop.send(StopRequest { graceful });
+            let _ = control.stop.send(StopRequest { graceful, after: None });
         }
         Ok(session.completion())
     }
@@ -401,7 +400,7 @@ fn launch(
         let _ = control.stdin.send(StdinCommand::Write(prepared.first_input));
     }
     let _runtime = shared.runtime.enter();
-    let observer = session.protocol.observer(&session.config);
+    let observer = session.protocol.observer(&session.config, Arc::clone(&session.denied));
     let pumps = Pump::new(Stream::Stdout, agent.stdout, prepared.stdout_log, Some(observer))
         .and_then(|out| Ok((out, Pump::new(Stream::Stderr, agent.stderr, prepared.stderr_log, None)?)));
     let (stdout, stderr) = match pumps {
@@ -486,10 +485,11 @@ fn prepare(
         path: dir.to_owned(),
         source,
     };
-    DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(dir_error)?;
+    let made = paths::session_dir(wd, id).map_err(dir_error)?;
+    debug_assert_eq!(made, dir);
     let claude_md = render_claude_md(id, config, base.as_deref());
     let md_path = dir.join("CLAUDE.md");
-    private_file(&md_path)
+    paths::new_private_file(&md_path)
         .and_then(|mut f| f.write_all(claude_md.as_bytes()))
         .map_err(dir_error)?;
     let stdout_log = dir.join("stdout.log");
@@ -517,7 +517,7 @@ fn prepare(
             program: shared.claude_path.clone(),
             args,
             cwd: wd.clone(),
-            base_env: base_env.map(|vars| vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect()),
+            base_env: inherited(&shared.options.inherit_env, base_env),
             env,
         },
         first_input: launch.first_input,
@@ -527,6 +527,17 @@ fn prepare(
     })
 }
 
+
+/// The environment an agent starts from: the daemon's (`given`, else this process's),
+/// filtered by the spawner's `inherit_env`. `None`: this process's, whole.
+fn inherited(inherit: &InheritEnv, given: Option<Vec<(String, String)>>) -> Option<Vec<(OsString, OsString)>> {
+    let vars: Vec<(OsString, OsString)> = match (inherit, given) {
+        (InheritEnv::All, None) => return None,
+        (_, Some(vars)) => vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        (_, None) => std::env::vars_os().collect(),
+    };
+    Some(vars.into_iter().filter(|(name, _)| name.to_str().is_some_and(|n| inherit.passes(n))).collect())
+}
 
 /// A [`Spawner`] reference that does not keep it alive.
 #[derive(Clone, Debug)]
@@ -547,7 +558,3 @@ struct Prepared {
     stderr_log: PathBuf,
 }
 
-/// Opens (creating, 0600) a file of the session directory for appending.
-pub(crate) fn private_file(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
-}

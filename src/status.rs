@@ -104,6 +104,24 @@ pub struct SessionStatus {
     pub cost_usd: Option<f64>,
     /// Distinct files that Write, Edit, MultiEdit and NotebookEdit calls changed (extra).
     pub modified_files: Vec<String>,
+    /// The charter's denials, newest last (at most [`MAX_VIOLATIONS`]) (extra).
+    pub violations: Vec<PolicyViolation>,
+}
+
+/// How many violations a status keeps.
+pub const MAX_VIOLATIONS: usize = 100;
+
+/// A tool call the charter (or Claude Code itself) refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyViolation {
+    pub timestamp: SystemTime,
+    pub tool_name: String,
+    pub input: serde_json::Value,
+    /// `allowed-tools`, `forbidden-command`, `forbidden-pattern`, `required-approval`
+    /// or `claude-code`.
+    pub rule: String,
+    /// Which entry: the tool, the command entry, the pattern, the keyword.
+    pub detail: String,
 }
 
 /// One crashed session, for the daemon's crash handling.

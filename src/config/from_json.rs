@@ -185,6 +185,7 @@ impl SessionConfig {
             claude_config_path: config.opt_string("claudeConfigPath")?.map(PathBuf::from),
             keep_alive: config.opt_bool("keepAlive")?.unwrap_or(false),
             resume_session_id: resume_id(&config)?,
+            max_budget_usd: budget(&config)?,
         })
     }
 }
@@ -310,6 +311,16 @@ fn timestamp(f: &Fields, key: &str) -> Result<SystemTime> {
         }
         Some(Value::String(s)) => humantime::parse_rfc3339_weak(s).map_err(|_| bad()),
         Some(_) => Err(bad()),
+    }
+}
+
+fn budget(config: &Fields) -> Result<Option<f64>> {
+    match config.get("maxBudgetUsd") {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(usd) if usd > 0.0 && usd.is_finite() => Ok(Some(usd)),
+            _ => Err(ConfigError::new("config.maxBudgetUsd", "must be a positive number (US dollars)")),
+        },
     }
 }
 
@@ -445,6 +456,22 @@ mod tests {
             e.message,
             "config.charter.constraints.forbiddenPatterns[0] must be a RegExp or a string"
         );
+    }
+
+    #[test]
+    fn budgets_and_the_effective_timeout() {
+        let mut v = valid();
+        v["maxBudgetUsd"] = json!(2.5);
+        v["timeout"] = json!(90000);
+        let c = SessionConfig::from_json(&v).unwrap();
+        assert_eq!(c.max_budget_usd, Some(2.5));
+        assert_eq!(c.effective_timeout_ms(), Some(60000), "the charter's 60 s is smaller");
+        v["charter"]["resources"]["maxExecutionTime"] = json!(0);
+        assert_eq!(SessionConfig::from_json(&v).unwrap().effective_timeout_ms(), Some(90000));
+        v["timeout"] = json!(0);
+        assert_eq!(SessionConfig::from_json(&v).unwrap().effective_timeout_ms(), None);
+        v["maxBudgetUsd"] = json!(-1);
+        assert_eq!(SessionConfig::from_json(&v).unwrap_err().field, "config.maxBudgetUsd");
     }
 
     #[test]

@@ -151,4 +151,18 @@ pub struct SessionConfig {
     /// With Claude Code: continue this earlier conversation (`--resume <id>`, the
     /// `claude_session_id` of an earlier session) instead of starting a new one.
     pub resume_session_id: Option<String>,
+    /// With Claude Code: its own spending cap (`--max-budget-usd`).
+    pub max_budget_usd: Option<f64>,
+}
+
+impl SessionConfig {
+    /// The session's timeout: the smaller of `timeout_ms` and the charter's
+    /// `max_execution_time_ms` (0 or absent is no limit).
+    pub fn effective_timeout_ms(&self) -> Option<u64> {
+        let charter = Some(self.charter.resources.max_execution_time_ms).filter(|&ms| ms > 0);
+        match (self.timeout_ms.filter(|&ms| ms > 0), charter) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }

@@ -10,7 +10,7 @@ use crate::status::{CrashReport, MetricsSummary, SessionMetrics, SessionStatus, 
 
 /// Milliseconds since the epoch; the JavaScript side makes the `Date` (in the caller's
 /// realm, which a native `Date` would not be under a `vm` sandbox such as Jest's).
-fn millis(t: SystemTime) -> f64 {
+pub(crate) fn millis(t: SystemTime) -> f64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_millis() as f64,
         Err(e) => -(e.duration().as_millis() as f64),
@@ -109,6 +109,29 @@ pub struct JsSessionStatus {
     pub claude_session_id: Option<String>,
     pub cost_usd: Option<f64>,
     pub modified_files: Vec<String>,
+    pub violations: Vec<JsViolation>,
+}
+
+/// A status's policy violation; `input` travels as JSON text.
+#[napi(object, js_name = "NativeViolation", object_from_js = false)]
+pub struct JsViolation {
+    pub timestamp: f64,
+    pub tool_name: String,
+    pub input_json: String,
+    pub rule: String,
+    pub detail: String,
+}
+
+impl From<crate::status::PolicyViolation> for JsViolation {
+    fn from(v: crate::status::PolicyViolation) -> Self {
+        Self {
+            timestamp: millis(v.timestamp),
+            tool_name: v.tool_name,
+            input_json: v.input.to_string(),
+            rule: v.rule,
+            detail: v.detail,
+        }
+    }
 }
 
 impl From<SessionStatus> for JsSessionStatus {
@@ -130,6 +153,7 @@ impl From<SessionStatus> for JsSessionStatus {
             claude_session_id: s.claude_session_id,
             cost_usd: s.cost_usd,
             modified_files: s.modified_files,
+            violations: s.violations.into_iter().map(Into::into).collect(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! nothing else: the behaviour lives in the core. The JavaScript classes in `lib/`
 //! wrap [`spawner::NativeSpawner`] in an `EventEmitter`.
 
+mod approvals;
 mod convert;
 mod events;
 mod spawner;
@@ -48,6 +49,14 @@ fn init() {
             .with_target(false)
             .try_init();
     }
+}
+
+/// The value of an environment variable as this process's real environment has it
+/// (which is not what JavaScript's `process.env` shows under a sandbox).
+#[napi_derive::napi]
+#[cfg_attr(test, allow(dead_code))]
+pub fn real_env_var(name: String) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// The error code that becomes `error.code` in JavaScript.

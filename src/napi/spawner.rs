@@ -9,6 +9,7 @@ use napi::{Env, Result};
 use napi_derive::napi;
 
 use super::convert::{JsCrashReport, JsMetricsSummary, JsSessionStatus, JsSpawned};
+use super::approvals::{JsApprovals, Pending};
 use super::events::{self, JsEvents, Slot};
 use super::{config_error, js_error, native_error};
 use crate::config::{ConfigError, SessionConfig};
@@ -21,6 +22,7 @@ pub struct NativeSpawner {
     /// The JavaScript event listener, from which the queue is made when needed.
     listener: FunctionRef<(), Unknown<'static>>,
     events: Slot,
+    approvals: Arc<Pending>,
 }
 
 fn parse_json(env: &Env, text: &str, what: &str) -> Result<serde_json::Value> {
@@ -47,10 +49,18 @@ impl NativeSpawner {
     /// event but `session-spawned`.
     #[napi(constructor, catch_unwind)]
     pub fn new(env: Env, options_json: String, on_event: Function<'_, (), Unknown<'static>>) -> Result<Self> {
-        let options =
-            SpawnerOptions::from_json(&parse_json(&env, &options_json, "options")?).map_err(|e| config_error(&env, e))?;
+        let json = parse_json(&env, &options_json, "options")?;
+        let mut options = SpawnerOptions::from_json(&json).map_err(|e| config_error(&env, e))?;
         let listener = on_event.create_ref()?;
         let events = Slot::default();
+        let approvals = Arc::new(Pending::default());
+        // JavaScript keeps the handler function and answers through `answerApproval`.
+        if json["approvalHandler"] == serde_json::Value::Bool(true) {
+            options.approval_handler = Some(Arc::new(JsApprovals {
+                slot: Arc::clone(&events),
+                pending: Arc::clone(&approvals),
+            }));
+        }
         let handler = JsEvents { slot: Arc::clone(&events) };
         let inner = within_runtime_if_available(|| Spawner::new(options, handler)).map_err(|e| js_error(&env, e))?;
         // When this Node environment goes away (process.exit, a worker ending) with
@@ -61,7 +71,7 @@ impl NativeSpawner {
                 spawner.kill_all();
             }
         })?;
-        Ok(Self { inner, listener, events })
+        Ok(Self { inner, listener, events, approvals })
     }
 
     #[napi(getter)]
@@ -129,6 +139,12 @@ impl NativeSpawner {
     #[napi(catch_unwind)]
     pub fn session_directory(&self, session_id: String) -> Option<String> {
         self.inner.session_directory(&session_id).map(|p| p.to_string_lossy().into_owned())
+    }
+
+    /// JavaScript's answer to an `approval-request`.
+    #[napi(catch_unwind)]
+    pub fn answer_approval(&self, id: u32, approved: bool) {
+        self.approvals.answer(id, approved);
     }
 
     /// Kills every live session's process group now.

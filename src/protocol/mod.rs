@@ -11,9 +11,15 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::config::SessionConfig;
-use crate::status::{SessionMetrics, TokenUsage};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::status::{PolicyViolation, SessionMetrics, TokenUsage};
 
 pub use stream_json::claude_tool_name;
+pub(crate) use stream_json::{approval_reply, interrupt_request};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Protocol {
@@ -82,9 +88,9 @@ impl Protocol {
         }
     }
 
-    pub(crate) fn observer(self, config: &SessionConfig) -> Observer {
+    pub(crate) fn observer(self, config: &SessionConfig, denied: DeniedCalls) -> Observer {
         match self {
-            Self::StreamJson => Observer::StreamJson(Box::new(stream_json::Observer::new(config))),
+            Self::StreamJson => Observer::StreamJson(Box::new(stream_json::Observer::new(config, denied))),
             Self::Text => Observer::Text(text::Observer::new()),
         }
     }
@@ -94,6 +100,30 @@ impl Protocol {
 pub(crate) enum Observer {
     StreamJson(Box<stream_json::Observer>),
     Text(text::Observer),
+}
+
+/// Tool calls the spawner denied (by `tool_use_id`): they never ran, and Claude Code's
+/// `permission_denials` that list them are not Claude Code's own decisions.
+pub(crate) type DeniedCalls = Arc<Mutex<HashSet<String>>>;
+
+/// Where the answer to a permission question goes.
+#[derive(Debug, Clone)]
+pub(crate) enum Question {
+    /// A `can_use_tool` request.
+    CanUseTool { request_id: serde_json::Value },
+    /// A PreToolUse hook callback.
+    Hook { request_id: serde_json::Value },
+}
+
+/// A tool call that needs the daemon's approval; answered by the reader's task.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingApproval {
+    pub question: Question,
+    pub tool_name: String,
+    pub input: serde_json::Value,
+    pub tool_use_id: Option<String>,
+    /// The `requiredApprovals` keyword.
+    pub keyword: String,
 }
 
 /// Something an observer reports, emitted after the output chunk it came in.
@@ -125,6 +155,11 @@ pub(crate) struct Findings {
     /// Lines for the agent's stdin (control protocol answers), in order.
     pub replies: Vec<Vec<u8>>,
     pub reports: Vec<Report>,
+    /// Tool calls refused by the charter or by Claude Code.
+    pub violations: Vec<PolicyViolation>,
+    pub approvals: Vec<PendingApproval>,
+    /// The token budget was passed: (used, limit).
+    pub budget_exceeded: Option<(u64, u64)>,
 }
 
 impl Findings {
@@ -136,6 +171,9 @@ impl Findings {
             && self.turn_ended.is_none()
             && self.replies.is_empty()
             && self.reports.is_empty()
+            && self.violations.is_empty()
+            && self.approvals.is_empty()
+            && self.budget_exceeded.is_none()
     }
 }
 

@@ -6,13 +6,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
+use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use super::{Findings, Launch, LaunchInput, Report};
+use super::{DeniedCalls, Findings, Launch, LaunchInput, PendingApproval, Question, Report};
 use crate::config::SessionConfig;
 use crate::output::{Line, LineSplitter};
-use crate::status::{SessionMetrics, TokenUsage};
+use crate::policy::{Decision, Policy, Rule};
+use crate::status::{PolicyViolation, SessionMetrics, TokenUsage};
 
 /// Longest stdout line parsed (16 MiB); a longer one is skipped and counted as an
 /// error. Its bytes are in the session's stdout log and output events like any other.
@@ -62,6 +64,26 @@ pub(super) fn launch(input: &LaunchInput<'_>) -> Launch {
         Some(id) => args.extend(["--resume".into(), id.into()]),
         None => args.extend(["--session-id".into(), input.conversation_id.into()]),
     }
+    // A second line of defence: Claude Code refuses these itself should the control
+    // channel fail (the policy's own check comes first, through the hook).
+    let deny: Vec<String> = input
+        .config
+        .charter
+        .constraints
+        .forbidden_commands
+        .iter()
+        .map(|c| c.trim())
+        .filter(|c| !c.is_empty())
+        .map(|c| format!("Bash({c}:*)"))
+        .collect();
+    if !deny.is_empty() {
+        args.push("--disallowedTools".into());
+        args.extend(deny.into_iter().map(OsString::from));
+    }
+    if let Some(usd) = input.config.max_budget_usd {
+        args.push("--max-budget-usd".into());
+        args.push(usd.to_string().into());
+    }
     args.push("--append-system-prompt".into());
     args.push(input.claude_md.into());
     let tools = &input.config.charter.resources.allowed_tools;
@@ -70,15 +92,68 @@ pub(super) fn launch(input: &LaunchInput<'_>) -> Launch {
         args.push("--tools".into());
         args.push(names.join(",").into());
     }
-    Launch {
-        args,
-        first_input: user_message(input.prompt),
-    }
+    let mut first_input = initialize();
+    first_input.extend(user_message(input.prompt));
+    Launch { args, first_input }
 }
 
 /// One user turn as a JSON line.
 pub(super) fn user_message(text: &str) -> Vec<u8> {
     line(&json!({"type": "user", "message": {"role": "user", "content": text}}))
+}
+
+/// The control request that registers the charter's PreToolUse hook for every tool:
+/// sent before the first user message, so every tool call is decided by the policy,
+/// including those Claude Code would allow without asking.
+pub(super) fn initialize() -> Vec<u8> {
+    line(&json!({
+        "type": "control_request",
+        "request_id": "initialize",
+        "request": {"subtype": "initialize", "hooks": {"PreToolUse": [{"hookCallbackIds": [HOOK_ID]}]}}
+    }))
+}
+
+const HOOK_ID: &str = "charter";
+
+/// Asks Claude Code to stop the running turn.
+pub(crate) fn interrupt_request() -> Vec<u8> {
+    line(&json!({"type": "control_request", "request_id": "interrupt", "request": {"subtype": "interrupt"}}))
+}
+
+/// The answer to a permission question once the daemon has decided an approval.
+pub(crate) fn approval_reply(question: &super::Question, input: &Value, approved: bool, keyword: &str) -> Vec<u8> {
+    match question {
+        super::Question::CanUseTool { request_id } => {
+            let response = if approved {
+                json!({"behavior": "allow", "updatedInput": input})
+            } else {
+                json!({"behavior": "deny", "message": approval_denied(keyword)})
+            };
+            success(request_id, response)
+        }
+        super::Question::Hook { request_id } => {
+            let (decision, reason) = if approved {
+                ("allow", format!("Approved by the daemon (the charter requires approval for `{keyword}`)."))
+            } else {
+                ("deny", approval_denied(keyword))
+            };
+            success(request_id, hook_decision(decision, &reason))
+        }
+    }
+}
+
+fn approval_denied(keyword: &str) -> String {
+    format!(
+        "Denied by the session's charter: calls involving `{keyword}` need the daemon's approval, and it was not given."
+    )
+}
+
+fn hook_decision(decision: &str, reason: &str) -> Value {
+    json!({"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": decision, "permissionDecisionReason": reason}})
+}
+
+fn success(request_id: &Value, response: Value) -> Vec<u8> {
+    line(&json!({"type": "control_response", "response": {"subtype": "success", "request_id": request_id, "response": response}}))
 }
 
 fn line(value: &Value) -> Vec<u8> {
@@ -96,33 +171,37 @@ struct ToolCall {
 
 pub(crate) struct Observer {
     lines: LineSplitter,
-    /// Claude Code names of the allowed tools; `None`: all.
-    allowed: Option<Vec<String>>,
-    /// The charter's words, for denial reasons.
-    allowed_words: String,
+    policy: Policy,
+    /// Calls the spawner denied; approval tasks add theirs too.
+    denied: DeniedCalls,
     calls: HashMap<String, ToolCall>,
-    /// Calls this observer denied: they never ran.
-    denied: HashSet<String>,
     /// Bash calls counted as run, until a turn's `permission_denials` says otherwise.
     commands: HashSet<String>,
     modified: HashSet<String>,
     metrics: SessionMetrics,
     usage: TokenUsage,
+    /// The charter's token budget (0: none), and whether its passing was reported.
+    max_tokens: u64,
+    budget_reported: bool,
+    /// Tokens of the running turn's API calls so far, by message id (the turn's
+    /// `result` replaces the estimate with Claude Code's own count).
+    turn: HashMap<String, u64>,
 }
 
 impl Observer {
-    pub(super) fn new(config: &SessionConfig) -> Self {
-        let words = &config.charter.resources.allowed_tools;
+    pub(super) fn new(config: &SessionConfig, denied: DeniedCalls) -> Self {
         Self {
             lines: LineSplitter::new(MAX_LINE),
-            allowed: (!words.is_empty()).then(|| words.iter().map(|w| claude_tool_name(w)).collect()),
-            allowed_words: words.join(", "),
+            policy: Policy::new(&config.charter),
+            denied,
             calls: HashMap::new(),
-            denied: HashSet::new(),
             commands: HashSet::new(),
             modified: HashSet::new(),
             metrics: SessionMetrics::default(),
             usage: TokenUsage::default(),
+            max_tokens: config.charter.resources.max_tokens,
+            budget_reported: false,
+            turn: HashMap::new(),
         }
     }
 
@@ -142,12 +221,17 @@ impl Observer {
         self.report_totals(before, found);
     }
 
-    fn report_totals(&self, (metrics, usage): (SessionMetrics, TokenUsage), found: &mut Findings) {
+    fn report_totals(&mut self, (metrics, usage): (SessionMetrics, TokenUsage), found: &mut Findings) {
         if self.metrics != metrics {
             found.metrics = Some(self.metrics);
         }
         if self.usage != usage {
             found.usage = Some(self.usage);
+        }
+        let used = self.usage.total + self.turn.values().sum::<u64>();
+        if self.max_tokens > 0 && used > self.max_tokens && !self.budget_reported {
+            self.budget_reported = true;
+            found.budget_exceeded = Some((used, self.max_tokens));
         }
     }
 
@@ -189,6 +273,17 @@ impl Observer {
                 });
             }
             Some("assistant") => {
+                let message = &m["message"];
+                if let Some(id) = message["id"].as_str() {
+                    let u = &message["usage"];
+                    let count = |key: &str| u[key].as_u64().unwrap_or(0);
+                    let tokens = count("input_tokens")
+                        + count("cache_creation_input_tokens")
+                        + count("cache_read_input_tokens")
+                        + count("output_tokens");
+                    let seen = self.turn.entry(id.to_owned()).or_default();
+                    *seen = (*seen).max(tokens);
+                }
                 for block in blocks(m) {
                     if block["type"] == "tool_use" {
                         self.on_tool_use(block);
@@ -224,7 +319,7 @@ impl Observer {
             self.metrics.errors += 1;
         }
         let Some(id) = block["tool_use_id"].as_str() else { return };
-        if self.denied.contains(id) {
+        if self.denied.lock().contains(id) {
             return;
         }
         let Some(call) = self.calls.get(id) else { return };
@@ -243,24 +338,41 @@ impl Observer {
     }
 
     fn on_control_request(&mut self, m: &Value, found: &mut Findings) {
-        let request_id = m["request_id"].clone();
+        let request_id = &m["request_id"];
         let request = &m["request"];
-        let reply = match request["subtype"].as_str() {
+        match request["subtype"].as_str() {
             Some("can_use_tool") => {
                 self.metrics.approval_prompts += 1;
+                let question = Question::CanUseTool { request_id: request_id.clone() };
                 let tool = request["tool_name"].as_str().unwrap_or_default();
-                let allowed = self.allowed.as_ref().is_none_or(|names| names.iter().any(|n| n == tool));
-                if allowed {
-                    json!({"behavior": "allow", "updatedInput": request["input"]})
-                } else {
-                    if let Some(id) = request["tool_use_id"].as_str() {
-                        self.denied.insert(id.to_owned());
+                let input = &request["input"];
+                match self.decide(tool, input, request["tool_use_id"].as_str(), question, false, found) {
+                    Some(Decision::Allow) => {
+                        found.replies.push(success(request_id, json!({"behavior": "allow", "updatedInput": input})));
                     }
-                    let message = format!(
-                        "Denied by the session's charter: the tool {tool} is not among its allowed tools ({}).",
-                        self.allowed_words
-                    );
-                    json!({"behavior": "deny", "message": message})
+                    Some(Decision::Deny { reason, .. }) => {
+                        found.replies.push(success(request_id, json!({"behavior": "deny", "message": reason})));
+                    }
+                    _ => {}
+                }
+            }
+            Some("hook_callback") => {
+                let hook = &request["input"];
+                if hook["hook_event_name"] != "PreToolUse" {
+                    found.replies.push(success(request_id, json!({})));
+                    return;
+                }
+                let question = Question::Hook { request_id: request_id.clone() };
+                let tool = hook["tool_name"].as_str().unwrap_or_default();
+                let input = &hook["tool_input"];
+                match self.decide(tool, input, hook["tool_use_id"].as_str(), question, true, found) {
+                    // No objection: Claude Code's own permission flow goes on (and may
+                    // ask `can_use_tool`, decided by the same policy).
+                    Some(Decision::Allow) => found.replies.push(success(request_id, json!({}))),
+                    Some(Decision::Deny { reason, .. }) => {
+                        found.replies.push(success(request_id, hook_decision("deny", &reason)));
+                    }
+                    _ => {}
                 }
             }
             // Unanswered, a request would hang the session: refuse what is unknown.
@@ -270,13 +382,46 @@ impl Observer {
                     "type": "control_response",
                     "response": {"subtype": "error", "request_id": request_id, "error": format!("unsupported request {subtype}")}
                 })));
-                return;
             }
-        };
-        found.replies.push(line(&json!({
-            "type": "control_response",
-            "response": {"subtype": "success", "request_id": request_id, "response": reply}
-        })));
+        }
+    }
+
+    /// Applies the policy to one tool call. A denial is recorded (violation, denied
+    /// call); a question for the daemon becomes a pending approval and `None`.
+    fn decide(
+        &mut self,
+        tool: &str,
+        input: &Value,
+        tool_use_id: Option<&str>,
+        question: Question,
+        from_hook: bool,
+        found: &mut Findings,
+    ) -> Option<Decision> {
+        let decision = self.policy.decide(tool, input);
+        match &decision {
+            Decision::Allow => Some(decision),
+            Decision::Deny { rule, detail, .. } => {
+                if let Some(id) = tool_use_id {
+                    self.denied.lock().insert(id.to_owned());
+                }
+                found.violations.push(violation(tool, input, rule.as_str(), detail));
+                Some(decision)
+            }
+            Decision::Ask { keyword } => {
+                // A `can_use_tool` request is counted where it arrives.
+                if from_hook {
+                    self.metrics.approval_prompts += 1;
+                }
+                found.approvals.push(PendingApproval {
+                    question,
+                    tool_name: tool.to_owned(),
+                    input: input.clone(),
+                    tool_use_id: tool_use_id.map(str::to_owned),
+                    keyword: keyword.clone(),
+                });
+                None
+            }
+        }
     }
 
     fn on_result(&mut self, m: &Value, found: &mut Findings) {
@@ -286,15 +431,20 @@ impl Observer {
             count("input_tokens") + count("cache_creation_input_tokens") + count("cache_read_input_tokens");
         self.usage.output += count("output_tokens");
         self.usage.total = self.usage.input + self.usage.output;
+        self.turn.clear();
         if let Some(cost) = m["total_cost_usd"].as_f64() {
             found.cost_usd = Some(cost);
         }
         if let Some(denials) = m["permission_denials"].as_array() {
+            let denied = self.denied.lock();
             for denial in denials {
-                if let Some(id) = denial["tool_use_id"].as_str() {
-                    if self.commands.remove(id) {
-                        self.metrics.commands_executed -= 1;
-                    }
+                let id = denial["tool_use_id"].as_str().unwrap_or_default();
+                if self.commands.remove(id) {
+                    self.metrics.commands_executed -= 1;
+                }
+                if !denied.contains(id) {
+                    let tool = denial["tool_name"].as_str().unwrap_or_default();
+                    found.violations.push(violation(tool, &denial["tool_input"], Rule::ClaudeCode.as_str(), "denied by Claude Code"));
                 }
             }
         }
@@ -308,6 +458,16 @@ impl Observer {
             }
         });
         found.turn_ended = Some(error);
+    }
+}
+
+fn violation(tool: &str, input: &Value, rule: &str, detail: &str) -> PolicyViolation {
+    PolicyViolation {
+        timestamp: SystemTime::now(),
+        tool_name: tool.to_owned(),
+        input: input.clone(),
+        rule: rule.to_owned(),
+        detail: detail.to_owned(),
     }
 }
 
@@ -348,15 +508,27 @@ mod tests {
         let resumed: Vec<_> = resumed.args.iter().map(|a| a.to_str().unwrap()).collect();
         assert!(resumed.windows(2).any(|w| w == ["--resume", "u-0"]));
         assert!(!resumed.contains(&"--session-id"));
-        let first: Value = serde_json::from_slice(&l.first_input).unwrap();
-        assert_eq!(first, json!({"type": "user", "message": {"role": "user", "content": "go"}}));
+        config.charter.constraints.forbidden_commands = vec!["rm -rf".into(), "git push --force".into()];
+        config.max_budget_usd = Some(1.5);
+        let guarded = launch(&LaunchInput { config: &config, claude_md: "md", prompt: "", conversation_id: "u" });
+        let guarded: Vec<_> = guarded.args.iter().map(|a| a.to_str().unwrap()).collect();
+        let at = guarded.iter().position(|a| *a == "--disallowedTools").unwrap();
+        assert_eq!(&guarded[at..at + 6], ["--disallowedTools", "Bash(rm -rf:*)", "Bash(git push --force:*)", "--max-budget-usd", "1.5", "--append-system-prompt"]);
+        let lines: Vec<Value> = l.first_input.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        assert_eq!(lines[0]["request"]["subtype"], "initialize");
+        assert_eq!(lines[0]["request"]["hooks"]["PreToolUse"][0]["hookCallbackIds"], json!(["charter"]));
+        assert_eq!(lines[1], json!({"type": "user", "message": {"role": "user", "content": "go"}}));
         assert!(l.first_input.ends_with(b"\n"));
     }
 
     fn observe(tools: &[&str], lines: &[Value]) -> (Observer, Findings) {
         let mut config = SessionConfig::default();
         config.charter.resources.allowed_tools = tools.iter().map(|t| t.to_string()).collect();
-        let mut o = Observer::new(&config);
+        observe_with(&config, lines)
+    }
+
+    fn observe_with(config: &SessionConfig, lines: &[Value]) -> (Observer, Findings) {
+        let mut o = Observer::new(config, Default::default());
         let mut all = Findings::default();
         for l in lines {
             let mut f = Findings::default();
@@ -366,8 +538,89 @@ mod tests {
             all.modified_files.extend(f.modified_files);
             all.turn_ended = f.turn_ended.or(all.turn_ended);
             all.cost_usd = f.cost_usd.or(all.cost_usd);
+            all.violations.extend(f.violations);
+            all.approvals.extend(f.approvals);
+            all.budget_exceeded = f.budget_exceeded.or(all.budget_exceeded);
         }
         (o, all)
+    }
+
+    fn hook(request_id: &str, id: &str, tool: &str, input: Value) -> Value {
+        json!({"type": "control_request", "request_id": request_id, "request": {"subtype": "hook_callback", "callback_id": "charter",
+               "input": {"hook_event_name": "PreToolUse", "tool_name": tool, "tool_input": input, "tool_use_id": id}}})
+    }
+
+    fn charter_config() -> SessionConfig {
+        let mut config = SessionConfig::default();
+        config.charter.constraints.forbidden_commands = vec!["rm -rf".into()];
+        config.charter.constraints.required_approvals = vec!["deploy".into()];
+        config
+    }
+
+    #[test]
+    fn hook_callbacks_are_decided_by_the_charter() {
+        let (o, f) = observe_with(
+            &charter_config(),
+            &[
+                hook("h1", "t1", "Bash", json!({"command": "ls && rm -fr x"})),
+                hook("h2", "t2", "Bash", json!({"command": "ls"})),
+                tool_use("t1", "Bash", json!({"command": "ls && rm -fr x"})),
+                tool_result("t1", true),
+            ],
+        );
+        let replies: Vec<Value> = f.replies.iter().map(|r| serde_json::from_slice(r).unwrap()).collect();
+        assert_eq!(replies[0]["response"]["request_id"], "h1");
+        let out = &replies[0]["response"]["response"]["hookSpecificOutput"];
+        assert_eq!(out["permissionDecision"], "deny");
+        assert!(out["permissionDecisionReason"].as_str().unwrap().contains("`rm -rf`"));
+        assert_eq!(replies[1]["response"]["response"], json!({}), "no objection");
+        assert_eq!(f.violations.len(), 1);
+        assert_eq!((f.violations[0].rule.as_str(), f.violations[0].detail.as_str()), ("forbidden-command", "rm -rf"));
+        assert_eq!(o.metrics.commands_executed, 0, "a denied command did not run");
+    }
+
+    #[test]
+    fn approval_keywords_wait_for_the_daemon() {
+        let (o, f) = observe_with(&charter_config(), &[hook("h1", "t1", "Bash", json!({"command": "./deploy.sh"}))]);
+        assert!(f.replies.is_empty(), "answered later, by the approval task");
+        assert_eq!(f.approvals.len(), 1);
+        assert_eq!(f.approvals[0].keyword, "deploy");
+        assert_eq!(f.approvals[0].tool_use_id.as_deref(), Some("t1"));
+        assert_eq!(o.metrics.approval_prompts, 1);
+        let allow: Value = serde_json::from_slice(&approval_reply(&f.approvals[0].question, &f.approvals[0].input, true, "deploy")).unwrap();
+        assert_eq!(allow["response"]["response"]["hookSpecificOutput"]["permissionDecision"], "allow");
+        let deny: Value = serde_json::from_slice(&approval_reply(&Question::CanUseTool { request_id: json!("r") }, &json!({}), false, "deploy")).unwrap();
+        assert_eq!(deny["response"]["response"]["behavior"], "deny");
+    }
+
+    #[test]
+    fn claude_codes_own_denials_are_reported() {
+        let (_, f) = observe_with(
+            &charter_config(),
+            &[
+                hook("h1", "t1", "Bash", json!({"command": "rm -rf x"})),
+                json!({"type": "result", "subtype": "success", "permission_denials": [
+                    {"tool_name": "Bash", "tool_use_id": "t1", "tool_input": {"command": "rm -rf x"}},
+                    {"tool_name": "Write", "tool_use_id": "t9", "tool_input": {"file_path": "/x"}}
+                ]}),
+            ],
+        );
+        let rules: Vec<_> = f.violations.iter().map(|v| (v.rule.as_str(), v.tool_name.as_str())).collect();
+        assert_eq!(rules, [("forbidden-command", "Bash"), ("claude-code", "Write")]);
+    }
+
+    #[test]
+    fn the_token_budget_counts_streaming_usage_and_is_reported_once() {
+        let mut config = SessionConfig::default();
+        config.charter.resources.max_tokens = 500;
+        let assistant = |id: &str, input: u64| json!({"type": "assistant", "message": {"id": id, "usage": {"input_tokens": input, "output_tokens": 1}, "content": []}});
+        let (_, f) = observe_with(&config, &[assistant("m1", 300), assistant("m1", 300)]);
+        assert_eq!(f.budget_exceeded, None, "one API call counted once: 301");
+        let (_, f) = observe_with(&config, &[assistant("m1", 300), assistant("m2", 300)]);
+        assert_eq!(f.budget_exceeded, Some((602, 500)));
+        let result = json!({"type": "result", "subtype": "success", "usage": {"input_tokens": 450, "output_tokens": 100}});
+        let (_, f) = observe_with(&config, &[result.clone(), result]);
+        assert_eq!(f.budget_exceeded, Some((550, 500)), "reported once, when passed");
     }
 
     fn tool_use(id: &str, name: &str, input: Value) -> Value {
@@ -456,7 +709,7 @@ mod tests {
 
     #[test]
     fn api_retries_are_reported_and_junk_is_ignored() {
-        let mut o = Observer::new(&SessionConfig::default());
+        let mut o = Observer::new(&SessionConfig::default(), Default::default());
         let mut f = Findings::default();
         o.on_stdout(b"not json\n{\"type\":\"from_the_future\"}\n[1,2]\n", &mut f);
         o.on_stdout(b"{\"type\":\"system\",\"subtype\":\"api_retry\",\"attempt\":2,\"max_retries\":10,\"retry_delay_ms\":1200.5,\"error\":\"unknown\"}\n", &mut f);
@@ -469,7 +722,7 @@ mod tests {
 
     #[test]
     fn a_result_split_across_reads_is_parsed_once_whole() {
-        let mut o = Observer::new(&SessionConfig::default());
+        let mut o = Observer::new(&SessionConfig::default(), Default::default());
         let text = line(&json!({"type": "result", "subtype": "success", "usage": {"input_tokens": 3, "output_tokens": 4}}));
         let (a, b) = text.split_at(text.len() / 2);
         let mut f = Findings::default();

@@ -5,6 +5,7 @@ pub(crate) mod pump;
 pub(crate) mod stdin;
 pub(crate) mod supervisor;
 
+use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -18,7 +19,9 @@ use crate::config::SessionConfig;
 use crate::event::Stream;
 use crate::output::TailBuffer;
 use crate::protocol::Protocol;
-use crate::status::{last_chars, CrashReport, SessionMetrics, SessionState, SessionStatus, TokenUsage};
+use crate::status::{
+    last_chars, CrashReport, PolicyViolation, SessionMetrics, SessionState, SessionStatus, TokenUsage, MAX_VIOLATIONS,
+};
 
 pub(crate) use stdin::StdinCommand;
 
@@ -27,12 +30,16 @@ pub(crate) use stdin::StdinCommand;
 pub(crate) enum StopReason {
     Timeout,
     Terminated,
+    /// The spawner ended it `failed` (its reason is in the record's `failure`).
+    Failed,
 }
 
 /// A request to the supervisor to signal the session's process group.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StopRequest {
     pub graceful: bool,
+    /// Start stopping only after this long (a safety net for an agent asked to end).
+    pub after: Option<std::time::Duration>,
 }
 
 /// What can change while a session lives. Locked briefly by readers and queries.
@@ -56,6 +63,11 @@ pub(crate) struct Record {
     pub modified_files: Vec<String>,
     /// How the latest turn ended: `Some(reason)` when Claude Code reported an error.
     pub turn_error: Option<String>,
+    pub violations: VecDeque<PolicyViolation>,
+    /// Approvals refused (or not given): the charter's escalations.
+    pub escalations: u64,
+    /// Why the spawner ended the session `failed` (a budget), when it did.
+    pub failure: Option<String>,
     pub stop: Option<StopReason>,
     /// The agent exited; its pid may already be reaped and must not be used.
     pub exited: bool,
@@ -64,6 +76,13 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    pub fn add_violation(&mut self, violation: PolicyViolation) {
+        if self.violations.len() == MAX_VIOLATIONS {
+            self.violations.pop_front();
+        }
+        self.violations.push_back(violation);
+    }
+
     pub fn tail_mut(&mut self, stream: Stream) -> &mut TailBuffer {
         match stream {
             Stream::Stdout => &mut self.stdout,
@@ -87,6 +106,8 @@ pub(crate) struct Session {
     pub protocol: Protocol,
     pub record: Mutex<Record>,
     pub control: Option<Control>,
+    /// Tool calls the charter denied, shared with the protocol observer.
+    pub denied: crate::protocol::DeniedCalls,
     ended: watch::Sender<bool>,
 }
 
@@ -124,11 +145,15 @@ impl Session {
                 cost_usd: None,
                 modified_files: Vec::new(),
                 turn_error: None,
+                violations: VecDeque::new(),
+                escalations: 0,
+                failure: None,
                 stop: None,
                 exited: false,
                 last_live_state: SessionState::Initializing,
             }),
             control,
+            denied: Default::default(),
             ended: watch::channel(false).0,
         }
     }
@@ -208,10 +233,14 @@ fn snapshot(id: &str, r: &Record) -> SessionStatus {
         stdout: r.stdout.to_text(),
         stderr: r.stderr.to_text(),
         token_usage: r.token_usage,
-        metrics: r.metrics,
+        metrics: SessionMetrics {
+            escalations: r.escalations,
+            ..r.metrics
+        },
         claude_session_id: r.claude_session_id.clone(),
         cost_usd: r.cost_usd,
         modified_files: r.modified_files.clone(),
+        violations: r.violations.iter().cloned().collect(),
     }
 }
 

@@ -8,16 +8,19 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
 use crate::event::{OutputChunk, SpawnerEvent, Stream};
 use crate::output::Utf8Decoder;
-use crate::protocol::{Findings, Observer, Report};
-use crate::session::{Session, StdinCommand};
+use crate::approval::ApprovalRequest;
+use crate::policy::Rule;
+use crate::protocol::{approval_reply, interrupt_request, Findings, Observer, PendingApproval, Report};
+use crate::session::{Session, StdinCommand, StopReason, StopRequest};
 use crate::spawner::Shared;
-use crate::status::SessionState;
+use crate::status::{PolicyViolation, SessionState};
 
 /// A pipe holds 64 KiB on Linux; reading more at once gains nothing.
 const READ_SIZE: usize = 64 * 1024;
@@ -44,10 +47,10 @@ impl Pump {
         })
     }
 
-    pub async fn run(mut self, session: &Session, shared: &Shared) {
+    pub async fn run(mut self, session: &Arc<Session>, shared: &Arc<Shared>) {
         let mut buf = Vec::with_capacity(READ_SIZE);
         let mut decoder = Utf8Decoder::default();
-        let mut log: Option<File> = match crate::spawner::private_file(&self.log) {
+        let mut log: Option<File> = match crate::paths::private_log(&self.log) {
             Ok(file) => Some(file),
             Err(e) => {
                 // Keep going: the events and the tail still carry the output.
@@ -117,8 +120,9 @@ impl Pump {
 
 /// What the protocol learnt from a chunk: into the record, onto stdin, out as events
 /// (after the chunk's own output event).
-fn apply(found: Findings, session: &Session, shared: &Shared) {
+fn apply(found: Findings, session: &Arc<Session>, shared: &Arc<Shared>) {
     let mut close_stdin = false;
+    let mut budget = None;
     {
         let mut r = session.record.lock();
         if let Some(metrics) = found.metrics {
@@ -131,6 +135,9 @@ fn apply(found: Findings, session: &Session, shared: &Shared) {
             r.cost_usd = Some(cost);
         }
         r.modified_files.extend(found.modified_files);
+        for violation in &found.violations {
+            r.add_violation(violation.clone());
+        }
         if let Some(error) = found.turn_ended {
             r.turn_error = error;
             if session.config.keep_alive {
@@ -142,14 +149,31 @@ fn apply(found: Findings, session: &Session, shared: &Shared) {
                 close_stdin = true;
             }
         }
+        if let Some((used, limit)) = found.budget_exceeded {
+            if r.stop.is_none() && !r.state.is_ended() {
+                r.stop = Some(StopReason::Failed);
+                r.failure = Some(format!("token budget exceeded ({used} > {limit})"));
+                budget = Some((used, limit));
+            }
+        }
     }
     if let Some(control) = &session.control {
         for reply in found.replies {
             let _ = control.stdin.send(StdinCommand::Write(reply));
         }
+        if budget.is_some() {
+            // Stop the turn, let Claude Code end, and stop it for good if it does not.
+            let _ = control.stdin.send(StdinCommand::Write(interrupt_request()));
+            close_stdin = true;
+            let after = Some(shared.options.grace_period.min(BUDGET_STOP));
+            let _ = control.stop.send(StopRequest { graceful: true, after });
+        }
         if close_stdin {
             let _ = control.stdin.send(StdinCommand::Close);
         }
+    }
+    for approval in found.approvals {
+        tokio::spawn(answer_approval(Arc::clone(session), Arc::clone(shared), approval));
     }
     for report in found.reports {
         let session_id = Arc::clone(&session.id);
@@ -163,5 +187,69 @@ fn apply(found: Findings, session: &Session, shared: &Shared) {
                 error,
             },
         });
+    }
+    for violation in found.violations {
+        shared.emit(SpawnerEvent::PolicyViolation { session_id: Arc::clone(&session.id), violation });
+    }
+    if let Some((used, limit)) = budget {
+        tracing::warn!(used, limit, "token budget exceeded");
+        shared.emit(SpawnerEvent::BudgetExceeded { session_id: Arc::clone(&session.id), used, limit });
+    }
+}
+
+/// How long an agent told to stop for its budget gets before it is stopped.
+const BUDGET_STOP: Duration = Duration::from_secs(3);
+
+/// Puts a tool call to the daemon and answers Claude Code. No handler, a handler that
+/// fails, or no answer in time: denied, counted as an escalation.
+async fn answer_approval(session: Arc<Session>, shared: Arc<Shared>, pending: PendingApproval) {
+    let request = ApprovalRequest {
+        session_id: session.id.to_string(),
+        tool_name: pending.tool_name.clone(),
+        input: pending.input.clone(),
+        reason: pending.keyword.clone(),
+    };
+    let approved = match shared.options.approval_handler.clone() {
+        None => false,
+        Some(handler) => {
+            // Its own task: a handler that panics only loses its answer.
+            let answer = tokio::spawn(async move { handler.approve(request).await });
+            let abort = answer.abort_handle();
+            match tokio::time::timeout(shared.options.approval_timeout, answer).await {
+                Ok(Ok(approved)) => approved,
+                Ok(Err(_)) => false,
+                Err(_) => {
+                    abort.abort();
+                    tracing::warn!(keyword = %pending.keyword, "approval timed out");
+                    false
+                }
+            }
+        }
+    };
+    if !approved {
+        if let Some(id) = &pending.tool_use_id {
+            // Before Claude Code hears the answer, so its tool result finds it.
+            session.denied.lock().insert(id.clone());
+        }
+    }
+    tracing::info!(keyword = %pending.keyword, approved, "approval");
+    if let Some(control) = &session.control {
+        let reply = approval_reply(&pending.question, &pending.input, approved, &pending.keyword);
+        let _ = control.stdin.send(StdinCommand::Write(reply));
+    }
+    if !approved {
+        let violation = PolicyViolation {
+            timestamp: SystemTime::now(),
+            tool_name: pending.tool_name,
+            input: pending.input,
+            rule: Rule::RequiredApproval.as_str().to_owned(),
+            detail: pending.keyword,
+        };
+        {
+            let mut r = session.record.lock();
+            r.escalations += 1;
+            r.add_violation(violation.clone());
+        }
+        shared.emit(SpawnerEvent::PolicyViolation { session_id: Arc::clone(&session.id), violation });
     }
 }

@@ -92,10 +92,9 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
         stdin_commands,
     } = running;
     let grace = shared.options.grace_period;
-    let mut deadline = session
-        .config
-        .timeout_ms
-        .map(|ms| Instant::now() + Duration::from_millis(ms));
+    let timeout_ms = session.config.effective_timeout_ms();
+    let mut deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut term_at: Option<Instant> = None;
     let mut kill_at: Option<Instant> = None;
     let mut exit = pin!(process::wait_exit(pid));
     let mut stdout = pin!(stdout.run(&session, &shared));
@@ -109,13 +108,23 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
             biased;
             status = &mut exit => break status,
             Some(request) = stops.recv() => {
-                if request.graceful {
+                if let Some(after) = request.after {
+                    let at = Instant::now() + after;
+                    term_at = Some(term_at.map_or(at, |t| t.min(at)));
+                } else if request.graceful {
                     if kill_at.is_none() {
                         signal(pid, libc::SIGTERM);
                         kill_at = Some(Instant::now() + grace);
                     }
                 } else {
                     signal(pid, libc::SIGKILL);
+                }
+            }
+            _ = sleep_until(term_at.unwrap_or_else(Instant::now)), if term_at.is_some() => {
+                term_at = None;
+                if kill_at.is_none() {
+                    signal(pid, libc::SIGTERM);
+                    kill_at = Some(Instant::now() + grace);
                 }
             }
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
@@ -177,7 +186,7 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
             Ok(ExitStatus::Signal { signal, .. }) => r.signal = Some(signal_name(signal)),
             Err(_) => {}
         }
-        match final_state(r.stop, &exit, session.config.timeout_ms) {
+        match final_state(r.stop, &exit, timeout_ms, r.failure.clone()) {
             (SessionState::Completed, _) if r.turn_error.is_some() => (SessionState::Failed, r.turn_error.clone()),
             decided => decided,
         }
@@ -191,8 +200,10 @@ fn final_state(
     stop: Option<StopReason>,
     exit: &std::io::Result<ExitStatus>,
     timeout_ms: Option<u64>,
+    failure: Option<String>,
 ) -> (SessionState, Option<String>) {
     match (stop, exit) {
+        (Some(StopReason::Failed), _) => (SessionState::Failed, failure),
         (Some(StopReason::Timeout), _) => (
             SessionState::Timeout,
             Some(format!("session timed out after {} ms", timeout_ms.unwrap_or(0))),
@@ -254,26 +265,28 @@ mod tests {
     #[test]
     fn stop_reasons_come_before_exit_status() {
         let term = Ok(ExitStatus::Code(143));
-        assert_eq!(final_state(Some(StopReason::Timeout), &term, Some(50)).0, SessionState::Timeout);
+        assert_eq!(final_state(Some(StopReason::Timeout), &term, Some(50), None).0, SessionState::Timeout);
         assert_eq!(
-            final_state(Some(StopReason::Timeout), &term, Some(50)).1.as_deref(),
+            final_state(Some(StopReason::Timeout), &term, Some(50), None).1.as_deref(),
             Some("session timed out after 50 ms")
         );
         let killed = Ok(ExitStatus::Signal { signal: libc::SIGKILL, core_dumped: false });
-        assert_eq!(final_state(Some(StopReason::Terminated), &killed, None).0, SessionState::Terminated);
+        assert_eq!(final_state(Some(StopReason::Terminated), &killed, None, None).0, SessionState::Terminated);
+        let budget = final_state(Some(StopReason::Failed), &Ok(ExitStatus::Code(0)), None, Some("over budget".into()));
+        assert_eq!(budget, (SessionState::Failed, Some("over budget".into())));
     }
 
     #[test]
     fn exit_status_decides_otherwise() {
-        assert_eq!(final_state(None, &Ok(ExitStatus::Code(0)), None), (SessionState::Completed, None));
-        let (state, msg) = final_state(None, &Ok(ExitStatus::Code(3)), None);
+        assert_eq!(final_state(None, &Ok(ExitStatus::Code(0)), None, None), (SessionState::Completed, None));
+        let (state, msg) = final_state(None, &Ok(ExitStatus::Code(3)), None, None);
         assert_eq!(state, SessionState::Failed);
         assert_eq!(msg.as_deref(), Some("agent exited with code 3"));
         let (state, msg) =
-            final_state(None, &Ok(ExitStatus::Signal { signal: libc::SIGSEGV, core_dumped: true }), None);
+            final_state(None, &Ok(ExitStatus::Signal { signal: libc::SIGSEGV, core_dumped: true }), None, None);
         assert_eq!(state, SessionState::Crashed);
         assert_eq!(msg.as_deref(), Some("agent was killed by signal SIGSEGV (core dumped)"));
         let lost = Err(std::io::Error::from_raw_os_error(libc::ECHILD));
-        assert_eq!(final_state(None, &lost, None).0, SessionState::Failed);
+        assert_eq!(final_state(None, &lost, None, None).0, SessionState::Failed);
     }
 }
