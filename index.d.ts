@@ -227,6 +227,14 @@ export interface PolicyViolationEvent extends PolicyViolation {
   sessionId: string
 }
 
+/** Added: the API refuses the session's requests for now (HTTP 429/529, or Claude Code's rate-limit event). */
+export interface SessionRateLimitedEvent {
+  sessionId: string
+  /** When requests are expected to be accepted again. */
+  until: Date
+  reason: string
+}
+
 /** Added: a session passed its charter's `maxTokens`; it is being stopped (it ends `failed`). */
 export interface BudgetExceededEvent {
   sessionId: string
@@ -241,6 +249,7 @@ export interface ClaudeSessionSpawnerEvents {
   /** Added (stream-json): each parsed message, in order with the output. */
   'session-message': [event: { sessionId: string; message: any }]
   'session-retry': [event: SessionRetryEvent]
+  'session-rate-limited': [event: SessionRateLimitedEvent]
   /** Added: the charter (or Claude Code) refused a tool call. */
   'policy-violation': [event: PolicyViolationEvent]
   'budget-exceeded': [event: BudgetExceededEvent]
@@ -248,9 +257,30 @@ export interface ClaudeSessionSpawnerEvents {
   'session-ended': [event: { sessionId: string; status: ClaudeSessionStatus }]
 }
 
-type Listener<E extends keyof ClaudeSessionSpawnerEvents> = (...args: ClaudeSessionSpawnerEvents[E]) => void
+/**
+ * Types only (at run time the classes extend EventEmitter itself): known events get
+ * their payload types, any other name is still accepted as EventEmitter accepts it.
+ */
+declare class TypedEmitter<Events> extends EventEmitter {
+  on<E extends keyof Events>(event: E, listener: (...args: Events[E] & unknown[]) => void): this
+  on(event: string | symbol, listener: (...args: any[]) => void): this
+  once<E extends keyof Events>(event: E, listener: (...args: Events[E] & unknown[]) => void): this
+  once(event: string | symbol, listener: (...args: any[]) => void): this
+  off<E extends keyof Events>(event: E, listener: (...args: Events[E] & unknown[]) => void): this
+  off(event: string | symbol, listener: (...args: any[]) => void): this
+  addListener<E extends keyof Events>(event: E, listener: (...args: Events[E] & unknown[]) => void): this
+  addListener(event: string | symbol, listener: (...args: any[]) => void): this
+  removeListener<E extends keyof Events>(event: E, listener: (...args: Events[E] & unknown[]) => void): this
+  removeListener(event: string | symbol, listener: (...args: any[]) => void): this
+  prependListener<E extends keyof Events>(event: E, listener: (...args: Events[E] & unknown[]) => void): this
+  prependListener(event: string | symbol, listener: (...args: any[]) => void): this
+  prependOnceListener<E extends keyof Events>(event: E, listener: (...args: Events[E] & unknown[]) => void): this
+  prependOnceListener(event: string | symbol, listener: (...args: any[]) => void): this
+  emit<E extends keyof Events>(event: E, ...args: Events[E] & unknown[]): boolean
+  emit(event: string | symbol, ...args: any[]): boolean
+}
 
-export declare class ClaudeSessionSpawner extends EventEmitter {
+export declare class ClaudeSessionSpawner extends TypedEmitter<ClaudeSessionSpawnerEvents> {
   constructor(options?: ClaudeSessionSpawnerOptions)
 
   /** Added: the agent executable this spawner starts. */
@@ -268,28 +298,11 @@ export declare class ClaudeSessionSpawner extends EventEmitter {
   getMetricsSummary(): SessionMetricsSummary
   /** Added: the session's directory (CLAUDE.md, stdout.log, stderr.log), or null when unknown. */
   getSessionDirectory(sessionId: string): string | null
-
-  on<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
-  on(event: string | symbol, listener: (...args: any[]) => void): this
-  once<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
-  once(event: string | symbol, listener: (...args: any[]) => void): this
-  off<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
-  off(event: string | symbol, listener: (...args: any[]) => void): this
-  addListener<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
-  addListener(event: string | symbol, listener: (...args: any[]) => void): this
-  removeListener<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
-  removeListener(event: string | symbol, listener: (...args: any[]) => void): this
-  prependListener<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
-  prependListener(event: string | symbol, listener: (...args: any[]) => void): this
-  prependOnceListener<E extends keyof ClaudeSessionSpawnerEvents>(event: E, listener: Listener<E>): this
-  prependOnceListener(event: string | symbol, listener: (...args: any[]) => void): this
-  emit<E extends keyof ClaudeSessionSpawnerEvents>(event: E, ...args: ClaudeSessionSpawnerEvents[E]): boolean
-  emit(event: string | symbol, ...args: any[]): boolean
 }
 
 export default ClaudeSessionSpawner
 
-// ---- SessionPool types (the class arrives with the pool issue) ----
+// ---- SessionPool ----
 
 export interface SessionPoolConfig {
   maxConcurrentSessions: number
@@ -297,6 +310,7 @@ export interface SessionPoolConfig {
   /** Milliseconds. */
   defaultSessionTimeout: number
   maxQueueSize: number
+  /** Queue a request again when its session ends `timeout` or `crashed` (default true). */
   autoRecovery?: boolean
   priorityWeights?: {
     critical: number
@@ -304,6 +318,10 @@ export interface SessionPoolConfig {
     medium: number
     low: number
   }
+  /** Added: sessions a request may get in all with `autoRecovery`, the first included (default 3). */
+  maxRequestAttempts?: number
+  /** Added: pause admission while Claude Code reports rate limits (default true). */
+  respectRateLimits?: boolean
 }
 
 export interface PooledSessionRequest {
@@ -340,6 +358,49 @@ export interface PoolMetrics extends SessionMetricsSummary {
   queueLength: number
   /** Mean milliseconds that queued requests have waited so far. */
   queueWaitTime: number
+}
+
+/** Added: admission is paused until `until` because a session hit the API's rate limit. */
+export interface PoolThrottledEvent {
+  until: Date
+  reason: string
+}
+
+/** Added: a request's callback threw; the pool carried on. */
+export interface CallbackErrorEvent {
+  requestId: string
+  callback: 'onAllocated' | 'onCompleted' | 'onFailed'
+  error: unknown
+}
+
+/** The pool's events and their payloads. */
+export interface SessionPoolEvents {
+  'session-allocated': [event: { requestId: string; sessionId: string }]
+  'session-released': [event: { sessionId: string; status: ClaudeSessionStatus }]
+  'request-queued': [event: { requestId: string; position: number; queueLength: number }]
+  'request-cancelled': [event: { requestId: string }]
+  /** `attempt` (added) is the attempt about to be made, 2 or more. */
+  'session-recovering': [event: { sessionId: string; requestId: string; attempt: number }]
+  'pool-draining': []
+  'pool-drained': []
+  'pool-throttled': [event: PoolThrottledEvent]
+  'pool-resumed': []
+  'callback-error': [event: CallbackErrorEvent]
+}
+
+export declare class SessionPool extends TypedEmitter<SessionPoolEvents> {
+  constructor(spawner: ClaudeSessionSpawner, config: SessionPoolConfig)
+
+  /**
+   * Resolves when the request's session is allocated (at once below capacity, later
+   * from the queue); rejects when the queue is full, the pool is draining, the request
+   * is cancelled or its spawn fails. `queuedAt` may be omitted at run time (now).
+   */
+  requestSession(request: PooledSessionRequest): Promise<SpawnResult>
+  getPoolStatus(): PoolStatus
+  cancelRequest(requestId: string): boolean
+  drain(timeoutMs?: number): Promise<void>
+  getMetrics(): PoolMetrics
 }
 
 // ---- SessionRecoveryManager types (the class arrives with the recovery issue) ----

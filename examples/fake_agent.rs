@@ -25,6 +25,8 @@
 //! | `json-blob:<bytes>` | one JSON line `{"type":"blob","data":"xx…"}` of about that many bytes |
 //! | `split:<text>` | `<text>` and a newline, written in two pieces 30 ms apart |
 //! | `args` | prints each argument it was given, one per line, as `arg: <value>` |
+//! | `touch:<path>` / `exit-if-exists:<path>` | creates the file / exits 0 if it exists (an agent that behaves differently when run again) |
+//! | `env-steps` | runs the steps in `$FAKE_AGENT_STEPS` (separated by `;`), so sessions of one spawner can behave differently |
 //!
 //! When the arguments contain `--steps`, only those after it are steps (the ones
 //! before are a protocol's flags, e.g. Claude Code's). Without steps it echoes stdin.
@@ -52,6 +54,22 @@ fn run(step: &str) {
     let number = || arg.parse::<u64>().unwrap_or_else(|_| panic!("step {step} needs a number"));
     let mut out = std::io::stdout().lock();
     match name {
+        "env-steps" => {
+            drop(out);
+            let steps = std::env::var("FAKE_AGENT_STEPS").unwrap_or_default();
+            for step in steps.split(';').filter(|s| !s.is_empty()) {
+                run(step);
+            }
+        }
+        "touch" => {
+            std::fs::write(arg, b"").expect("touch");
+        }
+        "exit-if-exists" => {
+            if std::path::Path::new(arg).exists() {
+                out.flush().ok();
+                std::process::exit(0);
+            }
+        }
         "out" => line(&mut out, arg),
         "err" => line(&mut std::io::stderr().lock(), arg),
         "read-line" => {

@@ -157,6 +157,10 @@ class ClaudeSessionSpawner extends EventEmitter {
       this.emit(name, { sessionId: payload.sessionId, ...convert.violation(payload) })
       return
     }
+    if (name === 'session-rate-limited') {
+      this.emit(name, { sessionId: payload.sessionId, until: new Date(payload.until), reason: payload.reason })
+      return
+    }
     if (name === 'approval-request') {
       this.#approve(payload)
       return

@@ -79,6 +79,13 @@ pub enum SpawnerEvent {
         retry_delay_ms: u64,
         error: String,
     },
+    /// The API refuses the session's requests for now (HTTP 429/529, or Claude Code's
+    /// rate-limit event); `until` is when it expects them to be accepted again.
+    SessionRateLimited {
+        session_id: Arc<str>,
+        until: std::time::SystemTime,
+        reason: String,
+    },
     /// The charter (or Claude Code) refused a tool call.
     PolicyViolation {
         session_id: Arc<str>,
@@ -101,6 +108,7 @@ impl SpawnerEvent {
             Self::SessionOutput(_) => "session-output",
             Self::SessionMessage { .. } => "session-message",
             Self::SessionRetry { .. } => "session-retry",
+            Self::SessionRateLimited { .. } => "session-rate-limited",
             Self::PolicyViolation { .. } => "policy-violation",
             Self::BudgetExceeded { .. } => "budget-exceeded",
             Self::SessionTimeout { .. } => "session-timeout",
@@ -114,6 +122,7 @@ impl SpawnerEvent {
             | Self::SpawnFailed { session_id, .. }
             | Self::SessionMessage { session_id, .. }
             | Self::SessionRetry { session_id, .. }
+            | Self::SessionRateLimited { session_id, .. }
             | Self::PolicyViolation { session_id, .. }
             | Self::BudgetExceeded { session_id, .. }
             | Self::SessionTimeout { session_id }

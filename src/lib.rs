@@ -39,6 +39,7 @@ pub mod options;
 pub mod output;
 pub mod paths;
 pub mod policy;
+pub mod pool;
 pub mod process;
 pub mod protocol;
 mod session;

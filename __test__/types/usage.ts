@@ -17,6 +17,14 @@ import SubpathSpawner, {
   type ClaudeSessionConfig as SubpathConfig,
   type ClaudeSessionStatus as SubpathStatus,
 } from 'claude-session-spawner/claude-session-spawner'
+import { SessionPool as RootPool } from 'claude-session-spawner'
+import SessionPool, {
+  type PoolMetrics,
+  type PoolStatus,
+  type PooledSessionRequest,
+  type QueuedRequestInfo,
+  type SessionPoolConfig,
+} from 'claude-session-spawner/session-pool'
 
 const charter: VPCharter = {
   identity: { name: 'Ada', email: 'ada@example.com', role: 'Engineer' },
@@ -101,3 +109,52 @@ async function daemon(): Promise<void> {
 }
 
 void daemon
+
+async function pooled(spawner: ClaudeSessionSpawner): Promise<void> {
+  const poolConfig: SessionPoolConfig = {
+    maxConcurrentSessions: 3,
+    minIdleSessions: 0,
+    defaultSessionTimeout: 600_000,
+    maxQueueSize: 100,
+    autoRecovery: true,
+    priorityWeights: { critical: 4, high: 3, medium: 2, low: 1 },
+  }
+  const pool = new SessionPool(spawner, poolConfig)
+  const same: RootPool = pool
+  const emitter: EventEmitter = pool
+  void [same, emitter]
+
+  pool.on('session-allocated', ({ requestId, sessionId }) => console.log(requestId, sessionId))
+  pool.on('session-released', ({ sessionId, status }) => console.log(sessionId, status.state))
+  pool.on('request-queued', ({ requestId, position, queueLength }) => console.log(requestId, position + queueLength))
+  pool.on('request-cancelled', ({ requestId }) => console.log(requestId))
+  pool.on('session-recovering', ({ sessionId, requestId }) => console.log(sessionId, requestId))
+  pool.once('pool-draining', () => console.log('draining'))
+  pool.once('pool-drained', () => console.log('drained'))
+
+  const request: PooledSessionRequest = {
+    requestId: 'req-1',
+    config: { ...config, timeout: 0 },
+    priority: 'critical',
+    queuedAt: new Date(),
+    onAllocated: (sessionId: string) => console.log(sessionId),
+    onCompleted: (status: ClaudeSessionStatus) => console.log(status.exitCode),
+    onFailed: (error: Error) => console.log(error.message),
+  }
+  const result: SpawnResult = await pool.requestSession(request)
+  const final: ClaudeSessionStatus = await result.completion
+  void final
+
+  const status: PoolStatus = pool.getPoolStatus()
+  const queued: QueuedRequestInfo[] = status.queuedRequests
+  const wait: number = queued[0].estimatedWaitTime
+  const queuedAt: Date = queued[0].queuedAt
+  const sessions: ClaudeSessionStatus[] = status.activeSessions
+  const cancelled: boolean = pool.cancelRequest('req-2')
+  const metrics: PoolMetrics = pool.getMetrics()
+  void [wait, queuedAt, sessions, cancelled, metrics.queueWaitTime, metrics.totalSessions, status.utilization]
+  await pool.drain()
+  await pool.drain(5_000)
+}
+
+void pooled

@@ -64,6 +64,13 @@ pub struct JsViolationEvent {
     pub detail: String,
 }
 
+#[napi(object, js_name = "NativeRateLimitEvent", object_from_js = false)]
+pub struct JsRateLimitEvent {
+    pub session_id: String,
+    pub until: f64,
+    pub reason: String,
+}
+
 #[napi(object, js_name = "NativeBudgetEvent", object_from_js = false)]
 pub struct JsBudgetEvent {
     pub session_id: String,
@@ -167,6 +174,14 @@ fn to_js(env: &Env, delivery: Delivery) -> napi::Result<FnArgs<(RawValue, RawVal
                     input_json: JsText(violation.input.to_string()),
                     rule: violation.rule,
                     detail: violation.detail,
+                },
+            )?,
+            SpawnerEvent::SessionRateLimited { session_id, until, reason } => JsRateLimitEvent::to_napi_value(
+                raw,
+                JsRateLimitEvent {
+                    session_id: session_id.to_string(),
+                    until: millis(until),
+                    reason,
                 },
             )?,
             SpawnerEvent::BudgetExceeded { session_id, used, limit } => JsBudgetEvent::to_napi_value(

@@ -5,6 +5,7 @@
 mod approvals;
 mod convert;
 mod events;
+mod pool;
 mod spawner;
 
 use napi::bindgen_prelude::Unknown;
@@ -70,7 +71,7 @@ impl AsRef<str> for ErrorCode {
 
 /// A JavaScript error object carrying `code` (and `field` or `sessionId` when known),
 /// thrown as it is. Config errors are `TypeError`s.
-fn thrown(env: &Env, code: &'static str, message: String, extra: &[(&str, &str)]) -> napi::Error {
+pub(crate) fn thrown(env: &Env, code: &'static str, message: String, extra: &[(&str, &str)]) -> napi::Error {
     let raw = env.raw();
     let error = napi::Error::new(ErrorCode(code), message.clone());
     // SAFETY: called on the JavaScript thread with its environment.
@@ -111,7 +112,7 @@ fn js_error(env: &Env, e: crate::SpawnError) -> napi::Error {
     }
 }
 
-fn config_error(env: &Env, e: crate::ConfigError) -> napi::Error {
+pub(crate) fn config_error(env: &Env, e: crate::ConfigError) -> napi::Error {
     thrown(env, "ERR_INVALID_CONFIG", e.message, &[("field", &e.field)])
 }
 

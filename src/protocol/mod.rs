@@ -138,6 +138,8 @@ pub(crate) enum Report {
         retry_delay_ms: u64,
         error: String,
     },
+    /// The API refuses for now (HTTP 429 or 529, or a rejecting rate-limit event).
+    RateLimited { until: std::time::SystemTime, reason: String },
 }
 
 /// What an observer learnt from a chunk; the reader applies it to the session.

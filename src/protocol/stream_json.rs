@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
@@ -36,6 +36,9 @@ pub fn claude_tool_name(word: &str) -> String {
         None => String::new(),
     }
 }
+
+/// How long a rate limit is taken to last when Claude Code says nothing more.
+const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(60);
 
 /// Tools whose calls modify a file, and the input field naming it.
 const FILE_TOOLS: [(&str, &str); 4] = [
@@ -261,6 +264,15 @@ impl Observer {
         match m["type"].as_str() {
             Some("system") if m["subtype"] == "api_retry" => {
                 self.metrics.errors += 1;
+                let delay_ms = m["retry_delay_ms"].as_f64().unwrap_or(0.0).max(0.0) as u64;
+                if let Some(status @ (429 | 529)) = m["error_status"].as_u64() {
+                    let wait = if delay_ms > 0 { Duration::from_millis(delay_ms) } else { RATE_LIMIT_PAUSE };
+                    let what = m["error"].as_str().unwrap_or("rate_limit");
+                    found.reports.push(Report::RateLimited {
+                        until: SystemTime::now() + wait,
+                        reason: format!("{what} (HTTP {status})"),
+                    });
+                }
                 found.reports.push(Report::Retry {
                     attempt: m["attempt"].as_u64().unwrap_or(0),
                     max_retries: m["max_retries"].as_u64().unwrap_or(0),
@@ -299,6 +311,17 @@ impl Observer {
             }
             Some("control_request") => self.on_control_request(m, found),
             Some("result") => self.on_result(m, found),
+            Some("rate_limit_event") if m["rate_limit_info"]["status"] == "rejected" => {
+                let info = &m["rate_limit_info"];
+                let until = info["resetsAt"]
+                    .as_f64()
+                    .filter(|s| *s > 0.0)
+                    .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s))
+                    .filter(|t| *t > SystemTime::now())
+                    .unwrap_or_else(|| SystemTime::now() + RATE_LIMIT_PAUSE);
+                let kind = info["rateLimitType"].as_str().unwrap_or("usage");
+                found.reports.push(Report::RateLimited { until, reason: format!("rate limit reached ({kind})") });
+            }
             _ => {}
         }
     }
@@ -718,6 +741,22 @@ mod tests {
         assert!(matches!(&f.reports[2], Report::Message(_)));
         assert!(matches!(&f.reports[3], Report::Retry { attempt: 2, max_retries: 10, retry_delay_ms: 1200, error } if error == "unknown"));
         assert_eq!(o.metrics.errors, 1);
+    }
+
+    #[test]
+    fn rate_limits_are_reported_with_their_end() {
+        let mut o = Observer::new(&SessionConfig::default(), Default::default());
+        let mut f = Findings::default();
+        let before = SystemTime::now();
+        o.on_stdout(b"{\"type\":\"system\",\"subtype\":\"api_retry\",\"attempt\":1,\"retry_delay_ms\":2000,\"error_status\":429,\"error\":\"rate_limit\"}\n", &mut f);
+        o.on_stdout(b"{\"type\":\"system\",\"subtype\":\"api_retry\",\"attempt\":1,\"retry_delay_ms\":500,\"error_status\":500,\"error\":\"server_error\"}\n", &mut f);
+        o.on_stdout(b"{\"type\":\"rate_limit_event\",\"rate_limit_info\":{\"status\":\"allowed_warning\"}}\n{\"type\":\"rate_limit_event\",\"rate_limit_info\":{\"status\":\"rejected\",\"resetsAt\":4102444800,\"rateLimitType\":\"five_hour\"}}\n", &mut f);
+        let limits: Vec<_> = f.reports.iter().filter_map(|r| match r { Report::RateLimited { until, reason } => Some((*until, reason.clone())), _ => None }).collect();
+        assert_eq!(limits.len(), 2, "a 500 and a warning are not rate limits");
+        assert!(limits[0].0 >= before + Duration::from_millis(2000) && limits[0].0 < before + Duration::from_secs(10));
+        assert_eq!(limits[0].1, "rate_limit (HTTP 429)");
+        assert_eq!(limits[1].0, SystemTime::UNIX_EPOCH + Duration::from_secs(4102444800));
+        assert_eq!(limits[1].1, "rate limit reached (five_hour)");
     }
 
     #[test]

@@ -186,6 +186,7 @@ fn apply(found: Findings, session: &Arc<Session>, shared: &Arc<Shared>) {
                 retry_delay_ms,
                 error,
             },
+            Report::RateLimited { until, reason } => SpawnerEvent::SessionRateLimited { session_id, until, reason },
         });
     }
     for violation in found.violations {

@@ -1,0 +1,10 @@
+//! The session pool: at most `max_concurrent_sessions` sessions at once, the rest
+//! queued by priority. [`Scheduler`] makes the decisions; [`Pool`] carries them out
+//! over a [`Spawner`](crate::Spawner) for Rust programs (the npm package's
+//! `SessionPool` carries them out over its JavaScript spawner).
+
+mod config;
+mod scheduler;
+
+pub use config::{PoolConfig, PriorityWeights};
+pub use scheduler::{Admission, Outcome, PoolError, QueuedInfo, Scheduler, DEFAULT_EXECUTION_MS};
