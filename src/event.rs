@@ -46,8 +46,10 @@ impl fmt::Debug for OutputChunk {
     }
 }
 
-/// Everything a spawner reports. Per session, events come in order: `SessionSpawned`
-/// (or `SpawnFailed`), output, then exactly one `SessionEnded` after the last output.
+/// Everything a spawner, or a [`Pool`](crate::pool::Pool) over it, reports. Per
+/// session, events come in order: `SessionSpawned` (or `SpawnFailed`), output, then
+/// exactly one `SessionEnded` after the last output. A pool's events follow the
+/// session events they stem from (`SessionReleased` after `SessionEnded`).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SpawnerEvent {
@@ -97,6 +99,25 @@ pub enum SpawnerEvent {
     SessionTimeout { session_id: Arc<str> },
     /// The session ended; `status` is final.
     SessionEnded { session_id: Arc<str>, status: Box<SessionStatus> },
+    /// Pool: a request got its session (again, when it is being retried).
+    SessionAllocated { request_id: Arc<str>, session_id: Arc<str> },
+    /// Pool: a request's session ended and its slot is free.
+    SessionReleased { session_id: Arc<str>, status: Box<SessionStatus> },
+    /// Pool: a request waits; `position` is 1-based.
+    RequestQueued { request_id: Arc<str>, position: usize, queue_length: usize },
+    /// Pool: a queued request was cancelled.
+    RequestCancelled { request_id: Arc<str> },
+    /// Pool: a request whose session ended `timeout` or `crashed` is queued again;
+    /// `attempt` is the attempt about to be made.
+    SessionRecovering { session_id: Arc<str>, request_id: Arc<str>, attempt: u32 },
+    /// Pool: draining began; nothing more is admitted.
+    PoolDraining,
+    /// Pool: draining finished; every session has ended.
+    PoolDrained,
+    /// Pool: admission pauses until `until` because a session hit a rate limit.
+    PoolThrottled { until: std::time::SystemTime, reason: String },
+    /// Pool: admission resumed after a rate-limit pause.
+    PoolResumed,
 }
 
 impl SpawnerEvent {
@@ -113,11 +134,22 @@ impl SpawnerEvent {
             Self::BudgetExceeded { .. } => "budget-exceeded",
             Self::SessionTimeout { .. } => "session-timeout",
             Self::SessionEnded { .. } => "session-ended",
+            Self::SessionAllocated { .. } => "session-allocated",
+            Self::SessionReleased { .. } => "session-released",
+            Self::RequestQueued { .. } => "request-queued",
+            Self::RequestCancelled { .. } => "request-cancelled",
+            Self::SessionRecovering { .. } => "session-recovering",
+            Self::PoolDraining => "pool-draining",
+            Self::PoolDrained => "pool-drained",
+            Self::PoolThrottled { .. } => "pool-throttled",
+            Self::PoolResumed => "pool-resumed",
         }
     }
 
-    pub fn session_id(&self) -> &str {
-        match self {
+    /// The session the event is about; `None` for a pool's events about requests or
+    /// the whole pool.
+    pub fn session_id(&self) -> Option<&str> {
+        Some(match self {
             Self::SessionSpawned { session_id, .. }
             | Self::SpawnFailed { session_id, .. }
             | Self::SessionMessage { session_id, .. }
@@ -126,9 +158,18 @@ impl SpawnerEvent {
             | Self::PolicyViolation { session_id, .. }
             | Self::BudgetExceeded { session_id, .. }
             | Self::SessionTimeout { session_id }
-            | Self::SessionEnded { session_id, .. } => session_id,
+            | Self::SessionEnded { session_id, .. }
+            | Self::SessionAllocated { session_id, .. }
+            | Self::SessionReleased { session_id, .. }
+            | Self::SessionRecovering { session_id, .. } => session_id,
             Self::SessionOutput(chunk) => &chunk.session_id,
-        }
+            Self::RequestQueued { .. }
+            | Self::RequestCancelled { .. }
+            | Self::PoolDraining
+            | Self::PoolDrained
+            | Self::PoolThrottled { .. }
+            | Self::PoolResumed => return None,
+        })
     }
 }
 

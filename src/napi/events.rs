@@ -202,7 +202,7 @@ fn to_js(env: &Env, delivery: Delivery) -> napi::Result<FnArgs<(RawValue, RawVal
             other => JsSessionEvent::to_napi_value(
                 raw,
                 JsSessionEvent {
-                    session_id: other.session_id().to_owned(),
+                    session_id: other.session_id().unwrap_or_default().to_owned(),
                 },
             )?,
         }

@@ -8,6 +8,8 @@
 //! priorities their index in [`Priority::ALL`], and the queue comes back as typed
 //! arrays. `NativeScheduler` owns the scheduler's lifetime: when JavaScript collects
 //! it, the scheduler goes. Everything runs on JavaScript's thread.
+// napi-derive registers the functions only outside `cfg(test)`.
+#![cfg_attr(test, allow(dead_code))]
 
 use std::cell::RefCell;
 use std::collections::HashMap;

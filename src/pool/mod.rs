@@ -4,7 +4,9 @@
 //! `SessionPool` carries them out over its JavaScript spawner).
 
 mod config;
+mod runner;
 mod scheduler;
 
 pub use config::{PoolConfig, PriorityWeights};
+pub use runner::{Allocation, Pool, PoolFailure, PoolMetrics, PoolRequest, PoolStatus, RequestOutcome};
 pub use scheduler::{Admission, Outcome, PoolError, QueuedInfo, Scheduler, DEFAULT_EXECUTION_MS};

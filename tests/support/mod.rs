@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: the fake agent, configs, an event
 //! recorder that can be waited on, and process-table checks.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
