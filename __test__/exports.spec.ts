@@ -3,6 +3,8 @@ import { EventEmitter } from 'node:events'
 
 import ClaudeSessionSpawner, { ClaudeSessionSpawner as Named } from 'claude-session-spawner'
 import SubpathDefault, { ClaudeSessionSpawner as SubpathNamed } from 'claude-session-spawner/claude-session-spawner'
+import { SessionPool } from 'claude-session-spawner'
+import PoolDefault, { SessionPool as PoolNamed } from 'claude-session-spawner/session-pool'
 
 describe('exports', () => {
   it('has the spawner as default and named export, at the root and at the subpath', () => {
@@ -10,6 +12,18 @@ describe('exports', () => {
     expect(Named).toBe(ClaudeSessionSpawner)
     expect(SubpathDefault).toBe(ClaudeSessionSpawner)
     expect(SubpathNamed).toBe(ClaudeSessionSpawner)
+  })
+
+  it('has SessionPool at the root and as the session-pool subpath default', () => {
+    expect(typeof SessionPool).toBe('function')
+    expect(PoolDefault).toBe(SessionPool)
+    expect(PoolNamed).toBe(SessionPool)
+    const pkg = require('../package.json')
+    expect(pkg.exports['./session-pool']).toEqual({
+      types: './lib/session-pool.d.ts',
+      import: './lib/session-pool.mjs',
+      require: './lib/session-pool.js',
+    })
   })
 
   it('resolves through the package exports map, for require and import', async () => {
@@ -55,9 +69,9 @@ describe('exports', () => {
     const { execFileSync } = await import('node:child_process')
     const out = execFileSync(
       process.execPath,
-      ['--input-type=module', '-e', "import S, { ClaudeSessionSpawner } from 'claude-session-spawner'; import P from 'claude-session-spawner/claude-session-spawner'; console.log(typeof S, S === ClaudeSessionSpawner, P === S)"],
+      ['--input-type=module', '-e', "import S, { ClaudeSessionSpawner } from 'claude-session-spawner'; import P from 'claude-session-spawner/claude-session-spawner'; import Pool, { SessionPool } from 'claude-session-spawner/session-pool'; import { SessionPool as RootPool } from 'claude-session-spawner'; console.log(typeof S, S === ClaudeSessionSpawner, P === S, Pool === SessionPool && RootPool === Pool)"],
       { cwd: require('node:path').join(__dirname, '..'), encoding: 'utf8' },
     )
-    expect(out.trim()).toBe('function true true')
+    expect(out.trim()).toBe('function true true true')
   })
 })

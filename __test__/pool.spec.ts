@@ -51,8 +51,8 @@ function settled<T>(promise: Promise<T>): Promise<{ value?: T; error?: any }> {
   )
 }
 
-/** Agents (fake_agent processes) that are this process's children and still run. */
-function liveAgents(): number[] {
+/** Agents (fake_agent processes) that are this process's children, run, and work in `cwd`. */
+function liveAgents(cwd: string): number[] {
   return fs
     .readdirSync('/proc')
     .filter((name) => /^\d+$/.test(name))
@@ -61,7 +61,12 @@ function liveAgents(): number[] {
       try {
         const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
         const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-        return fields[0] !== 'Z' && Number(fields[1]) === process.pid && fs.readlinkSync(`/proc/${pid}/exe`) === FAKE_AGENT
+        return (
+          fields[0] !== 'Z' &&
+          Number(fields[1]) === process.pid &&
+          fs.readlinkSync(`/proc/${pid}/exe`) === FAKE_AGENT &&
+          fs.readlinkSync(`/proc/${pid}/cwd`) === fs.realpathSync(cwd)
+        )
       } catch {
         return false
       }
@@ -217,7 +222,7 @@ describe('SessionPool: admission', () => {
     let mostAgents = 0
     let mostActive = 0
     const sample = () => {
-      mostAgents = Math.max(mostAgents, liveAgents().length)
+      mostAgents = Math.max(mostAgents, liveAgents(dir).length)
       mostActive = Math.max(mostActive, pool.getPoolStatus().activeCount)
     }
     spawner.on('session-spawned', sample)
