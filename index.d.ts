@@ -82,6 +82,8 @@ export interface ClaudeSessionConfig {
   resumeSessionId?: string
   /** Added (Claude Code): Claude Code's own spending cap in US dollars (`--max-budget-usd`). */
   maxBudgetUsd?: number
+  /** Added: the first user message, instead of the task prompt made from `taskContext`. */
+  prompt?: string
 }
 
 export interface SessionMetrics {
@@ -403,7 +405,7 @@ export declare class SessionPool extends TypedEmitter<SessionPoolEvents> {
   getMetrics(): PoolMetrics
 }
 
-// ---- SessionRecoveryManager types (the class arrives with the recovery issue) ----
+// ---- SessionRecoveryManager ----
 
 export interface RecoveryConfig {
   enabled: boolean
@@ -412,8 +414,15 @@ export interface RecoveryConfig {
   retryDelay: number
   backoffMultiplier: number
   saveCrashDumps: boolean
+  /** Default `.vp-daemon/crash-dumps`; a relative path is under the crashed session's working directory. */
   crashDumpDirectory?: string
   strategy: 'immediate' | 'delayed' | 'manual'
+  /** Added: the endings recovered (default `['crashed', 'timeout']`; `'failed'` may be added). */
+  recoverOn?: Array<'crashed' | 'timeout' | 'failed'>
+  /** Added: a `timeout` crash's next session gets its timeout multiplied by this (default 1.5). */
+  timeoutGrowth?: number
+  /** Added: attempts started per minute over all sessions (default 10); beyond, recoveries wait. */
+  maxRecoveriesPerMinute?: number
 }
 
 export interface RecoveryAttempt {
@@ -424,6 +433,10 @@ export interface RecoveryAttempt {
   success: boolean
   error?: string
   newSessionId?: string
+  /** Added: the new session resumed the crashed conversation (`--resume`). */
+  resumed?: boolean
+  /** Added: what changed for this attempt (a longer timeout, a resume that fell back to a fresh session). */
+  note?: string
 }
 
 export interface RecoveryState {
@@ -433,6 +446,8 @@ export interface RecoveryState {
   status: 'pending' | 'in_progress' | 'succeeded' | 'failed' | 'abandoned'
   startedAt: Date
   completedAt?: Date
+  /** Added: the analysis of the latest crash. */
+  analysis?: CrashAnalysis
 }
 
 export interface CrashAnalysis {
@@ -442,6 +457,10 @@ export interface CrashAnalysis {
   /** 0-1. */
   confidence: number
   suggestedFixes: string[]
+  /** Added: the facts that decided the type, e.g. `exit status: signal SIGSEGV`. */
+  evidence?: string
+  /** Added: the signal the agent died of, from its exit status or its 128+N exit code. */
+  signal?: string | null
 }
 
 export interface RecoveryStatistics {
@@ -453,4 +472,36 @@ export interface RecoveryStatistics {
   /** 0-1. */
   recoveryRate: number
   avgAttemptsPerRecovery: number
+}
+
+export interface SessionRecoveryEvents {
+  'crash-detected': [{ sessionId: string; crashReport: SessionCrashReport }]
+  'crash-analyzed': [{ sessionId: string; analysis: CrashAnalysis }]
+  'crash-dump-saved': [{ sessionId: string; filepath: string }]
+  /** Added: the dump could not be written (the recovery goes on). */
+  'crash-dump-failed': [{ sessionId: string; error: Error }]
+  'recovery-attempt': [{ sessionId: string; attemptNumber: number; analysis: CrashAnalysis }]
+  /** Added: the attempt's new session started. */
+  'recovery-respawned': [{ sessionId: string; attemptNumber: number; newSessionId: string; resumed: boolean }]
+  'recovery-succeeded': [{ sessionId: string; attemptNumber: number; newSessionId: string }]
+  'recovery-attempt-failed': [{ sessionId: string; attemptNumber: number; error: string }]
+  'recovery-failed': [{ sessionId: string; reason: string }]
+  'recovery-abandoned': [{ sessionId: string }]
+  /** Added: a pool with autoRecovery retries this session's request; the manager does not respawn it. */
+  'recovery-deferred': [{ sessionId: string; owner: 'pool' }]
+  /** Added: the storm limit (`maxRecoveriesPerMinute`) holds this attempt until `until`. */
+  'recovery-throttled': [{ sessionId: string; attemptNumber: number; until: Date }]
+  /** Added: handling a crash failed unexpectedly (reported instead of thrown from a listener). */
+  'recovery-error': [{ sessionId: string; error: Error }]
+}
+
+export declare class SessionRecoveryManager extends TypedEmitter<SessionRecoveryEvents> {
+  /** Every config field is optional at run time (defaults: enabled, 3 retries, 1000 ms, ×2, dumps, 'delayed'). */
+  constructor(spawner: ClaudeSessionSpawner, config: RecoveryConfig)
+  handleCrash(sessionId: string, crashReport?: SessionCrashReport): Promise<void>
+  getRecoveryStatus(sessionId: string): RecoveryState | null
+  getActiveRecoveries(): RecoveryState[]
+  getRecoveryStats(): RecoveryStatistics
+  triggerManualRecovery(sessionId: string): Promise<boolean>
+  abandonRecovery(sessionId: string): void
 }

@@ -5,6 +5,8 @@ import ClaudeSessionSpawner, { ClaudeSessionSpawner as Named } from 'claude-sess
 import SubpathDefault, { ClaudeSessionSpawner as SubpathNamed } from 'claude-session-spawner/claude-session-spawner'
 import { SessionPool } from 'claude-session-spawner'
 import PoolDefault, { SessionPool as PoolNamed } from 'claude-session-spawner/session-pool'
+import { SessionRecoveryManager } from 'claude-session-spawner'
+import RecoveryDefault, { SessionRecoveryManager as RecoveryNamed } from 'claude-session-spawner/session-recovery'
 
 describe('exports', () => {
   it('has the spawner as default and named export, at the root and at the subpath', () => {
@@ -24,6 +26,19 @@ describe('exports', () => {
       import: './lib/session-pool.mjs',
       require: './lib/session-pool.js',
     })
+  })
+
+  it('has SessionRecoveryManager at the root and as the session-recovery subpath default', () => {
+    expect(typeof SessionRecoveryManager).toBe('function')
+    expect(RecoveryDefault).toBe(SessionRecoveryManager)
+    expect(RecoveryNamed).toBe(SessionRecoveryManager)
+    const pkg = require('../package.json')
+    expect(pkg.exports['./session-recovery']).toEqual({
+      types: './lib/session-recovery.d.ts',
+      import: './lib/session-recovery.mjs',
+      require: './lib/session-recovery.js',
+    })
+    expect(pkg.typesVersions['*']['session-recovery']).toEqual(['lib/session-recovery.d.ts'])
   })
 
   it('resolves through the package exports map, for require and import', async () => {
@@ -69,9 +84,9 @@ describe('exports', () => {
     const { execFileSync } = await import('node:child_process')
     const out = execFileSync(
       process.execPath,
-      ['--input-type=module', '-e', "import S, { ClaudeSessionSpawner } from 'claude-session-spawner'; import P from 'claude-session-spawner/claude-session-spawner'; import Pool, { SessionPool } from 'claude-session-spawner/session-pool'; import { SessionPool as RootPool } from 'claude-session-spawner'; console.log(typeof S, S === ClaudeSessionSpawner, P === S, Pool === SessionPool && RootPool === Pool)"],
+      ['--input-type=module', '-e', "import S, { ClaudeSessionSpawner } from 'claude-session-spawner'; import P from 'claude-session-spawner/claude-session-spawner'; import Pool, { SessionPool } from 'claude-session-spawner/session-pool'; import { SessionPool as RootPool, SessionRecoveryManager as RootRecovery } from 'claude-session-spawner'; import Recovery from 'claude-session-spawner/session-recovery'; console.log(typeof S, S === ClaudeSessionSpawner, P === S, Pool === SessionPool && RootPool === Pool, typeof Recovery === 'function' && Recovery === RootRecovery)"],
       { cwd: require('node:path').join(__dirname, '..'), encoding: 'utf8' },
     )
-    expect(out.trim()).toBe('function true true true')
+    expect(out.trim()).toBe('function true true true true')
   })
 })

@@ -11,6 +11,7 @@ const { EventEmitter } = require('node:events')
 const native = require('./native')
 const { ClaudeSessionSpawner } = require('./spawner')
 const convert = require('./convert')
+const { claimRecovery, releaseRecovery } = require('./internal')
 
 /** Index of each priority in the core's `Priority::ALL`. */
 const PRIORITY_INDEX = new Map([
@@ -19,6 +20,9 @@ const PRIORITY_INDEX = new Map([
   ['medium', 2],
   ['low', 3],
 ])
+
+/** The endings autoRecovery retries (the scheduler's rule). */
+const RETRIED_STATES = ['timeout', 'crashed']
 
 const CALLBACKS = ['onAllocated', 'onCompleted', 'onFailed']
 
@@ -47,6 +51,8 @@ class SessionPool extends EventEmitter {
   #sessions = new Map()
   #resumeTimer
   #draining
+  /** The pool retries its requests' crashed sessions itself (autoRecovery). */
+  #retries
   #idleWaiters = []
 
   constructor(spawner, config) {
@@ -57,6 +63,7 @@ class SessionPool extends EventEmitter {
     }
     this.#scheduler = convert.call(() => new native.NativeScheduler(JSON.stringify(config)))
     this.#h = this.#scheduler.handle
+    this.#retries = config.autoRecovery !== false
     this.#spawner = spawner
     spawner.on('session-ended', (event) => this.#onEnded(event))
     spawner.on('session-rate-limited', (event) => this.#onRateLimited(event))
@@ -130,6 +137,7 @@ class SessionPool extends EventEmitter {
     this.#spawner.spawnSession(config).then(
       (result) => {
         this.#sessions.set(result.sessionId, entry)
+        if (this.#retries) claimRecovery(this.#spawner, result.sessionId, 'pool', RETRIED_STATES)
         this.emit('session-allocated', { requestId: entry.request.requestId, sessionId: result.sessionId })
         if (!entry.allocated) {
           entry.allocated = true
@@ -154,6 +162,7 @@ class SessionPool extends EventEmitter {
     const entry = this.#sessions.get(sessionId)
     if (entry === undefined) return
     this.#sessions.delete(sessionId)
+    if (this.#retries) releaseRecovery(this.#spawner, sessionId)
     const outcome = native.schedulerSessionEnded(this.#h, entry.number, status.state, status.executionTime ?? 0)
     this.emit('session-released', { sessionId, status })
     const requestId = entry.request.requestId

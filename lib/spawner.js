@@ -10,6 +10,7 @@ const { isMainThread } = require('node:worker_threads')
 const { NativeSpawner, realEnvVar } = require('./native')
 const { encodeConfig, encodeOptions, checkString } = require('./encode')
 const convert = require('./convert')
+const { kRecovery } = require('./internal')
 
 /**
  * Whether `process.env` here is the process's real environment, which the native
@@ -66,13 +67,18 @@ class ClaudeSessionSpawner extends EventEmitter {
 
   async spawnSession(config) {
     const json = encodeConfig(config)
+    return this.#launch((env) => this.#native.spawnSession(json, env))
+  }
+
+  /** Starts an agent through `start(env)` and reports it like any session. */
+  #launch(start) {
     // Open the event queue first: a session's events may follow at once.
     this.#setHold(true)
     let spawned
     try {
       // The agent inherits process.env, as with child_process.
       const env = envIsReal ? undefined : JSON.stringify(process.env)
-      spawned = convert.call(() => this.#native.spawnSession(json, env))
+      spawned = convert.call(() => start(env))
     } finally {
       if (spawned === undefined) this.#hold()
     }
@@ -86,6 +92,29 @@ class ClaudeSessionSpawner extends EventEmitter {
     // Reported here, synchronously: the session's queued events all come later.
     this.emit('session-spawned', { sessionId, pid })
     return { sessionId, status: convert.startedStatus(sessionId, pid, startTime, claudeSessionId), completion }
+  }
+
+  /** The recovery manager's access to crash facts, dumps and respawning. */
+  [kRecovery]() {
+    const native = this.#native
+    return {
+      crashReport: (sessionId) => {
+        const report = convert.call(() => native.crashReportFor(sessionId))
+        return report ? convert.crashReport(report) : null
+      },
+      analyze: (sessionId, reportJson) => JSON.parse(convert.call(() => native.analyzeCrash(sessionId, reportJson))),
+      writeDump: (sessionId, directory, reportJson, analysisJson) =>
+        convert.call(() => native.writeCrashDump(sessionId, directory, reportJson, analysisJson)),
+      respawn: (originalId, latestId, analysisJson, attempt, timeoutGrowth, resume) => {
+        let extra
+        const result = this.#launch((env) => {
+          const r = native.respawnSession(originalId, latestId, analysisJson, attempt, timeoutGrowth, resume, env)
+          extra = { resumed: r.resumed, note: r.note }
+          return r.spawned
+        })
+        return { ...result, ...extra }
+      },
+    }
   }
 
   getSessionStatus(sessionId) {

@@ -42,6 +42,7 @@ pub mod policy;
 pub mod pool;
 pub mod process;
 pub mod protocol;
+pub mod recovery;
 mod session;
 mod spawner;
 pub mod status;

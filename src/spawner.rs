@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::charter::{render_claude_md, render_task_prompt};
+use crate::recovery::CrashFacts;
 use crate::config::SessionConfig;
 use crate::error::SpawnError;
 use crate::event::{EventHandler, SpawnerEvent, Stream};
@@ -302,6 +303,47 @@ impl Spawner {
         self.shared.table.lock().cleanup_ended()
     }
 
+    /// The config a known session was started with (kept as long as the session is,
+    /// so recovery can start it again).
+    pub fn session_config(&self, id: &str) -> Option<Arc<SessionConfig>> {
+        self.shared.table.lock().get(id).map(|s| Arc::clone(&s.config))
+    }
+
+    /// What is known about how an ended session died, for crash analysis: its state
+    /// and exit status, the OOM kills its memory cgroup counted while it ran, and the
+    /// newest output (up to 64 KiB of stdout, then of stderr). `None` for an unknown
+    /// or still live session.
+    pub fn crash_facts(&self, id: &str) -> Option<CrashFacts> {
+        let session = self.shared.table.lock().get(id).cloned()?;
+        let r = session.record.lock();
+        if !r.state.is_ended() {
+            return None;
+        }
+        let tail = |text: String| {
+            let cut = text.len().saturating_sub(crate::recovery::DUMP_TAIL_BYTES as usize);
+            let cut = (cut..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+            text[cut..].to_owned()
+        };
+        let mut output = tail(r.stdout.to_text());
+        output.push('\n');
+        output.push_str(&tail(r.stderr.to_text()));
+        Some(CrashFacts {
+            state: Some(r.state),
+            signal: r.signal.clone(),
+            exit_code: r.exit_code,
+            oom_kills: r.oom.as_ref().and_then(|c| c.kills_since_start()),
+            oom_source: r.oom.as_ref().map(|c| c.path.display().to_string()),
+            output,
+        })
+    }
+
+    /// A crash report for any ended session (the contract's reports are for
+    /// `crashed` ones; recovery also handles `timeout`, and exits 128+N).
+    pub fn crash_report_for(&self, id: &str) -> Option<CrashReport> {
+        let session = self.shared.table.lock().get(id).cloned()?;
+        session.report()
+    }
+
     /// One report per crashed session in the history, oldest first.
     pub fn crash_reports(&self) -> Vec<CrashReport> {
         let sessions: Vec<_> = self.shared.table.lock().history().cloned().collect();
@@ -417,6 +459,7 @@ fn launch(
         r.pid = Some(pid);
         r.state = SessionState::Running;
         r.claude_session_id = prepared.conversation_id.clone();
+        r.oom = process::OomCounter::for_child();
         snapshot_of(session, &r)
     };
     shared.emit(SpawnerEvent::SessionSpawned {
@@ -495,7 +538,7 @@ fn prepare(
     let stdout_log = dir.join("stdout.log");
     let stderr_log = dir.join("stderr.log");
 
-    let prompt = render_task_prompt(config);
+    let prompt = config.prompt.clone().unwrap_or_else(|| render_task_prompt(config));
     let conversation_id = config.resume_session_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let launch = shared.options.protocol.launch(&LaunchInput {
         config,

@@ -186,6 +186,7 @@ impl SessionConfig {
             keep_alive: config.opt_bool("keepAlive")?.unwrap_or(false),
             resume_session_id: resume_id(&config)?,
             max_budget_usd: budget(&config)?,
+            prompt: config.opt_string("prompt")?,
         })
     }
 }
@@ -361,7 +362,7 @@ fn environment(config: &Fields) -> Result<BTreeMap<String, String>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 

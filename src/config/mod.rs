@@ -5,6 +5,7 @@
 
 mod from_json;
 mod pattern;
+mod to_json;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +16,7 @@ use std::time::SystemTime;
 pub use from_json::ConfigError;
 pub(crate) use from_json::Fields;
 pub use pattern::{ForbiddenPattern, PatternError};
+pub use to_json::REDACTED;
 
 /// Task priority, shared by sessions and pool requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -153,6 +155,9 @@ pub struct SessionConfig {
     pub resume_session_id: Option<String>,
     /// With Claude Code: its own spending cap (`--max-budget-usd`).
     pub max_budget_usd: Option<f64>,
+    /// The first user message, instead of the task prompt rendered from
+    /// `task_context` (a recovery uses it to tell a resumed conversation why it goes on).
+    pub prompt: Option<String>,
 }
 
 impl SessionConfig {

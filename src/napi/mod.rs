@@ -6,6 +6,7 @@ mod approvals;
 mod convert;
 mod events;
 mod pool;
+mod recovery;
 mod spawner;
 
 use napi::bindgen_prelude::Unknown;

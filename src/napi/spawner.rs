@@ -18,20 +18,20 @@ use crate::spawner::Spawner;
 
 #[napi]
 pub struct NativeSpawner {
-    inner: Spawner,
+    pub(super) inner: Spawner,
     /// The JavaScript event listener, from which the queue is made when needed.
     listener: FunctionRef<(), Unknown<'static>>,
     events: Slot,
     approvals: Arc<Pending>,
 }
 
-fn parse_json(env: &Env, text: &str, what: &str) -> Result<serde_json::Value> {
+pub(super) fn parse_json(env: &Env, text: &str, what: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text)
         .map_err(|e| config_error(env, ConfigError::new(what, format!("is not valid JSON: {e}"))))
 }
 
 /// `process.env` as pairs; values that are not strings (impossible from Node) are skipped.
-fn environment(value: &serde_json::Value) -> Vec<(String, String)> {
+pub(super) fn environment(value: &serde_json::Value) -> Vec<(String, String)> {
     value
         .as_object()
         .map(|vars| {

@@ -12,6 +12,9 @@ mod unix;
 #[cfg(unix)]
 pub use unix::*;
 
+mod oom;
+pub use oom::OomCounter;
+
 #[cfg(not(unix))]
 compile_error!(
     "claude-session-spawner needs Unix process groups and signals (Linux, macOS); \

@@ -73,6 +73,8 @@ pub(crate) struct Record {
     pub exited: bool,
     /// The last live state, for crash reports.
     pub last_live_state: SessionState,
+    /// The memory cgroup's OOM-kill count at spawn, to tell the OOM killer's SIGKILL.
+    pub oom: Option<crate::process::OomCounter>,
 }
 
 impl Record {
@@ -151,6 +153,7 @@ impl Session {
                 stop: None,
                 exited: false,
                 last_live_state: SessionState::Initializing,
+                oom: None,
             }),
             control,
             denied: Default::default(),
@@ -197,8 +200,16 @@ impl Session {
     }
 
     pub fn crash_report(&self) -> Option<CrashReport> {
+        if self.record.lock().state != SessionState::Crashed {
+            return None;
+        }
+        self.report()
+    }
+
+    /// The crash report of an ended session, whatever its state.
+    pub fn report(&self) -> Option<CrashReport> {
         let r = self.record.lock();
-        if r.state != SessionState::Crashed {
+        if !r.state.is_ended() {
             return None;
         }
         let stderr = r.stderr.to_text();

@@ -1,0 +1,28 @@
+'use strict'
+// What the package's classes tell each other and nobody else: the spawner's recovery
+// hooks (behind a symbol) and which sessions a pool will retry itself, so the
+// recovery manager leaves those alone.
+
+const kRecovery = Symbol('claude-session-spawner.recovery')
+
+/** spawner -> Map<sessionId, { owner, states }>: `owner` restarts the session when it ends in one of `states`. */
+const owners = new WeakMap()
+
+function claimRecovery(spawner, sessionId, owner, states) {
+  let map = owners.get(spawner)
+  if (map === undefined) owners.set(spawner, (map = new Map()))
+  map.set(sessionId, { owner, states })
+}
+
+/** Forgets a claim once every `session-ended` listener of this emit has run. */
+function releaseRecovery(spawner, sessionId) {
+  queueMicrotask(() => owners.get(spawner)?.delete(sessionId))
+}
+
+/** Who restarts this session, having ended in `state`, if someone other than the recovery manager does. */
+function recoveryOwner(spawner, sessionId, state) {
+  const claim = owners.get(spawner)?.get(sessionId)
+  return claim !== undefined && claim.states.includes(state) ? claim.owner : undefined
+}
+
+module.exports = { kRecovery, claimRecovery, releaseRecovery, recoveryOwner }

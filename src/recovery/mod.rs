@@ -1,0 +1,18 @@
+//! Crash recovery's building blocks: why a session crashed ([`analyze`]), the crash
+//! dump on disk ([`write_dump`]), the settings ([`RecoveryConfig`]: which endings,
+//! how many attempts, the backoff) and the config a new session gets
+//! ([`respawn_config`]: the crashed session's own, resumed with Claude Code). The
+//! Spawner keeps each ended session's config and crash facts
+//! ([`Spawner::session_config`](crate::Spawner::session_config),
+//! [`Spawner::crash_facts`](crate::Spawner::crash_facts)); the JavaScript
+//! `SessionRecoveryManager` drives a recovery with these.
+
+mod analysis;
+mod config;
+mod dump;
+mod respawn;
+
+pub use analysis::{analyze, signal_from_exit_code, signal_name, CrashAnalysis, CrashFacts, CrashType};
+pub use config::{RecoveryConfig, Strategy};
+pub use dump::{cli_version, dump_file_name, file_tail, is_safe_session_id, write_dump, DUMP_TAIL_BYTES};
+pub use respawn::{claude_config_dir, respawn_config, resume_message, transcript_exists, Respawn};
