@@ -158,3 +158,55 @@ async function pooled(spawner: ClaudeSessionSpawner): Promise<void> {
 }
 
 void pooled
+
+// The recovery manager, as the daemon's `./session-recovery` module was used.
+import SessionRecoveryManager, {
+  type CrashAnalysis,
+  type RecoveryAttempt,
+  type RecoveryConfig,
+  type RecoveryState,
+  type RecoveryStatistics,
+} from 'claude-session-spawner/session-recovery'
+import { SessionRecoveryManager as RootRecovery } from 'claude-session-spawner'
+
+async function recovered(spawner: ClaudeSessionSpawner): Promise<void> {
+  const config: RecoveryConfig = {
+    enabled: true,
+    maxRetries: 3,
+    retryDelay: 1000,
+    backoffMultiplier: 2,
+    saveCrashDumps: true,
+    crashDumpDirectory: '/var/lib/vp/crash-dumps',
+    strategy: 'delayed',
+  }
+  const manager: SessionRecoveryManager = new RootRecovery(spawner, config)
+  const emitter: EventEmitter = manager
+  void emitter
+  manager.on('crash-detected', ({ sessionId, crashReport }) => console.log(sessionId, crashReport.timestamp.getTime()))
+  manager.on('crash-analyzed', ({ analysis }) => console.log(analysis.crashType, analysis.confidence))
+  manager.on('recovery-attempt', ({ attemptNumber, analysis }) => console.log(attemptNumber, analysis.rootCause))
+  manager.on('recovery-succeeded', ({ sessionId, attemptNumber }) => console.log(sessionId, attemptNumber))
+  manager.on('recovery-attempt-failed', ({ error }) => console.log(error))
+  manager.on('recovery-failed', ({ reason }) => console.log(reason))
+  manager.on('recovery-abandoned', ({ sessionId }) => console.log(sessionId))
+  manager.on('crash-dump-saved', ({ filepath }) => console.log(filepath))
+
+  const report: SessionCrashReport = spawner.getCrashReports()[0]
+  await manager.handleCrash(report.sessionId, report)
+  const state: RecoveryState | null = manager.getRecoveryStatus(report.sessionId)
+  if (state !== null) {
+    const attempts: RecoveryAttempt[] = state.attempts
+    const next: string | undefined = attempts[0]?.newSessionId
+    const status: 'pending' | 'in_progress' | 'succeeded' | 'failed' | 'abandoned' = state.status
+    const when: Date | undefined = state.completedAt
+    void [next, status, when, state.startedAt.getTime(), state.crashReport.lastOutput]
+  }
+  const active: RecoveryState[] = manager.getActiveRecoveries()
+  const stats: RecoveryStatistics = manager.getRecoveryStats()
+  const analysis: CrashAnalysis['crashType'] = 'oom'
+  const triggered: boolean = await manager.triggerManualRecovery(report.sessionId)
+  manager.abandonRecovery(report.sessionId)
+  void [active, stats.recoveryRate, stats.avgAttemptsPerRecovery, analysis, triggered, SessionRecoveryManager]
+}
+
+void recovered
