@@ -207,6 +207,14 @@ export interface ClaudeSessionSpawnerOptions {
    * out); a list adds those names. `config.environmentVariables` are always set.
    */
   inheritEnv?: boolean | string[]
+  /**
+   * Added: where each live session's state file goes (pid, process group, start times of
+   * the agent and of this daemon), so a later daemon can stop the agents of one that died.
+   * Default `$XDG_STATE_HOME` or `~/.local/state`, then `claude-session-spawner/`; `false`: none.
+   */
+  stateDir?: string | false
+  /** Added: run `reapOrphans()` at construction; the report comes as the `orphans-reaped` event. */
+  reapOrphans?: boolean
 }
 
 export interface SessionOutputEvent {
@@ -245,6 +253,17 @@ export interface BudgetExceededEvent {
 }
 
 /** The spawner's events and their payloads. */
+/** Added: what `reapOrphans()` found in the state directory and did. */
+export interface ReapReport {
+  /** Sessions whose daemon is gone; each is now in this spawner's history as `crashed`. */
+  orphans: Array<{ sessionId: string; pid: number; daemonPid: number; workingDirectory: string; wasRunning: boolean }>
+  /** State files of sessions whose daemon still runs (left alone). */
+  ownedByLiveDaemons: number
+  /** Unreadable state files (removed). */
+  invalid: number
+  stateDir?: string
+}
+
 export interface ClaudeSessionSpawnerEvents {
   'session-spawned': [event: { sessionId: string; pid: number }]
   'session-output': [event: SessionOutputEvent]
@@ -257,6 +276,9 @@ export interface ClaudeSessionSpawnerEvents {
   'budget-exceeded': [event: BudgetExceededEvent]
   'session-timeout': [event: { sessionId: string }]
   'session-ended': [event: { sessionId: string; status: ClaudeSessionStatus }]
+  /** Added: the report of the `reapOrphans` run that the `reapOrphans` option asked for. */
+  'orphans-reaped': [report: ReapReport]
+  'orphans-reap-failed': [event: { error: Error }]
 }
 
 /**
@@ -300,6 +322,8 @@ export declare class ClaudeSessionSpawner extends TypedEmitter<ClaudeSessionSpaw
   getMetricsSummary(): SessionMetricsSummary
   /** Added: the session's directory (CLAUDE.md, stdout.log, stderr.log), or null when unknown. */
   getSessionDirectory(sessionId: string): string | null
+  /** Added: stops what is left of sessions whose daemon died (see `stateDir`). */
+  reapOrphans(): Promise<ReapReport>
 }
 
 export default ClaudeSessionSpawner

@@ -45,7 +45,13 @@ function encodeOptions(options) {
     error.code = 'ERR_INVALID_CONFIG'
     throw error
   }
-  const { approvalHandler, ...rest } = options
+  const { approvalHandler, reapOrphans, ...rest } = options
+  if (reapOrphans !== undefined && typeof reapOrphans !== 'boolean') {
+    const error = new TypeError('options.reapOrphans must be a boolean')
+    error.code = 'ERR_INVALID_CONFIG'
+    error.field = 'options.reapOrphans'
+    throw error
+  }
   if (approvalHandler !== undefined && typeof approvalHandler !== 'function') {
     const error = new TypeError('options.approvalHandler must be a function')
     error.code = 'ERR_INVALID_CONFIG'
@@ -54,7 +60,7 @@ function encodeOptions(options) {
   }
   if (approvalHandler) rest.approvalHandler = true
   if (rest.claudePath === undefined && process.env.CLAUDE_PATH) rest.claudePath = process.env.CLAUDE_PATH
-  return { json: toJson(rest, 'options'), approvalHandler }
+  return { json: toJson(rest, 'options'), approvalHandler, reapOrphans: reapOrphans === true }
 }
 
 function checkString(value, name) {

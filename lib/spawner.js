@@ -55,9 +55,26 @@ class ClaudeSessionSpawner extends EventEmitter {
   constructor(options) {
     super()
     // CLAUDE_PATH is read on this side: under a sandbox JavaScript's process.env is its own copy.
-    const { json, approvalHandler } = encodeOptions(options)
+    const { json, approvalHandler, reapOrphans } = encodeOptions(options)
     this.#approvalHandler = approvalHandler
     this.#native = convert.call(() => new NativeSpawner(json, (name, payload) => this.#deliver(name, payload)))
+    if (reapOrphans) {
+      this.reapOrphans().then(
+        (report) => this.emit('orphans-reaped', report),
+        (error) => this.emit('orphans-reap-failed', { error }),
+      )
+    }
+  }
+
+  /**
+   * Stops what is left of sessions whose daemon died (their state files are in
+   * `stateDir`), records each in this spawner's history as `crashed`, and reports.
+   */
+  async reapOrphans() {
+    const report = await this.#native.reapOrphans().catch((error) => {
+      throw convert.error(error)
+    })
+    return report
   }
 
   /** The agent executable this spawner starts. */

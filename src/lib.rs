@@ -43,6 +43,7 @@ pub mod pool;
 pub mod process;
 pub mod protocol;
 pub mod recovery;
+pub mod registry;
 mod session;
 mod spawner;
 pub mod status;

@@ -58,6 +58,9 @@ pub struct SpawnerOptions {
     /// How long an approval may take before it counts as a no.
     pub approval_timeout: Duration,
     pub inherit_env: InheritEnv,
+    /// Where each live session's state file goes (see [`crate::registry`]), so a later
+    /// daemon can stop the agents of one that died. `None`: no state files.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for SpawnerOptions {
@@ -73,6 +76,7 @@ impl fmt::Debug for SpawnerOptions {
             .field("approval_handler", &self.approval_handler.as_ref().map(|_| "…"))
             .field("approval_timeout", &self.approval_timeout)
             .field("inherit_env", &self.inherit_env)
+            .field("state_dir", &self.state_dir)
             .finish()
     }
 }
@@ -90,6 +94,7 @@ impl Default for SpawnerOptions {
             approval_handler: None,
             approval_timeout: Duration::from_secs(300),
             inherit_env: InheritEnv::All,
+            state_dir: crate::registry::default_state_dir(),
         }
     }
 }
@@ -164,7 +169,7 @@ impl SpawnerOptions {
         let o = Fields::of(value, "options")?;
         // `approvalHandler` is a function: the JavaScript side keeps it and sends
         // `true` here when there is one.
-        const KNOWN: [&str; 10] = [
+        const KNOWN: [&str; 11] = [
             "claudePath",
             "protocol",
             "extraArgs",
@@ -175,6 +180,7 @@ impl SpawnerOptions {
             "approvalHandler",
             "approvalTimeoutMs",
             "inheritEnv",
+            "stateDir",
         ];
         if let Some(unknown) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(ConfigError::new(
@@ -224,6 +230,14 @@ impl SpawnerOptions {
                     "options.inheritEnv",
                     "must be true, false or an array of variable names",
                 ))
+            }
+        };
+        options.state_dir = match o.get("stateDir") {
+            None => options.state_dir,
+            Some(Value::Bool(false)) => None,
+            Some(Value::String(dir)) if !dir.is_empty() => Some(PathBuf::from(dir)),
+            Some(_) => {
+                return Err(ConfigError::new("options.stateDir", "must be a directory path or false"))
             }
         };
         Ok(options)

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::charter::{render_claude_md, render_task_prompt};
 use crate::recovery::CrashFacts;
+use crate::registry::{Registry, ReapReport};
 use crate::config::SessionConfig;
 use crate::error::SpawnError;
 use crate::event::{EventHandler, SpawnerEvent, Stream};
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     credit: Arc<Semaphore>,
     credit_total: usize,
     seq: AtomicU64,
+    /// State files of live sessions, for the next daemon if this one dies.
+    pub registry: Option<Registry>,
 }
 
 impl Shared {
@@ -116,6 +119,12 @@ impl Spawner {
     /// any thread.
     pub fn with_runtime(options: SpawnerOptions, handler: impl EventHandler, runtime: Handle) -> Self {
         let credit_total = options.output_credit_bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        // Without a registry sessions still run; only a dead daemon's cleanup is lost.
+        let registry = options.state_dir.as_deref().and_then(|dir| {
+            Registry::open(dir)
+                .map_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "no session state files"))
+                .ok()
+        });
         Self {
             shared: Arc::new(Shared {
                 claude_path: options.resolved_claude_path(),
@@ -126,6 +135,7 @@ impl Spawner {
                 credit: Arc::new(Semaphore::new(credit_total)),
                 credit_total,
                 seq: AtomicU64::new(0),
+                registry,
             }),
         }
     }
@@ -344,6 +354,45 @@ impl Spawner {
         session.report()
     }
 
+    /// Stops the sessions of daemons that died without stopping them: every state
+    /// file in this spawner's `state_dir` whose daemon is gone. An agent still
+    /// running (its pid started when the agent did) gets SIGTERM to its process
+    /// group, then SIGKILL after the grace period. Each such session is recorded in
+    /// this spawner's history as `crashed`, saying what happened. Blocks for up to
+    /// the grace period: call it off the runtime's threads.
+    pub fn reap_orphans(&self) -> std::io::Result<ReapReport> {
+        let Some(registry) = &self.shared.registry else {
+            return Ok(ReapReport::default());
+        };
+        let report = registry.reap_orphans(self.shared.options.grace_period)?;
+        for (orphan, was_running) in &report.orphans {
+            let message = format!(
+                "orphaned: its daemon (pid {}) died while it ran; {}",
+                orphan.daemon_pid,
+                if *was_running { "its process group was stopped by reapOrphans" } else { "its agent had already exited" }
+            );
+            let config = SessionConfig { working_directory: orphan.working_directory.clone(), ..SessionConfig::default() };
+            let dir = orphan.working_directory.join(".vp-daemon").join("sessions").join(&orphan.session_id);
+            let session = Arc::new(Session::new(
+                orphan.session_id.as_str().into(),
+                self.shared.seq.fetch_add(1, Ordering::Relaxed),
+                Arc::new(config),
+                dir,
+                self.shared.options.protocol,
+                0,
+                None,
+            ));
+            session.record.lock().pid = Some(orphan.pid);
+            self.shared.table.lock().insert(Arc::clone(&session));
+            if let Some(status) = session.finish(SessionState::Crashed, Some(message)) {
+                let _ = status;
+                self.shared.table.lock().on_ended(&session);
+                session.notify_ended();
+            }
+        }
+        Ok(report)
+    }
+
     /// One report per crashed session in the history, oldest first.
     pub fn crash_reports(&self) -> Vec<CrashReport> {
         let sessions: Vec<_> = self.shared.table.lock().history().cloned().collect();
@@ -391,6 +440,10 @@ impl Spawner {
             r.stop.get_or_insert(StopReason::Terminated);
             if let (Some(pid), false) = (r.pid, r.exited) {
                 let _ = process::signal_group(pid, libc::SIGKILL);
+                // The daemon may be gone before the supervisor records the end.
+                if let Some(registry) = &self.shared.registry {
+                    registry.remove(&session.id);
+                }
             }
         }
     }
@@ -462,6 +515,11 @@ fn launch(
         r.oom = process::OomCounter::for_child();
         snapshot_of(session, &r)
     };
+    if let Some(registry) = &shared.registry {
+        if let Err(e) = registry.add(id, pid, &session.config.working_directory) {
+            tracing::warn!(error = %e, "cannot write the session's state file");
+        }
+    }
     shared.emit(SpawnerEvent::SessionSpawned {
         session_id: Arc::clone(id),
         pid,

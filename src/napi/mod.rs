@@ -7,6 +7,7 @@ mod convert;
 mod events;
 mod pool;
 mod recovery;
+mod registry;
 mod spawner;
 
 use napi::bindgen_prelude::Unknown;

@@ -233,6 +233,9 @@ pub(crate) fn end(shared: &Shared, session: &Arc<Session>, state: SessionState, 
         return;
     };
     tracing::info!(state = state.as_str(), "ended");
+    if let Some(registry) = &shared.registry {
+        registry.remove(&session.id);
+    }
     shared.table.lock().on_ended(session);
     shared.emit(SpawnerEvent::SessionEnded {
         session_id: Arc::clone(&session.id),

@@ -1,0 +1,104 @@
+// When a daemon dies (SIGKILL: no exit hook runs), the next one finds its sessions'
+// state files and stops what is left of them.
+import { spawn } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+import ClaudeSessionSpawner from 'claude-session-spawner'
+
+import { FAKE_AGENT, alive, fakeSpawner, groupMembers, makeConfig, nextEvent, pidsAfter, tempDir, until, within } from './support'
+
+const LIB = path.join(__dirname, '..', 'lib', 'index.js')
+
+/** A daemon process running `sessions` agents that each start two background sleepers. */
+function daemon(stateDir: string, dir: string, sessions: number) {
+  const script = path.join(dir, 'daemon.js')
+  fs.writeFileSync(
+    script,
+    `const ClaudeSessionSpawner = require(${JSON.stringify(LIB)}).default
+const spawner = new ClaudeSessionSpawner({ claudePath: ${JSON.stringify(FAKE_AGENT)}, protocol: 'text', extraArgs: ['spawn-sleepers:2', 'out:ready', 'hang'], stateDir: ${JSON.stringify(stateDir)} })
+const config = {
+  workingDirectory: ${JSON.stringify(dir)},
+  charter: { identity: { name: 'n', email: 'e', role: 'r' }, objectives: [], constraints: { forbiddenCommands: [], forbiddenPatterns: [], requiredApprovals: [] }, resources: { maxTokens: 0, maxExecutionTime: 0, allowedTools: [] } },
+  taskContext: { taskId: 't', description: 'd', priority: 'low' },
+  memory: { recentActions: [], conversationHistory: [], preferences: {}, projectContext: {} },
+}
+let ready = 0
+spawner.on('session-output', ({ sessionId, data }) => {
+  for (const line of data.split('\\n')) if (line.startsWith('sleeper: ')) console.log(line)
+  if (data.includes('ready') && ++ready === ${sessions}) {
+    console.log('sessions: ' + JSON.stringify(spawner.getActiveSessions().map((s) => [s.sessionId, s.pid])))
+  }
+})
+for (let i = 0; i < ${sessions}; i++) spawner.spawnSession(config)
+`,
+  )
+  return spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit'] })
+}
+
+describe('a daemon that died', () => {
+  it('leaves state files that the next daemon uses to stop every process of its sessions', async () => {
+    const dir = tempDir()
+    const stateDir = path.join(tempDir(), 'state')
+    const child = daemon(stateDir, dir, 3)
+    let out = ''
+    child.stdout!.on('data', (d) => (out += d))
+    const exited = new Promise((resolve) => child.on('exit', resolve))
+    await until('the daemon to run its sessions', () => out.includes('sessions: '))
+    const sessions: Array<[string, number]> = JSON.parse(out.split('sessions: ')[1].split('\n')[0])
+    const sleepers = pidsAfter('sleeper: ', out)
+    expect(sessions).toHaveLength(3)
+    expect(sleepers).toHaveLength(6)
+    expect(fs.readdirSync(stateDir).sort()).toEqual(sessions.map(([id]) => `${id}.json`).sort())
+    expect(fs.statSync(stateDir).mode & 0o777).toBe(0o700)
+
+    child.kill('SIGKILL')
+    await within(exited, 'the daemon to die')
+    // Nothing stopped them: the agents and their sleepers outlive the daemon.
+    for (const [, pid] of sessions) expect(alive(pid)).toBe(true)
+    for (const pid of sleepers) expect(alive(pid)).toBe(true)
+
+    const next = new ClaudeSessionSpawner({ stateDir, gracePeriodMs: 500 })
+    const report = await within(next.reapOrphans(), 'reapOrphans')
+    expect(report.stateDir).toBe(stateDir)
+    expect(report.orphans.map((o) => o.sessionId).sort()).toEqual(sessions.map(([id]) => id).sort())
+    expect(report.orphans.every((o) => o.wasRunning && o.daemonPid === child.pid && o.workingDirectory === dir)).toBe(true)
+    for (const [, pid] of sessions) {
+      await until(`group ${pid} to be gone`, () => !alive(pid) && groupMembers(pid).length === 0, 5000)
+    }
+    for (const pid of sleepers) await until(`sleeper ${pid} to be gone`, () => !alive(pid), 5000)
+    expect(fs.readdirSync(stateDir)).toEqual([])
+    for (const [id, pid] of sessions) {
+      const status = next.getSessionStatus(id)!
+      expect(status).toMatchObject({ state: 'crashed', pid })
+      expect(status.errorMessage).toBe(`orphaned: its daemon (pid ${child.pid}) died while it ran; its process group was stopped by reapOrphans`)
+    }
+    // A second sweep finds nothing.
+    expect((await next.reapOrphans()).orphans).toEqual([])
+  })
+
+  it("leaves a live daemon's sessions alone, and removes each state file when its session ends", async () => {
+    const stateDir = path.join(tempDir(), 'state')
+    const spawner = fakeSpawner(['hang'], { stateDir })
+    const { sessionId } = await spawner.spawnSession(makeConfig(tempDir()))
+    expect(fs.readdirSync(stateDir)).toEqual([`${sessionId}.json`])
+    const entry = JSON.parse(fs.readFileSync(path.join(stateDir, `${sessionId}.json`), 'utf8'))
+    expect(entry).toMatchObject({ sessionId, daemonPid: process.pid, pid: spawner.getSessionStatus(sessionId)!.pid })
+    expect(fs.statSync(path.join(stateDir, `${sessionId}.json`)).mode & 0o777).toBe(0o600)
+
+    const other = new ClaudeSessionSpawner({ stateDir, reapOrphans: true })
+    const report = await nextEvent<any>(other, 'orphans-reaped')
+    expect(report).toMatchObject({ orphans: [], ownedByLiveDaemons: 1, invalid: 0 })
+    expect(spawner.getSessionStatus(sessionId)!.state).toBe('running')
+
+    await spawner.terminateSession(sessionId)
+    expect(fs.readdirSync(stateDir)).toEqual([])
+  })
+
+  it('can be turned off, and refuses a bad stateDir', () => {
+    expect(() => new ClaudeSessionSpawner({ stateDir: '' })).toThrow(expect.objectContaining({ field: 'options.stateDir' }))
+    expect(() => new ClaudeSessionSpawner({ stateDir: 3 as unknown as string })).toThrow(TypeError)
+    expect(() => new ClaudeSessionSpawner({ reapOrphans: 'yes' as unknown as boolean })).toThrow(expect.objectContaining({ field: 'options.reapOrphans' }))
+    return expect(new ClaudeSessionSpawner({ stateDir: false }).reapOrphans()).resolves.toMatchObject({ orphans: [], ownedByLiveDaemons: 0 })
+  })
+})
