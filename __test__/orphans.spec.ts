@@ -81,6 +81,8 @@ describe('a daemon that died', () => {
     const stateDir = path.join(tempDir(), 'state')
     const spawner = fakeSpawner(['hang'], { stateDir })
     const { sessionId } = await spawner.spawnSession(makeConfig(tempDir()))
+    // Written by the session's supervisor, off the spawning thread.
+    await until('the state file', () => fs.existsSync(path.join(stateDir, `${sessionId}.json`)))
     expect(fs.readdirSync(stateDir)).toEqual([`${sessionId}.json`])
     const entry = JSON.parse(fs.readFileSync(path.join(stateDir, `${sessionId}.json`), 'utf8'))
     expect(entry).toMatchObject({ sessionId, daemonPid: process.pid, pid: spawner.getSessionStatus(sessionId)!.pid })

@@ -515,11 +515,7 @@ fn launch(
         r.oom = process::OomCounter::for_child();
         snapshot_of(session, &r)
     };
-    if let Some(registry) = &shared.registry {
-        if let Err(e) = registry.add(id, pid, &session.config.working_directory) {
-            tracing::warn!(error = %e, "cannot write the session's state file");
-        }
-    }
+
     shared.emit(SpawnerEvent::SessionSpawned {
         session_id: Arc::clone(id),
         pid,

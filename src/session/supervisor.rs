@@ -48,6 +48,13 @@ pub(crate) struct Running {
 /// `failed` and its group is killed, so nobody waits for it forever.
 pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     let pid = running.pid;
+    // The state file is written here, off the spawning thread (JavaScript's, for the
+    // Node binding), before anything can end the session.
+    if let Some(registry) = &shared.registry {
+        if let Err(e) = registry.add(&session.id, pid, &session.config.working_directory) {
+            tracing::warn!(error = %e, "cannot write the session's state file");
+        }
+    }
     let span = tracing::info_span!("session", id = %session.id, pid);
     let run = run(Arc::clone(&shared), Arc::clone(&session), running).instrument(span.clone());
     if let Err(panic) = CatchUnwind(Box::pin(run)).await {
