@@ -512,7 +512,6 @@ fn launch(
         r.pid = Some(pid);
         r.state = SessionState::Running;
         r.claude_session_id = prepared.conversation_id.clone();
-        r.oom = process::OomCounter::for_child();
         snapshot_of(session, &r)
     };
 
