@@ -16,29 +16,20 @@ describe('exports', () => {
     expect(SubpathNamed).toBe(ClaudeSessionSpawner)
   })
 
-  it('has SessionPool at the root and as the session-pool subpath default', () => {
-    expect(typeof SessionPool).toBe('function')
-    expect(PoolDefault).toBe(SessionPool)
-    expect(PoolNamed).toBe(SessionPool)
+  it.each([
+    ['SessionPool', 'session-pool', SessionPool, PoolDefault, PoolNamed],
+    ['SessionRecoveryManager', 'session-recovery', SessionRecoveryManager, RecoveryDefault, RecoveryNamed],
+  ])('has %s at the root and as the %s subpath default', (_, subpath, root, subpathDefault, subpathNamed) => {
+    expect(typeof root).toBe('function')
+    expect(subpathDefault).toBe(root)
+    expect(subpathNamed).toBe(root)
     const pkg = require('../package.json')
-    expect(pkg.exports['./session-pool']).toEqual({
-      types: './lib/session-pool.d.ts',
-      import: './lib/session-pool.mjs',
-      require: './lib/session-pool.js',
+    expect(pkg.exports[`./${subpath}`]).toEqual({
+      types: `./lib/${subpath}.d.ts`,
+      import: `./lib/${subpath}.mjs`,
+      require: `./lib/${subpath}.js`,
     })
-  })
-
-  it('has SessionRecoveryManager at the root and as the session-recovery subpath default', () => {
-    expect(typeof SessionRecoveryManager).toBe('function')
-    expect(RecoveryDefault).toBe(SessionRecoveryManager)
-    expect(RecoveryNamed).toBe(SessionRecoveryManager)
-    const pkg = require('../package.json')
-    expect(pkg.exports['./session-recovery']).toEqual({
-      types: './lib/session-recovery.d.ts',
-      import: './lib/session-recovery.mjs',
-      require: './lib/session-recovery.js',
-    })
-    expect(pkg.typesVersions['*']['session-recovery']).toEqual(['lib/session-recovery.d.ts'])
+    expect(pkg.typesVersions['*'][subpath]).toEqual([`lib/${subpath}.d.ts`])
   })
 
   it('resolves through the package exports map, for require and import', async () => {

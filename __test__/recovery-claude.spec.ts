@@ -4,6 +4,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import SessionRecoveryManager from 'claude-session-spawner/session-recovery'
+import { type RecoveryConfig } from 'claude-session-spawner'
 
 import { E2E_MS, claudeConfig, claudeSpawner, scripted } from './claude'
 import { nextEvent, tempDir, until, within } from './support'
@@ -22,35 +23,46 @@ function transcripts(configDir: string, id: string): string[] {
     .filter((f) => fs.existsSync(f))
 }
 
+/**
+ * A Claude Code session that ran `command` and is then left waiting for a model that
+ * never answers; `finish` is the model's answer after the restart. The session is
+ * ready to be killed once Claude Code's transcript holds the command and its result
+ * (it writes the transcript a moment after each request).
+ */
+async function midTask(command: string, finish: string, recovery: Partial<RecoveryConfig>) {
+  const model = await scripted([
+    { toolUse: { name: 'Bash', input: { command, description: 'first step' } } },
+    { hang: true },
+    { text: finish },
+  ])
+  const config = claudeConfig(model)
+  const spawner = claudeSpawner()
+  const manager = new SessionRecoveryManager(spawner, {
+    enabled: true,
+    maxRetries: 2,
+    retryDelay: 100,
+    backoffMultiplier: 2,
+    saveCrashDumps: false,
+    strategy: 'delayed',
+    ...recovery,
+  })
+  const { sessionId, status } = await spawner.spawnSession(config)
+  const conversation = status.claudeSessionId!
+  await until('the second model request (the command ran)', () => model.conversation.length >= 2, E2E_MS)
+  const configDir = config.environmentVariables!.CLAUDE_CONFIG_DIR
+  const recorded = () => transcripts(configDir, conversation).some((f) => fs.readFileSync(f, 'utf8').includes('tool_result'))
+  await until('the transcript to hold the command and its result', recorded, E2E_MS)
+  return { model, config, configDir, spawner, manager, sessionId, status, conversation }
+}
+
 describe('recovering Claude Code sessions', () => {
   it('resumes the conversation of a session killed mid-task; the new session completes', async () => {
-    // The first answer runs a command; the model then never answers, so the agent is
-    // mid-task when it is killed. After the restart, the model finishes.
-    const model = await scripted([
-      { toolUse: { name: 'Bash', input: { command: 'echo step-one > one.txt', description: 'first step' } } },
-      { hang: true },
-      { text: 'Picked up where we left off; all done.' },
-    ])
-    const config = claudeConfig(model)
-    const spawner = claudeSpawner()
-    const manager = new SessionRecoveryManager(spawner, {
-      enabled: true,
-      maxRetries: 2,
-      retryDelay: 100,
-      backoffMultiplier: 2,
-      saveCrashDumps: true,
-      crashDumpDirectory: path.join(tempDir(), 'dumps'),
-      strategy: 'delayed',
-    })
-    const { sessionId, status } = await spawner.spawnSession(config)
-    const conversation = status.claudeSessionId!
-
-    await until('the second model request (the command ran)', () => model.conversation.length >= 2, E2E_MS)
+    const { model, config, spawner, manager, sessionId, status, conversation } = await midTask(
+      'echo step-one > one.txt',
+      'Picked up where we left off; all done.',
+      { saveCrashDumps: true, crashDumpDirectory: path.join(tempDir(), 'dumps') },
+    )
     expect(fs.readFileSync(path.join(config.workingDirectory, 'one.txt'), 'utf8')).toBe('step-one\n')
-    // Claude Code writes its transcript a moment after the request; kill once the command is in it.
-    const configDir = config.environmentVariables!.CLAUDE_CONFIG_DIR
-    const recorded = () => transcripts(configDir, conversation).some((f) => fs.readFileSync(f, 'utf8').includes('tool_result'))
-    await until('the transcript to hold the command and its result', recorded, E2E_MS)
     const analyzed = nextEvent<any>(manager, 'crash-analyzed', (e) => e.sessionId === sessionId)
     const dumped = nextEvent<any>(manager, 'crash-dump-saved', (e) => e.sessionId === sessionId)
     const succeeded = nextEvent<any>(manager, 'recovery-succeeded', (e) => e.sessionId === sessionId)
@@ -91,27 +103,15 @@ describe('recovering Claude Code sessions', () => {
   })
 
   it('starts afresh with the original task when the transcript is gone, and says so', async () => {
-    const model = await scripted([
-      { toolUse: { name: 'Bash', input: { command: 'echo once > once.txt', description: 'first step' } } },
-      { hang: true },
-      { text: 'Started over and finished.' },
-    ])
-    const config = claudeConfig(model)
-    const spawner = claudeSpawner()
-    const manager = new SessionRecoveryManager(spawner, {
-      enabled: true,
+    const { model, configDir, manager, spawner, sessionId, status } = await midTask('echo once > once.txt', 'Started over and finished.', {
       maxRetries: 1,
       retryDelay: 0,
       backoffMultiplier: 1,
-      saveCrashDumps: false,
       strategy: 'manual',
     })
-    const { sessionId, status } = await spawner.spawnSession(config)
-    await until('the second model request', () => model.conversation.length >= 2, E2E_MS)
     const pending = nextEvent(manager, 'crash-analyzed', (e: any) => e.sessionId === sessionId)
     process.kill(status.pid!, 'SIGKILL')
     await pending
-    const configDir = config.environmentVariables!.CLAUDE_CONFIG_DIR
     const files = transcripts(configDir, status.claudeSessionId!)
     expect(files).toHaveLength(1)
     for (const f of files) fs.unlinkSync(f)

@@ -19,10 +19,9 @@ function releaseRecovery(spawner, sessionId) {
   queueMicrotask(() => owners.get(spawner)?.delete(sessionId))
 }
 
-/** Who restarts this session, having ended in `state`, if someone other than the recovery manager does. */
-function recoveryOwner(spawner, sessionId, state) {
-  const claim = owners.get(spawner)?.get(sessionId)
-  return claim !== undefined && claim.states.includes(state) ? claim.owner : undefined
+/** `{ owner, states }` when someone other than the recovery manager restarts this session. */
+function recoveryClaim(spawner, sessionId) {
+  return owners.get(spawner)?.get(sessionId)
 }
 
-module.exports = { kRecovery, claimRecovery, releaseRecovery, recoveryOwner }
+module.exports = { kRecovery, claimRecovery, releaseRecovery, recoveryClaim }

@@ -9,7 +9,7 @@ const { EventEmitter } = require('node:events')
 const native = require('./native')
 const { ClaudeSessionSpawner } = require('./spawner')
 const convert = require('./convert')
-const { kRecovery, recoveryOwner } = require('./internal')
+const { kRecovery, recoveryClaim } = require('./internal')
 
 /** Finished recoveries kept for getRecoveryStatus; the statistics count them all. */
 const FINISHED_KEPT = 1000
@@ -92,8 +92,12 @@ class SessionRecoveryManager extends EventEmitter {
       // replaced, or the recovery abandoned).
       if (rec.current === sessionId) this.#attemptEnded(rec, sessionId, status)
     } else if (this.#handles(status)) {
-      this.handleCrash(sessionId).catch((error) => this.emit('recovery-error', { sessionId, error }))
+      this.#handleEnded(sessionId, status)
     }
+  }
+
+  #handleEnded(sessionId, status) {
+    this.#handle(sessionId, undefined, status.state).catch((error) => this.emit('recovery-error', { sessionId, error }))
   }
 
   async handleCrash(sessionId, crashReport) {
@@ -101,6 +105,11 @@ class SessionRecoveryManager extends EventEmitter {
     if (crashReport !== undefined && (typeof crashReport !== 'object' || crashReport === null)) {
       throw argError('crashReport must be an object')
     }
+    return this.#handle(sessionId, crashReport, undefined)
+  }
+
+  /** A crash: recorded, then recovered here, left to its owner, or counted against its recovery. `state`: how it ended, when known. */
+  async #handle(sessionId, crashReport, state) {
     if (this.#handled.has(sessionId)) return
     const report = crashReport ?? this.#hooks.crashReport(sessionId)
     if (report === null) {
@@ -113,10 +122,9 @@ class SessionRecoveryManager extends EventEmitter {
       this.#attemptFailed(rec, `its new session ${sessionId} crashed (${analysis.crashType})`)
       return
     }
-    const state = this.#spawner.getSessionStatus(sessionId)?.state ?? 'crashed'
-    const owner = recoveryOwner(this.#spawner, sessionId, state)
-    if (owner !== undefined) {
-      this.emit('recovery-deferred', { sessionId, owner })
+    const claim = recoveryClaim(this.#spawner, sessionId)
+    if (claim !== undefined && claim.states.includes(state ?? this.#spawner.getSessionStatus(sessionId)?.state)) {
+      this.emit('recovery-deferred', { sessionId, owner: claim.owner })
       return
     }
     if (!this.#config.enabled) return
@@ -256,7 +264,7 @@ class SessionRecoveryManager extends EventEmitter {
     }
     rec.latest = sessionId
     if (this.#handles(status)) {
-      this.handleCrash(sessionId).catch((error) => this.emit('recovery-error', { sessionId, error }))
+      this.#handleEnded(sessionId, status)
       return
     }
     this.#remember(sessionId)

@@ -71,10 +71,9 @@ class ClaudeSessionSpawner extends EventEmitter {
    * `stateDir`), records each in this spawner's history as `crashed`, and reports.
    */
   async reapOrphans() {
-    const report = await this.#native.reapOrphans().catch((error) => {
+    return this.#native.reapOrphans().catch((error) => {
       throw convert.error(error)
     })
-    return report
   }
 
   /** The agent executable this spawner starts. */

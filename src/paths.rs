@@ -42,6 +42,50 @@ fn ensure_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// `dir` and its missing parents, created 0700; `dir` must be a real directory (a
+/// symlink is refused). For directories the caller names, such as dump and state
+/// directories.
+pub fn private_dir_all(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        return Err(io::Error::other(format!("{} is not a real directory", dir.display())));
+    }
+    Ok(())
+}
+
+/// Writes `target` (0600) all at once: a temporary file beside it, then renamed over
+/// it (`replace`) or linked to its name, which fails if it exists (no `replace`).
+/// With `sync`, the data reach the disk before the file appears.
+pub fn write_atomically(target: &Path, bytes: &[u8], replace: bool, sync: bool) -> io::Result<()> {
+    use std::io::Write;
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let written = (|| {
+        let mut file = new_private_file(&temp)?;
+        file.write_all(bytes)?;
+        if sync {
+            file.sync_all()?;
+        }
+        if replace {
+            std::fs::rename(&temp, target)
+        } else {
+            std::fs::hard_link(&temp, target)
+        }
+    })();
+    if !replace || written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written?;
+    if sync {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
 /// Creates the directory of session `id`: it must be new.
 pub fn session_dir(working_directory: &Path, id: &str) -> io::Result<PathBuf> {
     if !is_session_id(id) {

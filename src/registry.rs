@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::paths::new_private_file;
+use crate::paths::{private_dir_all, write_atomically};
 use crate::process;
 
 /// Where state files go by default: `$XDG_STATE_HOME` or `~/.local/state`, then
@@ -97,12 +97,7 @@ pub struct Registry {
 impl Registry {
     /// Opens (creating, 0700) the registry in `dir`.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        let meta = std::fs::symlink_metadata(dir)?;
-        if meta.file_type().is_symlink() || !meta.is_dir() {
-            return Err(io::Error::other(format!("{} is not a real directory", dir.display())));
-        }
+        private_dir_all(dir)?;
         let daemon_pid = std::process::id();
         Ok(Self { dir: dir.to_owned(), daemon_pid, daemon_start_time: start_time(daemon_pid).unwrap_or(0) })
     }
@@ -126,16 +121,9 @@ impl Registry {
             daemon_start_time: self.daemon_start_time,
             working_directory: working_directory.to_owned(),
         };
-        let temp = self.dir.join(format!(".{session_id}.{}.tmp", uuid::Uuid::new_v4().simple()));
-        let written = (|| {
-            let mut f = new_private_file(&temp)?;
-            serde_json::to_writer(&mut f, &entry.to_json())?;
-            std::fs::rename(&temp, self.file(session_id))
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        written
+        // Not synced: a state file matters after a daemon crash, not a machine crash
+        // (which ends the agents too).
+        write_atomically(&self.file(session_id), entry.to_json().to_string().as_bytes(), true, false)
     }
 
     /// Forgets a session that ended.

@@ -384,8 +384,7 @@ impl Spawner {
             ));
             session.record.lock().pid = Some(orphan.pid);
             self.shared.table.lock().insert(Arc::clone(&session));
-            if let Some(status) = session.finish(SessionState::Crashed, Some(message)) {
-                let _ = status;
+            if session.finish(SessionState::Crashed, Some(message)).is_some() {
                 self.shared.table.lock().on_ended(&session);
                 session.notify_ended();
             }

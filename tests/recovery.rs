@@ -5,9 +5,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::SystemTime;
-
-use claude_session_spawner::recovery::{analyze, respawn_config, write_dump, CrashType, RecoveryConfig};
+use claude_session_spawner::recovery::{analyze, respawn_config, CrashType, RecoveryConfig};
 use claude_session_spawner::*;
 use support::*;
 
@@ -28,12 +26,16 @@ async fn a_segfault_is_analysed_from_the_exit_status_and_dumped() {
     let analysis = analyze(&facts);
     assert_eq!((analysis.crash_type, analysis.evidence.as_str()), (CrashType::Segfault, "exit status: signal SIGSEGV"));
 
-    let stored = spawner.session_config(&s.session_id).expect("the config is kept");
-    let dump = serde_json::json!({"config": stored.to_json(true), "analysis": analysis.evidence});
+    assert!(spawner.session_config(&s.session_id).is_some(), "the config is kept");
     let dumps = dir.path().join("dumps");
-    let path = write_dump(&dumps, &s.session_id, SystemTime::now(), &dump).unwrap();
+    let report = serde_json::json!({"sessionId": s.session_id, "signal": "SIGSEGV"});
+    let path = spawner.write_crash_dump(&s.session_id, &dumps, report, &analysis).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("[redacted]") && !text.contains("hunter2"));
+    let dump: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dump["analysis"]["crashType"], "segfault");
+    assert_eq!(dump["exitStatus"]["signal"], "SIGSEGV");
+    assert!(dump["stdoutTail"].as_str().unwrap().contains("before the fault"));
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!((mode(&path), mode(&dumps)), (0o600, 0o700));
 }

@@ -57,10 +57,12 @@ impl fmt::Display for ExitStatus {
 
 /// The conventional name of a signal number, e.g. `SIGSEGV`; `SIG<n>` when unknown.
 pub fn signal_name(signal: i32) -> String {
-    SIGNALS
-        .iter()
-        .find(|(n, _)| *n == signal)
-        .map_or_else(|| format!("SIG{signal}"), |(_, name)| (*name).to_owned())
+    known_signal_name(signal).map_or_else(|| format!("SIG{signal}"), str::to_owned)
+}
+
+/// The conventional name of a signal number this platform defines.
+pub fn known_signal_name(signal: i32) -> Option<&'static str> {
+    SIGNALS.iter().find(|(n, _)| *n == signal).map(|(_, name)| *name)
 }
 
 /// The number of a signal named like `SIGTERM` or `TERM`.

@@ -14,14 +14,6 @@ pub struct OomCounter {
 }
 
 impl OomCounter {
-    /// The counter of `pid`'s memory cgroup, if this system has one to read.
-    pub fn of_pid(pid: u32) -> Option<Self> {
-        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let path = counter_path(&cgroups, Path::new("/sys/fs/cgroup"))?;
-        let at_start = read_count(&path)?;
-        Some(Self { path, at_start })
-    }
-
     /// The counter of a child just started by this process: children start in their
     /// parent's cgroup, so the file is found once per process and only the count is
     /// read per session.

@@ -30,6 +30,16 @@ impl CrashType {
     }
 }
 
+impl std::str::FromStr for CrashType {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        [Self::Oom, Self::Timeout, Self::Segfault, Self::Network, Self::Permission, Self::Unknown]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or(())
+    }
+}
+
 impl fmt::Display for CrashType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -54,6 +64,22 @@ pub struct CrashFacts {
     pub output: String,
 }
 
+/// What a caller that keeps only the contract's report (not the session) knows:
+/// `state`, `signal`, `exitCode`, `lastOutput` and `stackTrace` of a report in the
+/// contract's JSON shape.
+impl CrashFacts {
+    pub fn from_report_json(report: &serde_json::Value) -> Self {
+        let text = |k: &str| report[k].as_str().unwrap_or_default();
+        Self {
+            state: report["state"].as_str().and_then(|s| s.parse().ok()),
+            signal: report["signal"].as_str().map(str::to_owned),
+            exit_code: report["exitCode"].as_i64().and_then(|c| i32::try_from(c).ok()),
+            output: format!("{}\n{}", text("lastOutput"), text("stackTrace")),
+            ..Self::default()
+        }
+    }
+}
+
 /// The contract's `CrashAnalysis`, plus the evidence that decided it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CrashAnalysis {
@@ -70,38 +96,48 @@ pub struct CrashAnalysis {
     pub signal: Option<String>,
 }
 
-/// Signal names by number (Linux numbering for the ones that differ by platform are
-/// taken from libc).
-pub fn signal_name(n: i32) -> Option<&'static str> {
-    Some(match n {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGSYS => "SIGSYS",
-        _ => return None,
-    })
+impl CrashAnalysis {
+    /// The contract's JSON shape, plus `evidence` and `signal`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "crashType": self.crash_type.as_str(),
+            "rootCause": self.root_cause,
+            "recommendation": self.recommendation,
+            "confidence": self.confidence,
+            "suggestedFixes": self.suggested_fixes,
+            "evidence": self.evidence,
+            "signal": self.signal,
+        })
+    }
+
+    /// Reads [`CrashAnalysis::to_json`]'s shape; missing fields are empty (an
+    /// unknown type is `unknown`).
+    pub fn from_json(v: &serde_json::Value) -> Self {
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        Self {
+            crash_type: v["crashType"].as_str().and_then(|t| t.parse().ok()).unwrap_or(CrashType::Unknown),
+            root_cause: text("rootCause"),
+            recommendation: text("recommendation"),
+            confidence: v["confidence"].as_f64().unwrap_or(0.5),
+            suggested_fixes: v["suggestedFixes"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+            evidence: text("evidence"),
+            signal: v["signal"].as_str().map(str::to_owned),
+        }
+    }
 }
 
 /// The signal an exit code 128+N stands for, when N is a signal a process dies of
 /// (shells, and agents that trap a signal, such as Claude Code exiting 143 on
 /// SIGTERM, report deaths this way).
 pub fn signal_from_exit_code(code: i32) -> Option<&'static str> {
-    if code > 128 && code < 128 + 32 {
-        signal_name(code - 128)
+    // Signals whose default action is not to end the process do not explain an exit.
+    const NOT_DEADLY: [i32; 8] =
+        [libc::SIGCHLD, libc::SIGCONT, libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGURG, libc::SIGWINCH];
+    if code > 128 && code < 128 + 32 && !NOT_DEADLY.contains(&(code - 128)) {
+        crate::process::known_signal_name(code - 128)
     } else {
         None
     }
@@ -336,6 +372,15 @@ mod tests {
         let a = analyze(&facts(Some("SIGABRT"), None, "FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory"));
         assert_eq!(a.crash_type, CrashType::Oom);
         assert_eq!(analyze(&facts(Some("SIGABRT"), None, "")).crash_type, CrashType::Segfault);
+    }
+
+    #[test]
+    fn analyses_round_trip_through_json() {
+        let a = analyze(&facts(None, Some(139), ""));
+        assert_eq!(CrashAnalysis::from_json(&a.to_json()), a);
+        let report = serde_json::json!({"signal": "SIGBUS", "lastOutput": "x", "stackTrace": "y"});
+        let f = CrashFacts::from_report_json(&report);
+        assert_eq!((f.signal.as_deref(), f.output.as_str()), (Some("SIGBUS"), "x\ny"));
     }
 
     #[test]

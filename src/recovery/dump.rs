@@ -2,27 +2,17 @@
 //! then linked under its final name, so a reader never sees half a dump and an
 //! existing dump is never replaced), 0600 in a 0700 directory.
 
-use std::fs::{DirBuilder, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::paths::new_private_file;
+use crate::paths::{is_session_id, private_dir_all, write_atomically};
 
 /// How much of each log's end a dump keeps.
 pub const DUMP_TAIL_BYTES: u64 = 64 * 1024;
-
-/// Session ids that may become part of a file name: letters, digits, `.`, `_`, `-`,
-/// not starting with a dot, at most 128 characters.
-pub fn is_safe_session_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
 
 /// The contract's file name: `crash-<sessionId>-<ISO time, ':' as '-'>.json`.
 pub fn dump_file_name(session_id: &str, at: SystemTime) -> String {
@@ -31,31 +21,17 @@ pub fn dump_file_name(session_id: &str, at: SystemTime) -> String {
 }
 
 /// Writes `dump` into `dir` (created 0700 where missing; it must be a real
-/// directory) as the contract names it; returns the file's path.
+/// directory) as the contract names it, for a session id of this spawner's form;
+/// returns the file's path.
 pub fn write_dump(dir: &Path, session_id: &str, at: SystemTime, dump: &Value) -> io::Result<PathBuf> {
-    if !is_safe_session_id(session_id) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("session id {session_id:?} cannot name a file")));
+    if !is_session_id(session_id) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{session_id:?} is not a session id")));
     }
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let meta = std::fs::symlink_metadata(dir)?;
-    if meta.file_type().is_symlink() || !meta.is_dir() {
-        return Err(io::Error::other(format!("{} is not a real directory", dir.display())));
-    }
-    let name = dump_file_name(session_id, at);
-    let target = dir.join(&name);
-    let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let written = (|| {
-        let mut file = new_private_file(&temp)?;
-        serde_json::to_writer_pretty(&mut file, dump)?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        std::fs::hard_link(&temp, &target)
-    })();
-    let _ = std::fs::remove_file(&temp);
-    written?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    private_dir_all(dir)?;
+    let target = dir.join(dump_file_name(session_id, at));
+    let mut text = serde_json::to_vec_pretty(dump)?;
+    text.push(b'\n');
+    write_atomically(&target, &text, false, true)?;
     Ok(target)
 }
 
@@ -91,26 +67,28 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, UNIX_EPOCH};
 
+    const ID: &str = "claude-session-6f1c0b53-2f6e-4a57-9d43-6a7f2e1b8c90";
+
     #[test]
     fn writes_private_files_in_a_private_directory() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("a/crash-dumps");
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let path = write_dump(&dir, "claude-session-1", at, &serde_json::json!({"x": 1})).unwrap();
-        assert_eq!(path.file_name().unwrap(), "crash-claude-session-1-2023-11-14T22-13-20.123Z.json");
+        let path = write_dump(&dir, ID, at, &serde_json::json!({"x": 1})).unwrap();
+        assert_eq!(path.file_name().unwrap().to_str().unwrap(), format!("crash-{ID}-2023-11-14T22-13-20.123Z.json"));
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode(&path), mode(&dir)), (0o600, 0o700));
         let back: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(back["x"], 1);
         // No temporary file is left, and a second dump at the same instant does not replace the first.
-        assert!(write_dump(&dir, "claude-session-1", at, &serde_json::json!({"x": 2})).is_err());
+        assert!(write_dump(&dir, ID, at, &serde_json::json!({"x": 2})).is_err());
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     }
 
     #[test]
     fn refuses_ids_that_are_not_file_names() {
         let root = tempfile::tempdir().unwrap();
-        for bad in ["../../etc/passwd", "a/b", "", ".hidden", "x\0y"] {
+        for bad in ["../../etc/passwd", "a/b", "", ".hidden", "x\0y", "claude-session-../x"] {
             let e = write_dump(root.path(), bad, SystemTime::now(), &Value::Null).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
         }
@@ -123,7 +101,8 @@ mod tests {
         let elsewhere = root.path().join("elsewhere");
         std::fs::create_dir(&elsewhere).unwrap();
         std::os::unix::fs::symlink(&elsewhere, root.path().join("dumps")).unwrap();
-        assert!(write_dump(&root.path().join("dumps"), "s", SystemTime::now(), &Value::Null).is_err());
+        let e = write_dump(&root.path().join("dumps"), ID, SystemTime::now(), &Value::Null).unwrap_err();
+        assert!(e.to_string().contains("not a real directory"), "{e}");
         assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 

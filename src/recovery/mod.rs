@@ -11,8 +11,9 @@ mod analysis;
 mod config;
 mod dump;
 mod respawn;
+mod session;
 
-pub use analysis::{analyze, signal_from_exit_code, signal_name, CrashAnalysis, CrashFacts, CrashType};
+pub use analysis::{analyze, signal_from_exit_code, CrashAnalysis, CrashFacts, CrashType};
 pub use config::{RecoveryConfig, Strategy};
-pub use dump::{cli_version, dump_file_name, file_tail, is_safe_session_id, write_dump, DUMP_TAIL_BYTES};
+pub use dump::{cli_version, dump_file_name, file_tail, write_dump, DUMP_TAIL_BYTES};
 pub use respawn::{claude_config_dir, respawn_config, resume_message, transcript_exists, Respawn};
