@@ -256,7 +256,7 @@ export interface BudgetExceededEvent {
 /** Added: what `reapOrphans()` found in the state directory and did. */
 export interface ReapReport {
   /** Sessions whose daemon is gone; each is now in this spawner's history as `crashed`. */
-  orphans: Array<{ sessionId: string; pid: number; daemonPid: number; workingDirectory: string; wasRunning: boolean }>
+  orphans: Array<{ sessionId: string; pid: number; daemonPid: number; workingDirectory: string; wasRunning: boolean; leftovers: number }>
   /** State files of sessions whose daemon still runs (left alone). */
   ownedByLiveDaemons: number
   /** Unreadable state files (removed). */

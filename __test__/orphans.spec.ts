@@ -1,5 +1,6 @@
-// When a daemon dies (SIGKILL: no exit hook runs), the next one finds its sessions'
-// state files and stops what is left of them.
+// When a daemon dies (SIGKILL: no exit hook runs), its agents die with it (their
+// parent-death signal), and the next daemon finds its sessions' state files and stops
+// what is left of them.
 import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -54,15 +55,18 @@ describe('a daemon that died', () => {
 
     child.kill('SIGKILL')
     await within(exited, 'the daemon to die')
-    // Nothing stopped them: the agents and their sleepers outlive the daemon.
-    for (const [, pid] of sessions) expect(alive(pid)).toBe(true)
+    // The agents die with their daemon (parent-death signal); what they started does
+    // not get that signal and outlives it.
+    for (const [, pid] of sessions) await until(`agent ${pid} to die with its daemon`, () => !alive(pid), 5000)
     for (const pid of sleepers) expect(alive(pid)).toBe(true)
 
     const next = new ClaudeSessionSpawner({ stateDir, gracePeriodMs: 500 })
     const report = await within(next.reapOrphans(), 'reapOrphans')
     expect(report.stateDir).toBe(stateDir)
     expect(report.orphans.map((o) => o.sessionId).sort()).toEqual(sessions.map(([id]) => id).sort())
-    expect(report.orphans.every((o) => o.wasRunning && o.daemonPid === child.pid && o.workingDirectory === dir)).toBe(true)
+    for (const orphan of report.orphans) {
+      expect(orphan).toMatchObject({ wasRunning: false, leftovers: 2, daemonPid: child.pid, workingDirectory: dir })
+    }
     for (const [, pid] of sessions) {
       await until(`group ${pid} to be gone`, () => !alive(pid) && groupMembers(pid).length === 0, 5000)
     }
@@ -71,7 +75,9 @@ describe('a daemon that died', () => {
     for (const [id, pid] of sessions) {
       const status = next.getSessionStatus(id)!
       expect(status).toMatchObject({ state: 'crashed', pid })
-      expect(status.errorMessage).toBe(`orphaned: its daemon (pid ${child.pid}) died while it ran; its process group was stopped by reapOrphans`)
+      expect(status.errorMessage).toBe(
+        `orphaned: its daemon (pid ${child.pid}) died while it ran; its agent had already exited; 2 processes it started were stopped by reapOrphans`,
+      )
     }
     // A second sweep finds nothing.
     expect((await next.reapOrphans()).orphans).toEqual([])

@@ -18,6 +18,7 @@
 //! | `invalid-utf8` | writes bytes that are not UTF-8, then a newline |
 //! | `spawn-sleepers:<n>` | starts `n` children that sleep, prints `sleeper: <pid>` each |
 //! | `spawn-escapee` | starts a child that leaves the process group (`setsid`) and sleeps, keeping stdout open; prints `escapee: <pid>` |
+//! | `spawn-daemon` | like `spawn-escapee`, but the child's stdout and stderr are `/dev/null` (a daemon that holds nothing of the session); prints `daemon: <pid>` |
 //! | `child:<steps>` | starts a child running `<steps>` (comma-separated), prints `child: <pid>` |
 //! | `on-term-write:<path>` | from now on SIGTERM writes `cleaned` to `<path>` and exits 0 |
 //! | `close-stdout` | closes its stdout |
@@ -134,11 +135,15 @@ fn run(step: &str) {
                 std::mem::forget(child);
             }
         }
-        "spawn-escapee" => {
+        "spawn-escapee" | "spawn-daemon" => {
             use std::os::unix::process::CommandExt;
+            use std::process::Stdio;
             let me = std::env::current_exe().expect("own path");
             let mut command = std::process::Command::new(me);
-            command.arg("hang").stdin(std::process::Stdio::null());
+            command.arg("hang").stdin(Stdio::null());
+            if name == "spawn-daemon" {
+                command.stdout(Stdio::null()).stderr(Stdio::null());
+            }
             // SAFETY: setsid is async-signal-safe, as pre_exec requires.
             unsafe {
                 command.pre_exec(|| {
@@ -147,7 +152,8 @@ fn run(step: &str) {
                 });
             }
             let child = command.spawn().expect("spawn escapee");
-            line(&mut out, &format!("escapee: {}", child.id()));
+            let what = if name == "spawn-daemon" { "daemon" } else { "escapee" };
+            line(&mut out, &format!("{what}: {}", child.id()));
             std::mem::forget(child);
         }
         "child" => {

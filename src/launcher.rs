@@ -9,6 +9,22 @@ use std::sync::{Mutex, OnceLock};
 
 type Job = Box<dyn FnOnce() + Send>;
 
+thread_local! {
+    static IS_LAUNCHER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread lives as long as the process: the launcher, or the
+/// process's main thread (JavaScript's, for the Node binding). A parent-death signal
+/// is only safe from such a thread.
+pub(crate) fn thread_outlives_sessions() -> bool {
+    // SAFETY: gettid and getpid have no preconditions.
+    #[cfg(target_os = "linux")]
+    let main = unsafe { libc::gettid() == libc::getpid() };
+    #[cfg(not(target_os = "linux"))]
+    let main = false;
+    main || IS_LAUNCHER.with(|l| l.get())
+}
+
 static LAUNCHER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
 
 fn sender() -> &'static Mutex<Sender<Job>> {
@@ -17,6 +33,7 @@ fn sender() -> &'static Mutex<Sender<Job>> {
         std::thread::Builder::new()
             .name("session-launcher".into())
             .spawn(move || {
+                IS_LAUNCHER.with(|l| l.set(true));
                 for job in rx {
                     // A job reports its own failures; a panic must not end the thread.
                     if catch_unwind(AssertUnwindSafe(job)).is_err() {

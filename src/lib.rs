@@ -47,6 +47,7 @@ pub mod registry;
 mod session;
 mod spawner;
 pub mod status;
+mod sweep;
 mod table;
 
 #[cfg(feature = "napi")]

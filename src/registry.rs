@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::paths::{private_dir_all, write_atomically};
 use crate::process;
+use crate::spawner::SESSION_ID_ENV;
 
 /// Where state files go by default: `$XDG_STATE_HOME` or `~/.local/state`, then
 /// `claude-session-spawner/`.
@@ -77,13 +78,23 @@ impl LiveSession {
 /// What `reap_orphans` found and did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReapReport {
-    /// Sessions whose daemon is gone, with whether their agent was still running
-    /// (and was stopped).
-    pub orphans: Vec<(LiveSession, bool)>,
+    /// Sessions whose daemon is gone.
+    pub orphans: Vec<Orphan>,
     /// State files of sessions whose daemon still runs (left alone).
     pub owned_by_live_daemons: usize,
     /// Unreadable state files, removed.
     pub invalid: usize,
+}
+
+/// A session whose daemon died, and what was done about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Orphan {
+    pub session: LiveSession,
+    /// Its agent still ran (same pid, same start time), and its group was stopped.
+    pub was_running: bool,
+    /// Processes it had started that were stopped, found by the session id in their
+    /// environment (in the agent's group or out of it), the agent not counted.
+    pub leftovers: usize,
 }
 
 /// A directory of state files.
@@ -132,8 +143,8 @@ impl Registry {
     }
 
     /// Finds sessions whose daemon is gone; stops what is left of each (SIGTERM to
-    /// its process group, SIGKILL after `grace`) when the pid still belongs to it;
-    /// removes their state files.
+    /// its process group when the pid still belongs to it, and to every process
+    /// tagged with its id; SIGKILL to both after `grace`); removes their state files.
     pub fn reap_orphans(&self, grace: Duration) -> io::Result<ReapReport> {
         let mut report = ReapReport::default();
         let mut running = Vec::new();
@@ -168,6 +179,10 @@ impl Registry {
             }
             running.push((path, entry, alive));
         }
+        // What the sessions started carries their ids, in the group or out of it, and
+        // outlives a leader that is gone (or was killed by its parent-death signal).
+        let ids: Vec<&str> = running.iter().map(|(_, e, _)| e.session_id.as_str()).collect();
+        let mut tagged = process::signal_tagged(SESSION_ID_ENV, &ids, libc::SIGTERM);
         let deadline = std::time::Instant::now() + grace;
         for (_, entry, alive) in &running {
             if !alive {
@@ -180,9 +195,17 @@ impl Registry {
             // stays theirs as long as one of them lives.
             let _ = process::signal_group(entry.pgid, libc::SIGKILL);
         }
-        for (path, entry, alive) in running {
+        let ids: Vec<&str> = running.iter().map(|(_, e, _)| e.session_id.as_str()).collect();
+        for (id, pids) in process::signal_tagged(SESSION_ID_ENV, &ids, libc::SIGKILL) {
+            tagged.entry(id).or_default().extend(pids);
+        }
+        for (path, entry, was_running) in running {
             let _ = std::fs::remove_file(path);
-            report.orphans.push((entry, alive));
+            let mut pids = tagged.remove(&entry.session_id).unwrap_or_default();
+            pids.sort_unstable();
+            pids.dedup();
+            pids.retain(|pid| *pid != entry.pid);
+            report.orphans.push(Orphan { leftovers: pids.len(), session: entry, was_running });
         }
         Ok(report)
     }
@@ -236,7 +259,7 @@ mod tests {
         std::fs::write(dir.path().join("claude-session-old.json"), stale.to_json().to_string()).unwrap();
         std::fs::write(dir.path().join("garbage.json"), "{").unwrap();
         let report = reg.reap_orphans(Duration::ZERO).unwrap();
-        assert_eq!(report.orphans, vec![(stale, false)]);
+        assert_eq!(report.orphans, vec![Orphan { session: stale, was_running: false, leftovers: 0 }]);
         assert_eq!(report.invalid, 1);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

@@ -365,12 +365,17 @@ impl Spawner {
             return Ok(ReapReport::default());
         };
         let report = registry.reap_orphans(self.shared.options.grace_period)?;
-        for (orphan, was_running) in &report.orphans {
-            let message = format!(
-                "orphaned: its daemon (pid {}) died while it ran; {}",
-                orphan.daemon_pid,
-                if *was_running { "its process group was stopped by reapOrphans" } else { "its agent had already exited" }
-            );
+        for crate::registry::Orphan { session: orphan, was_running, leftovers } in &report.orphans {
+            let what = match (*was_running, *leftovers) {
+                (true, _) => "its process group was stopped by reapOrphans".to_owned(),
+                (false, 0) => "its agent had already exited".to_owned(),
+                (false, n) => format!(
+                    "its agent had already exited; {n} process{} it started {} stopped by reapOrphans",
+                    if n == 1 { "" } else { "es" },
+                    if n == 1 { "was" } else { "were" }
+                ),
+            };
+            let message = format!("orphaned: its daemon (pid {}) died while it ran; {what}", orphan.daemon_pid);
             let config = SessionConfig { working_directory: orphan.working_directory.clone(), ..SessionConfig::default() };
             let dir = orphan.working_directory.join(".vp-daemon").join("sessions").join(&orphan.session_id);
             let session = Arc::new(Session::new(
@@ -424,10 +429,12 @@ impl Spawner {
         m
     }
 
-    /// Kills every live session's process group at once (SIGKILL). For a daemon that
-    /// is going away; the supervisors then record the sessions as `terminated`.
+    /// Kills every live session's process group at once (SIGKILL), and the processes
+    /// that left those groups. For a daemon that is going away; the supervisors then
+    /// record the sessions as `terminated`.
     pub fn kill_all(&self) {
         let sessions: Vec<_> = self.shared.table.lock().all().cloned().collect();
+        let mut live: Vec<Arc<str>> = Vec::new();
         for session in sessions {
             // Signal under the lock: the supervisor marks `exited` under it before
             // reaping, so the group id cannot have been reused.
@@ -439,12 +446,16 @@ impl Spawner {
             r.stop.get_or_insert(StopReason::Terminated);
             if let (Some(pid), false) = (r.pid, r.exited) {
                 let _ = process::signal_group(pid, libc::SIGKILL);
+                live.push(Arc::clone(&session.id));
                 // The daemon may be gone before the supervisor records the end.
                 if let Some(registry) = &self.shared.registry {
                     registry.remove(&session.id);
                 }
             }
         }
+        // Their processes outside the groups too: no sweep comes after the daemon.
+        let ids: Vec<&str> = live.iter().map(|id| &**id).collect();
+        crate::sweep::now(&ids);
     }
 }
 
@@ -614,6 +625,7 @@ fn prepare(
             cwd: wd.clone(),
             base_env: inherited(&shared.options.inherit_env, base_env),
             env,
+            parent_death_signal: launcher::thread_outlives_sessions(),
         },
         first_input: launch.first_input,
         conversation_id: (shared.options.protocol == crate::protocol::Protocol::StreamJson).then_some(conversation_id),

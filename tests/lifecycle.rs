@@ -200,6 +200,47 @@ async fn a_leftover_that_ignores_sigterm_is_killed_a_moment_later() {
     all_gone(&[child], result.status.pid.unwrap()).await;
 }
 
+fn pid_after(prefix: &str, stdout: &str) -> u32 {
+    stdout.lines().find_map(|l| l.strip_prefix(prefix)).expect(prefix).trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_process_that_left_the_group_holding_the_output_is_killed_and_the_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["spawn-escapee", "exit:0"], &rec);
+    let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
+    assert_eq!(status.state, SessionState::Completed);
+    let escapee = pid_after("escapee: ", &status.stdout);
+    wait_until("the escapee to be killed", || !alive(escapee)).await;
+}
+
+#[tokio::test]
+async fn a_daemon_started_by_the_agent_outside_its_group_dies_with_the_session() {
+    for stop in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::new();
+        let steps: &[&str] = if stop { &["spawn-daemon", "hang"] } else { &["spawn-daemon", "exit:0"] };
+        let spawner = spawner(steps, &rec);
+        let result = spawner.spawn_session(config(dir.path())).await.unwrap();
+        let id = result.session_id.clone();
+        wait_until("the daemon's pid", || rec.output(&id, "stdout").contains("daemon: ")).await;
+        let daemon = pid_after("daemon: ", &rec.output(&id, "stdout"));
+        // (It hangs: only a kill ends it. Without a stop, the agent may already be gone.)
+        if stop {
+            assert!(alive(daemon));
+        }
+        let status = if stop {
+            spawner.terminate_session(&id, true).await.unwrap()
+        } else {
+            finished(result.completion).await
+        };
+        assert_eq!(status.state, if stop { SessionState::Terminated } else { SessionState::Completed });
+        // It holds nothing of the session, so the shared sweep after the end finds it.
+        wait_until("the daemon to be killed", || !alive(daemon)).await;
+    }
+}
+
 #[tokio::test]
 async fn send_input_reaches_the_agent_and_end_session_closes_stdin() {
     let dir = tempfile::tempdir().unwrap();

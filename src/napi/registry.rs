@@ -17,6 +17,8 @@ pub struct JsOrphan {
     pub working_directory: String,
     /// Its agent still ran, and its process group was stopped.
     pub was_running: bool,
+    /// Processes the session had started that were stopped (found by its id).
+    pub leftovers: u32,
 }
 
 #[napi(object, js_name = "NativeReapReport", object_from_js = false)]
@@ -48,12 +50,13 @@ impl Task for Reap {
             orphans: report
                 .orphans
                 .into_iter()
-                .map(|(o, was_running)| JsOrphan {
-                    session_id: o.session_id,
-                    pid: o.pid,
-                    daemon_pid: o.daemon_pid,
-                    working_directory: o.working_directory.to_string_lossy().into_owned(),
-                    was_running,
+                .map(|o| JsOrphan {
+                    session_id: o.session.session_id,
+                    pid: o.session.pid,
+                    daemon_pid: o.session.daemon_pid,
+                    working_directory: o.session.working_directory.to_string_lossy().into_owned(),
+                    was_running: o.was_running,
+                    leftovers: o.leftovers as u32,
                 })
                 .collect(),
             owned_by_live_daemons: report.owned_by_live_daemons as u32,

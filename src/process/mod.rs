@@ -11,9 +11,14 @@ use std::path::PathBuf;
 mod unix;
 #[cfg(unix)]
 pub use unix::*;
+#[cfg(target_os = "linux")]
+mod linux_spawn;
 
 mod oom;
 pub use oom::OomCounter;
+
+mod tagged;
+pub use tagged::signal_tagged;
 
 #[cfg(not(unix))]
 compile_error!(
@@ -31,6 +36,10 @@ pub struct AgentCommand {
     pub base_env: Option<Vec<(OsString, OsString)>>,
     /// Set on top of the base environment.
     pub env: Vec<(OsString, OsString)>,
+    /// The agent gets SIGKILL when the thread that starts it ends (Linux only). Only
+    /// for threads that live as long as the daemon: the signal follows the parent
+    /// thread, not the process.
+    pub parent_death_signal: bool,
 }
 
 /// How an agent ended.

@@ -1,10 +1,9 @@
-//! Unix process control. The agent is started with `posix_spawn` where the standard
-//! library can (no `fork` of a large daemon), as leader of a new process group.
+//! Unix process control. The agent is started as leader of a new process group,
+//! without a `fork` of a large daemon: on Linux by a `clone` of our own (see
+//! `linux_spawn`), elsewhere with the standard library's `posix_spawn`.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 
 use super::{AgentCommand, ExitStatus};
 
@@ -18,7 +17,16 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
+    #[cfg(target_os = "linux")]
     pub fn spawn(cmd: &AgentCommand) -> io::Result<Self> {
+        super::linux_spawn::spawn(cmd, cmd.parent_death_signal)
+    }
+
+    /// Without a parent-death signal: `posix_spawn` cannot ask for one.
+    #[cfg(not(target_os = "linux"))]
+    pub fn spawn(cmd: &AgentCommand) -> io::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
         let mut command = Command::new(&cmd.program);
         if let Some(base) = &cmd.base_env {
             command.env_clear().envs(base.iter().map(|(k, v)| (k, v)));
@@ -134,7 +142,7 @@ pub async fn wait_exit(pid: u32) -> io::Result<ExitStatus> {
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };

@@ -3,8 +3,9 @@
 //! session costs one task and its end crosses no threads), watches the agent's exit,
 //! the timeout and stop requests; stops the process group with SIGTERM then SIGKILL
 //! after the grace period; stops whatever the agent left in its group when it exits
-//! (SIGTERM, then SIGKILL a moment later); reaps it; finishes reading both streams;
-//! then records the final state and reports it.
+//! (SIGTERM, then SIGKILL a moment later); reaps it; finishes reading both streams,
+//! killing whatever outside the group still holds them; then records the final state
+//! and reports it.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -26,6 +27,7 @@ use crate::event::SpawnerEvent;
 use crate::process::{self, signal_name, ExitStatus};
 use crate::spawner::Shared;
 use crate::status::SessionState;
+use crate::sweep;
 
 /// How long what an agent left in its group may take to exit after SIGTERM, once the
 /// agent itself has exited (at most the spawner's grace period).
@@ -34,6 +36,10 @@ const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 /// How long the streams may stay open after the agent and its group are gone. Only a
 /// process that left the group (`setsid`) can hold them that long.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// How long the output may stay open after the group was killed before the processes
+/// holding it are looked for outside the group (see [`sweep`]).
+const ESCAPE_CHECK: Duration = Duration::from_millis(100);
 
 pub(crate) struct Running {
     pub pid: u32,
@@ -176,10 +182,16 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     drop(stops);
 
     let drain_until = Instant::now() + DRAIN_LIMIT;
+    let mut escape_check = Some(Instant::now() + ESCAPE_CHECK);
     while !(stdout_done && stderr_done) {
         tokio::select! {
             _ = &mut stdout, if !stdout_done => stdout_done = true,
             _ = &mut stderr, if !stderr_done => stderr_done = true,
+            _ = sleep_until(escape_check.unwrap_or_else(Instant::now)), if escape_check.is_some() => {
+                escape_check = None;
+                let id = Arc::clone(&session.id);
+                let _ = tokio::task::spawn_blocking(move || sweep::now(&[&id])).await;
+            }
             _ = sleep_until(drain_until) => {
                 tracing::warn!("output still open after the agent's group was killed; stopped reading it");
                 break;
@@ -200,6 +212,8 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
         }
     };
     end(&shared, &session, state, message);
+    // What left the group without holding the output is found by the next sweep.
+    sweep::later(&session.id);
 }
 
 /// The state a session ends in: the spawner's own reason to stop it comes first, then

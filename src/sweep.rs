@@ -1,0 +1,88 @@
+//! Stopping what a session left outside its process group: processes that called
+//! `setsid` (or `setpgid`) escape the group signal, but still carry the session's id
+//! in their environment ([`SESSION_ID_ENV`]), so a scan of `/proc` finds them.
+//!
+//! A scan reads every process's environment, so scans are shared: [`later`] queues
+//! an ended session for the sweeper thread, which scans at most once per
+//! [`SWEEP_INTERVAL`] for everything queued since; [`now`] scans at once, for a
+//! session whose output is still held open after its group was killed (a process
+//! outside the group holds it) and for a daemon going away.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::process::signal_tagged;
+use crate::spawner::SESSION_ID_ENV;
+
+/// The longest a process that escaped an ended session's group outlives it.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(200);
+
+#[derive(Default)]
+struct Queue {
+    ids: Vec<String>,
+    /// The sweeper waits for work (and must be woken); otherwise it is gathering ids
+    /// until its next sweep is due, and a new id needs no wake-up.
+    idle: bool,
+}
+
+struct Sweeper {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+static SWEEPER: OnceLock<Option<&'static Sweeper>> = OnceLock::new();
+
+/// Kills (SIGKILL) every process tagged with one of `ids`; returns how many.
+pub(crate) fn now(ids: &[&str]) -> usize {
+    let found = signal_tagged(SESSION_ID_ENV, ids, libc::SIGKILL);
+    for (id, pids) in &found {
+        tracing::warn!(session = %id, ?pids, "killed processes that had left the session's process group");
+    }
+    found.values().map(Vec::len).sum()
+}
+
+/// Queues the id of a session that ended for the next shared sweep.
+pub(crate) fn later(id: &str) {
+    let Some(sweeper) = SWEEPER.get_or_init(start) else { return };
+    let mut queue = sweeper.queue.lock();
+    queue.ids.push(id.to_owned());
+    if queue.idle {
+        queue.idle = false;
+        sweeper.wake.notify_one();
+    }
+}
+
+fn start() -> Option<&'static Sweeper> {
+    let sweeper: &'static Sweeper = Box::leak(Box::new(Sweeper { queue: Mutex::default(), wake: Condvar::new() }));
+    let started = std::thread::Builder::new().name("session-sweeper".into()).spawn(move || {
+        let mut last = Instant::now() - SWEEP_INTERVAL;
+        loop {
+            let ids = {
+                let mut queue = sweeper.queue.lock();
+                while queue.ids.is_empty() {
+                    queue.idle = true;
+                    sweeper.wake.wait(&mut queue);
+                }
+                queue.idle = false;
+                let due = last + SWEEP_INTERVAL;
+                while Instant::now() < due {
+                    sweeper.wake.wait_until(&mut queue, due);
+                }
+                std::mem::take(&mut queue.ids)
+            };
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            // A scan that panics must not end the thread.
+            let _ = std::panic::catch_unwind(|| now(&refs));
+            last = Instant::now();
+        }
+    });
+    match started {
+        Ok(_) => Some(sweeper),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the session sweeper thread");
+            None
+        }
+    }
+}
