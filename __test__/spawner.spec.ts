@@ -335,6 +335,23 @@ describe('process tree', () => {
     })
   }
 
+  for (const step of ['spawn-escapee', 'spawn-daemon'] as const) {
+    it(`a process that left the group (setsid, ${step === 'spawn-escapee' ? 'holding the output' : 'holding nothing'}) is found by its session id and killed after terminate`, async () => {
+      const prefix = step === 'spawn-escapee' ? 'escapee: ' : 'daemon: '
+      const spawner = fakeSpawner([step, 'hang'])
+      const events = record(spawner)
+      const result = await spawner.spawnSession(makeConfig(tempDir()))
+      await until('its pid', () => pidsAfter(prefix, outputOf(events, result.sessionId)).length === 1)
+      const [escaped] = pidsAfter(prefix, outputOf(events, result.sessionId))
+      expect(alive(escaped)).toBe(true)
+      // Out of the group: the group signal does not reach it.
+      expect(groupMembers(result.status.pid!)).not.toContain(escaped)
+      await within(spawner.terminateSession(result.sessionId), 'terminate')
+      expect((await result.completion).state).toBe('terminated')
+      await until('the escaped process to be killed', () => !alive(escaped))
+    })
+  }
+
   it('background processes left behind by an agent that exits are stopped too', async () => {
     const spawner = fakeSpawner(['spawn-sleepers:2', 'exit:0'])
     const result = await spawner.spawnSession(makeConfig(tempDir()))

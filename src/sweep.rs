@@ -2,16 +2,18 @@
 //! `setsid` (or `setpgid`) escape the group signal, but still carry the session's id
 //! in their environment ([`SESSION_ID_ENV`]), so a scan of `/proc` finds them.
 //!
-//! A scan reads every process's environment, so scans are shared: [`later`] queues
-//! an ended session for the sweeper thread, which scans at most once per
-//! [`SWEEP_INTERVAL`] for everything queued since; [`now`] scans at once, for a
-//! session whose output is still held open after its group was killed (a process
-//! outside the group holds it) and for a daemon going away.
+//! A scan reads every process's environment, so scans are shared by one sweeper
+//! thread: [`later`] queues an ended session for a scan at most once per
+//! [`SWEEP_INTERVAL`] (for everything queued since); [`soon`] asks for a scan at once,
+//! for a session whose output is still held open after its group was killed (a
+//! process outside the group holds it), and is told when it is done; [`now`] scans on
+//! the calling thread, for a daemon going away.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
+use tokio::sync::oneshot;
 
 use crate::process::signal_tagged;
 use crate::spawner::SESSION_ID_ENV;
@@ -22,8 +24,10 @@ pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(200);
 #[derive(Default)]
 struct Queue {
     ids: Vec<String>,
-    /// The sweeper waits for work (and must be woken); otherwise it is gathering ids
-    /// until its next sweep is due, and a new id needs no wake-up.
+    /// Told when the next scan is done; their ids make it due at once.
+    waiting: Vec<oneshot::Sender<()>>,
+    /// The sweeper waits for work and must be woken; otherwise it is gathering ids
+    /// until its next scan is due, and only an urgent id needs to wake it.
     idle: bool,
 }
 
@@ -43,12 +47,26 @@ pub(crate) fn now(ids: &[&str]) -> usize {
     found.values().map(Vec::len).sum()
 }
 
-/// Queues the id of a session that ended for the next shared sweep.
+/// Queues the id of a session that ended for the next shared scan.
 pub(crate) fn later(id: &str) {
+    enqueue(id, None);
+}
+
+/// Asks for a scan for `id` now; resolves when it is done (at once if the sweeper
+/// cannot run).
+pub(crate) async fn soon(id: &str) {
+    let (done, scanned) = oneshot::channel();
+    enqueue(id, Some(done));
+    let _ = scanned.await;
+}
+
+fn enqueue(id: &str, done: Option<oneshot::Sender<()>>) {
     let Some(sweeper) = SWEEPER.get_or_init(start) else { return };
     let mut queue = sweeper.queue.lock();
     queue.ids.push(id.to_owned());
-    if queue.idle {
+    let urgent = done.is_some();
+    queue.waiting.extend(done);
+    if queue.idle || urgent {
         queue.idle = false;
         sweeper.wake.notify_one();
     }
@@ -59,7 +77,7 @@ fn start() -> Option<&'static Sweeper> {
     let started = std::thread::Builder::new().name("session-sweeper".into()).spawn(move || {
         let mut last = Instant::now() - SWEEP_INTERVAL;
         loop {
-            let ids = {
+            let (ids, waiting) = {
                 let mut queue = sweeper.queue.lock();
                 while queue.ids.is_empty() {
                     queue.idle = true;
@@ -67,15 +85,18 @@ fn start() -> Option<&'static Sweeper> {
                 }
                 queue.idle = false;
                 let due = last + SWEEP_INTERVAL;
-                while Instant::now() < due {
+                while queue.waiting.is_empty() && Instant::now() < due {
                     sweeper.wake.wait_until(&mut queue, due);
                 }
-                std::mem::take(&mut queue.ids)
+                (std::mem::take(&mut queue.ids), std::mem::take(&mut queue.waiting))
             };
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
             // A scan that panics must not end the thread.
             let _ = std::panic::catch_unwind(|| now(&refs));
             last = Instant::now();
+            for done in waiting {
+                let _ = done.send(());
+            }
         }
     });
     match started {

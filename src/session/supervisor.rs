@@ -189,8 +189,7 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
             _ = &mut stderr, if !stderr_done => stderr_done = true,
             _ = sleep_until(escape_check.unwrap_or_else(Instant::now)), if escape_check.is_some() => {
                 escape_check = None;
-                let id = Arc::clone(&session.id);
-                let _ = tokio::task::spawn_blocking(move || sweep::now(&[&id])).await;
+                sweep::soon(&session.id).await;
             }
             _ = sleep_until(drain_until) => {
                 tracing::warn!("output still open after the agent's group was killed; stopped reading it");
