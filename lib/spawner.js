@@ -49,7 +49,10 @@ class ClaudeSessionSpawner extends EventEmitter {
   #native
   /** sessionId -> { completion, resolve } for sessions that have not ended. */
   #live = new Map()
+  /** Whether the event queue keeps Node alive now, and whether it should. */
   #holding = false
+  #wantHold = false
+  #releasePending = false
   #approvalHandler
 
   constructor(options) {
@@ -237,17 +240,28 @@ class ClaudeSessionSpawner extends EventEmitter {
   }
 
   #setHold(hold) {
-    if (hold === this.#holding) return
-    this.#native.holdEventLoop(hold)
-    this.#holding = hold
+    if (hold === this.#wantHold) return
+    this.#wantHold = hold
     if (hold) {
+      if (!this.#holding) {
+        this.#native.holdEventLoop(true)
+        this.#holding = true
+      }
       killOnExit(this.#native)
       return
     }
     withLiveSessions.delete(this.#native)
-    // Release the queue once idle, but not between back-to-back sessions.
+    // Let go of the loop and the queue once idle, but not between back-to-back
+    // sessions: the next one usually starts before this immediate runs (which the
+    // still-held queue keeps the loop alive for).
+    if (this.#releasePending) return
+    this.#releasePending = true
     setImmediate(() => {
-      if (!this.#holding) this.#native.releaseEvents()
+      this.#releasePending = false
+      if (this.#wantHold || !this.#holding) return
+      this.#native.holdEventLoop(false)
+      this.#holding = false
+      this.#native.releaseEvents()
     }).unref()
   }
 }

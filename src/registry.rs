@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::paths::{private_dir_all, write_atomically};
+use std::io::Write;
+
+use crate::paths::{new_private_file, private_dir_all};
 use crate::process;
 use crate::spawner::SESSION_ID_ENV;
 
@@ -35,6 +37,9 @@ pub fn start_time(pid: u32) -> Option<u64> {
     }
     fields.get(19)?.parse().ok()
 }
+
+/// How long an unreadable state file is taken for one being written.
+const UNREADABLE_GRACE: Duration = Duration::from_secs(10);
 
 /// One live session, as its state file has it.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,9 +137,13 @@ impl Registry {
             daemon_start_time: self.daemon_start_time,
             working_directory: working_directory.to_owned(),
         };
-        // Not synced: a state file matters after a daemon crash, not a machine crash
-        // (which ends the agents too).
-        write_atomically(&self.file(session_id), entry.to_json().to_string().as_bytes(), true, false)
+        // Written in place with one write, not through a renamed temporary file: this
+        // is on every session's path, and a reader that catches it half-written (or a
+        // daemon killed between open and write) leaves a young unreadable file, which
+        // `reap_orphans` leaves alone. Not synced: a state file matters after a daemon
+        // crash, not a machine crash (which ends the agents too).
+        let mut file = new_private_file(&self.file(session_id))?;
+        file.write_all(entry.to_json().to_string().as_bytes())
     }
 
     /// Forgets a session that ended.
@@ -158,8 +167,14 @@ impl Registry {
                 .and_then(|t| serde_json::from_str::<Value>(&t).ok())
                 .and_then(|v| LiveSession::from_json(&v));
             let Some(entry) = entry else {
-                report.invalid += 1;
-                let _ = std::fs::remove_file(&path);
+                // A young one may be a live daemon's, still being written.
+                let young = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().map_or(true, |age| age < UNREADABLE_GRACE));
+                if !young {
+                    report.invalid += 1;
+                    let _ = std::fs::remove_file(&path);
+                }
                 continue;
             };
             let daemon_alive = start_time(entry.daemon_pid) == Some(entry.daemon_start_time);
@@ -257,7 +272,14 @@ mod tests {
             working_directory: "/srv".into(),
         };
         std::fs::write(dir.path().join("claude-session-old.json"), stale.to_json().to_string()).unwrap();
-        std::fs::write(dir.path().join("garbage.json"), "{").unwrap();
+        let garbage = dir.path().join("garbage.json");
+        std::fs::write(&garbage, "{").unwrap();
+        // Unreadable and young: perhaps being written, so left alone for now.
+        let young = reg.reap_orphans(Duration::ZERO).unwrap();
+        assert_eq!((young.invalid, garbage.exists()), (0, true));
+        let old = std::time::SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&garbage).unwrap().set_modified(old).unwrap();
+        std::fs::write(dir.path().join("claude-session-old.json"), stale.to_json().to_string()).unwrap();
         let report = reg.reap_orphans(Duration::ZERO).unwrap();
         assert_eq!(report.orphans, vec![Orphan { session: stale, was_running: false, leftovers: 0 }]);
         assert_eq!(report.invalid, 1);
