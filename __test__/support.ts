@@ -133,6 +133,26 @@ export function groupMembers(pgid: number): number[] {
     })
 }
 
+/**
+ * Every live (non-zombie) process as pid -> process group, from one pass over /proc:
+ * checking hundreds of sessions with `alive` and `groupMembers` would read /proc
+ * once per pid.
+ */
+export function processTable(): Map<number, number> {
+  const table = new Map<number, number>()
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    const fields = stat(Number(name))
+    if (fields !== null && fields[0] !== 'Z') table.set(Number(name), Number(fields[2]))
+  }
+  return table
+}
+
+/** How many file descriptors this process has open. */
+export function openDescriptors(): number {
+  return fs.readdirSync('/proc/self/fd').length
+}
+
 export function pidsAfter(prefix: string, text: string): number[] {
   return text
     .split('\n')

@@ -6,7 +6,9 @@
 //
 //   npm run bench                       (builds first)
 //   ROUNDS=7 SESSIONS=500 node benches/run.js
-//   ONLY=pool node benches/run.js        (one section: spawner or pool)
+//   ONLY=pool node benches/run.js        (one section: spawner, pool, scale or claude)
+//   SCALE_SESSIONS=1000 ONLY=scale node benches/run.js
+//   CLAUDE_ROUNDS=21 ONLY=claude node benches/run.js
 const { execFileSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
@@ -16,6 +18,8 @@ const { ROOT, AGENT } = require('./common')
 const ROUNDS = Number(process.env.ROUNDS ?? 5)
 const SESSIONS = Number(process.env.SESSIONS ?? 300)
 const BYTES = Number(process.env.BYTES ?? 256 * 1024 * 1024)
+const SCALE_SESSIONS = Number(process.env.SCALE_SESSIONS ?? 500)
+const CLAUDE_ROUNDS = Number(process.env.CLAUDE_ROUNDS ?? 11)
 const EXAMPLES = path.join(ROOT, 'target', 'release', 'examples')
 
 function json(file, args, env = {}) {
@@ -41,8 +45,9 @@ for (const needed of [AGENT, path.join(EXAMPLES, 'spawn_loop'), path.join(EXAMPL
 }
 
 const figures = {}
-const sections = { spawner: spawnerSection, pool: poolSection }
+const sections = { spawner: spawnerSection, pool: poolSection, scale: scaleSection, claude: claudeSection }
 const only = process.env.ONLY
+if (only && !(only in sections)) throw new Error(`ONLY=${only}: no such section (${Object.keys(sections).join(', ')})`)
 
 const rustc = execFileSync('rustc', ['--version'], { encoding: 'utf8' }).trim()
 const machine = `${os.cpus().length} × ${os.cpus()[0].model}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}, Node ${process.version}, ${rustc}`
@@ -153,13 +158,108 @@ Target: at least 20× faster than the TS module's figures, growth close to linea
 `
 }
 
+/** Many concurrent sessions of a sleeping agent, against child_process doing the same. */
+function scaleSection() {
+  const variants = ['native', 'child_process']
+  const runs = Object.fromEntries(variants.map((v) => [v, []]))
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const v of rotate(variants, round)) runs[v].push(node('scale.js', [v, String(SCALE_SESSIONS)]))
+    process.stderr.write(`scale, round ${round + 1}/${ROUNDS}\n`)
+  }
+  figures.scale = { date: new Date().toISOString(), machine, sessions: SCALE_SESSIONS, runs }
+  const med = (v, key) => median(runs[v].map((r) => r[key]))
+  const ratio = (key) => median(runs.native.map((r, i) => r[key] / runs.child_process[i][key]))
+  const n = SCALE_SESSIONS.toLocaleString('en')
+  const rows = [
+    ['runningMs', `all ${n} running, ms`, f0],
+    ['rssGrowthMiB', `RSS growth with all running, MiB`, f1],
+    ['peakGrowthMiB', 'peak RSS growth, MiB', f1],
+    ['terminateMs', `terminate all until every one ended, ms`, f0],
+  ]
+  const met = (ok) => (ok ? 'met' : '**not met**')
+  const targets = [
+    [`${n} running`, '≈ 2.0 s', '< 1 s', `${f0(med('native', 'runningMs'))} ms`, met(med('native', 'runningMs') < 1000)],
+    ['RSS growth (judged on the peak)', '≈ 25 MiB', '< 25 MiB', `${f1(med('native', 'rssGrowthMiB'))} MiB (peak ${f1(med('native', 'peakGrowthMiB'))})`, met(med('native', 'peakGrowthMiB') < 25)],
+    ['terminate all', '–', '< 1 s', `${f0(med('native', 'terminateMs'))} ms`, met(med('native', 'terminateMs') < 1000)],
+  ]
+  return `Measured ${new Date().toISOString().slice(0, 10)} on ${machine}.
+${ROUNDS} rounds, each variant in a fresh process, in rotating order; medians, ratios are medians of per-round ratios.
+Both variants run ${n} concurrent \`fake_agent hang\` agents from one Node process, after ${runs.native[0].warmup} warm-up
+sessions started and stopped: \`native\` is \`ClaudeSessionSpawner\` (text protocol; each session also gets its
+directory, CLAUDE.md, two log files and a state file, all on ${tmpfs}), started with \`spawnSession\` for all
+(\`Promise.all\`), stopped with \`terminateSession\` for all (SIGTERM to each group), done at the last
+\`session-ended\`. \`child_process\` is \`spawn\` with piped stdio, output read, the prompt written, \`detached: true\`;
+running at the last \`'spawn'\` event, stopped with \`process.kill(-pid, 'SIGTERM')\` each, done at the last \`'close'\`.
+RSS is \`process.memoryUsage().rss\` from a collected heap before starting to when all run; peak is the
+process's maximum RSS (\`resourceUsage().maxRSS\`) minus the same start.
+
+| step | native | child_process | native / child_process |
+|---|---:|---:|---:|
+${rows.map(([key, what, f]) => `| ${what} | ${f(med('native', key))} | ${f(med('child_process', key))} | ${f2(ratio(key))} |`).join('\n')}
+
+Against the TypeScript spawner (figures from the issue) and the issue's targets:
+
+| | TS spawner | target | native | |
+|---|---:|---:|---:|---|
+${targets.map((r) => `| ${r.join(' | ')} |`).join('\n')}
+`
+}
+
+/** A real Claude Code session's start, through the spawner and launched by hand. */
+function claudeSection() {
+  const claude = path.join(ROOT, 'node_modules', '.bin', 'claude')
+  if (!fs.existsSync(claude)) throw new Error(`${claude} missing: run \`npm install\` first`)
+  const version = execFileSync(claude, ['--version'], { encoding: 'utf8' }).trim().split(' ')[0]
+  const variants = ['native', 'direct']
+  const runs = Object.fromEntries(variants.map((v) => [v, []]))
+  // The CLI's first start after a while reads its 200 MB executable from disk: not counted.
+  for (const v of variants) node('claude-overhead.js', [v])
+  for (let round = 0; round < CLAUDE_ROUNDS; round++) {
+    for (const v of rotate(variants, round)) runs[v].push(node('claude-overhead.js', [v]))
+    process.stderr.write(`claude overhead, round ${round + 1}/${CLAUDE_ROUNDS}\n`)
+  }
+  figures.claude = { date: new Date().toISOString(), machine, version, runs }
+  const med = (v, key) => median(runs[v].map((r) => r[key]))
+  const ratio = (key) => median(runs.native.map((r, i) => r[key] / runs.direct[i][key]))
+  const diff = (key) => median(runs.native.map((r, i) => r[key] - runs.direct[i][key]))
+  const probe = runs.native[0].firstRequest
+  const spread = runs.native.map((r, i) => r.firstMessagesMs - runs.direct[i].firstMessagesMs)
+  const rows = [
+    ['spawnedMs', 'agent started (`spawnSession` resolved / `\'spawn\'` event)', f1],
+    ['firstMessagesMs', 'first `POST /v1/messages`'],
+    ['firstRequestMs', `first request of any kind (\`${probe}\`)`],
+    ['endMs', 'session over (`result`, stdin closed, exit 0)'],
+  ]
+  return `Measured ${new Date().toISOString().slice(0, 10)} on ${machine}, Claude Code ${version}.
+${CLAUDE_ROUNDS} rounds after one uncounted round, each variant in a fresh process, in rotating order;
+medians (ms from starting the session), ratios and differences are medians of per-round ones.
+One session each, against the scripted model server (\`test-support/model-server.js\`, one text answer) in
+the same process, with a fresh working directory, \`CLAUDE_CONFIG_DIR\` and \`HOME\` as in the end-to-end
+tests. \`native\`: \`ClaudeSessionSpawner\` (stream-json), clock started before \`spawnSession\`. \`direct\`:
+\`child_process.spawn\` of the same executable with the argument vector \`src/protocol/stream_json.rs\`
+builds (same CLAUDE.md text in \`--append-system-prompt\`, \`--tools Bash,Read,Write,Edit\`), the variables
+the spawner adds, its own process group, the same first input (hook registration, task prompt), stdin
+closed after the \`result\`; its clock starts at \`spawn\`, everything else prepared before.
+
+| from start to | native | direct | native / direct | native − direct |
+|---|---:|---:|---:|---:|
+${rows.map(([key, what, f = f0]) => `| ${what} | ${f(med('native', key))} | ${f(med('direct', key))} | ${f2(ratio(key))} | ${f(diff(key))} |`).join('\n')}
+
+Per-round differences for the first \`POST /v1/messages\` ranged from ${f0(Math.min(...spread))} to ${f0(Math.max(...spread))} ms: the CLI's own
+start (${f0(med('direct', 'firstMessagesMs'))} ms to its first model request) varies far more from one launch to the next than
+what the spawner adds before the agent runs (the first row).
+`
+}
+
 const page = path.join(ROOT, 'BENCHMARKS.md')
 let text = fs.readFileSync(page, 'utf8')
 for (const [name, section] of Object.entries(sections)) {
   if (only && only !== name) continue
-  const md = section()
   const start = `<!-- ${name}:start -->`
   const end = `<!-- ${name}:end -->`
+  // Checked before running: a missing marker would otherwise splice the page at -1.
+  if (!text.includes(start) || !text.includes(end)) throw new Error(`BENCHMARKS.md has no ${start} ... ${end} section`)
+  const md = section()
   text = text.slice(0, text.indexOf(start) + start.length) + '\n' + md + text.slice(text.indexOf(end))
   console.log(md)
 }

@@ -25,7 +25,13 @@
 //
 // Requests that are not the main conversation (Claude Code's side calls, which
 // carry no tools) get a short text answer and do not consume a step.
+//
+// Each recorded request has `receivedAt`, the `performance.now()` of this process
+// when its headers arrived, so a benchmark can time a CLI's start against it;
+// `await model.waitForRequest(accept)` gives the first request (already recorded or
+// still to come) that `accept` takes.
 const http = require('node:http')
+const { performance } = require('node:perf_hooks')
 
 const DEFAULT_USAGE = { input: 100, output: 20, cacheCreation: 0, cacheRead: 0 }
 
@@ -50,6 +56,8 @@ class ScriptedModel {
     this.tokens = { input: 0, output: 0, cacheCreation: 0, cacheRead: 0 }
     this.step = 0
     this.sockets = new Set()
+    /** Pending waitForRequest calls: { accept, resolve }. */
+    this.waiters = []
     this.server = http.createServer((req, res) => this.#handle(req, res))
     this.server.on('connection', (socket) => {
       this.sockets.add(socket)
@@ -60,6 +68,13 @@ class ScriptedModel {
   /** The requests of the main conversation (those offering tools). */
   get conversation() {
     return this.requests.filter((r) => r.path.startsWith('/v1/messages') && isMain(r.body))
+  }
+
+  /** The first request `accept` takes, among those recorded and those to come. */
+  waitForRequest(accept = () => true) {
+    const seen = this.requests.find(accept)
+    if (seen) return Promise.resolve(seen)
+    return new Promise((resolve) => this.waiters.push({ accept, resolve }))
   }
 
   /** Environment for a Claude Code process that talks to this server. */
@@ -79,6 +94,7 @@ class ScriptedModel {
   }
 
   #handle(req, res) {
+    const receivedAt = performance.now()
     let raw = ''
     req.setEncoding('utf8')
     req.on('data', (d) => (raw += d))
@@ -88,8 +104,13 @@ class ScriptedModel {
         body = raw ? JSON.parse(raw) : undefined
       } catch {}
       const url = new URL(req.url, 'http://x')
-      const request = { method: req.method, path: url.pathname, headers: req.headers, body }
+      const request = { method: req.method, path: url.pathname, headers: req.headers, body, receivedAt }
       this.requests.push(request)
+      this.waiters = this.waiters.filter((w) => {
+        if (!w.accept(request)) return true
+        w.resolve(request)
+        return false
+      })
       if (req.method !== 'POST' || url.pathname !== '/v1/messages') {
         res.writeHead(404, { 'content-type': 'application/json' })
         res.end(JSON.stringify({ type: 'error', error: { type: 'not_found_error', message: 'not scripted' } }))
