@@ -14,12 +14,15 @@
 //! | `ignore-term` | ignores SIGTERM from now on |
 //! | `flood-out:<bytes>` / `flood-err:<bytes>` | writes that many bytes in 1 KiB lines |
 //! | `blast-out:<bytes>` | writes that many bytes in 64 KiB writes of 1 KiB lines |
+//! | `numbered-out:<bytes>` | writes that many bytes in 64 KiB writes of 1 KiB lines, each starting with its line number (see [`numbered_line`]) |
 //! | `long-line:<bytes>` | writes one line of that many bytes, without a newline |
 //! | `invalid-utf8` | writes bytes that are not UTF-8, then a newline |
 //! | `spawn-sleepers:<n>` | starts `n` children that sleep, prints `sleeper: <pid>` each |
 //! | `spawn-escapee` | starts a child that leaves the process group (`setsid`) and sleeps, keeping stdout open; prints `escapee: <pid>` |
 //! | `spawn-daemon` | like `spawn-escapee`, but the child's stdout and stderr are `/dev/null` (a daemon that holds nothing of the session); prints `daemon: <pid>` |
 //! | `child:<steps>` | starts a child running `<steps>` (comma-separated), prints `child: <pid>` |
+//! | `child-wait:<steps>` | runs `<steps>` in a child and waits for it to exit (what that child starts is left orphaned, not the agent's child) |
+//! | `quiet-sleepers:<n>` | like `spawn-sleepers`, for an agent whose stdout is closed: the sleepers' stdout and stderr are `/dev/null`, and `sleeper: <pid>` goes to stderr |
 //! | `on-term-write:<path>` | from now on SIGTERM writes `cleaned` to `<path>` and exits 0 |
 //! | `close-stdout` | closes its stdout |
 //! | `pid` / `cwd` / `env:<NAME>` | prints `pid: <pid>` / `cwd: <dir>` / `<NAME>=<value>` |
@@ -112,6 +115,23 @@ fn run(step: &str) {
         "flood-out" => flood(&mut out, number(), 1024),
         "flood-err" => flood(&mut std::io::stderr().lock(), number(), 1024),
         "blast-out" => flood(&mut out, number(), 64 * 1024),
+        "numbered-out" => {
+            let total = number();
+            let mut block = Vec::with_capacity(64 * 1024);
+            let mut written = 0u64;
+            let mut next_line = 0u64;
+            while written < total {
+                block.clear();
+                while block.len() < 64 * 1024 {
+                    block.extend_from_slice(&numbered_line(next_line));
+                    next_line += 1;
+                }
+                let n = (total - written).min(block.len() as u64) as usize;
+                write(&mut out, &block[..n]);
+                written += n as u64;
+            }
+            out.flush().ok();
+        }
         "long-line" => {
             let chunk = vec![b'L'; 64 * 1024];
             let mut left = number() as usize;
@@ -132,6 +152,21 @@ fn run(step: &str) {
                     .spawn()
                     .expect("spawn sleeper");
                 line(&mut out, &format!("sleeper: {}", child.id()));
+                std::mem::forget(child);
+            }
+        }
+        "quiet-sleepers" => {
+            let me = std::env::current_exe().expect("own path");
+            let mut err = std::io::stderr().lock();
+            for _ in 0..number() {
+                let child = std::process::Command::new(&me)
+                    .arg("hang")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("spawn sleeper");
+                line(&mut err, &format!("sleeper: {}", child.id()));
                 std::mem::forget(child);
             }
         }
@@ -165,6 +200,14 @@ fn run(step: &str) {
                 .expect("spawn child");
             line(&mut out, &format!("child: {}", child.id()));
             std::mem::forget(child);
+        }
+        "child-wait" => {
+            let me = std::env::current_exe().expect("own path");
+            std::process::Command::new(me)
+                .args(arg.split(','))
+                .stdin(std::process::Stdio::null())
+                .status()
+                .expect("run child");
         }
         "on-term-write" => {
             use std::os::fd::IntoRawFd;
@@ -231,6 +274,17 @@ fn flood(w: &mut impl Write, bytes: u64, write_size: usize) {
         left -= n;
     }
     w.flush().ok();
+}
+
+/// Line `n` of `numbered-out`: 1024 bytes, `n` as 16 hex digits, then `.`s and a
+/// newline. Tests build the same lines (`support::numbered_line`) to compare logs
+/// byte for byte: a dropped, repeated or reordered line shows, which with identical
+/// lines it would not.
+fn numbered_line(n: u64) -> [u8; 1024] {
+    let mut line = [b'.'; 1024];
+    line[..16].copy_from_slice(format!("{n:016x}").as_bytes());
+    line[1023] = b'\n';
+    line
 }
 
 static TERM_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
@@ -479,6 +479,13 @@ fn launch_guarded(
         .map_err(|e| fail(shared, session, e))
 }
 
+/// Test hook: `launch` panics when this variable is `launch`, so tests can show a
+/// panic in the core reaching the caller as an error (not an abort). Read once per
+/// process, so a spawn pays one load for it.
+const TEST_PANIC_ENV: &str = "CLAUDE_SESSION_SPAWNER_TEST_PANIC";
+static TEST_PANIC_IN_LAUNCH: LazyLock<bool> =
+    LazyLock::new(|| std::env::var_os(TEST_PANIC_ENV).is_some_and(|v| v == "launch"));
+
 /// Starting a session: prepare, spawn, hand the agent to its supervisor task, report
 /// `SessionSpawned`.
 fn launch(
@@ -489,6 +496,9 @@ fn launch(
     stdin_commands: mpsc::UnboundedReceiver<StdinCommand>,
 ) -> Result<SpawnResult, SpawnError> {
     let id = &session.id;
+    if *TEST_PANIC_IN_LAUNCH {
+        panic!("{TEST_PANIC_ENV}=launch: panicking in launch() on purpose");
+    }
     let prepared = prepare(shared, id, &session.config, &session.dir, base_env)?;
     if session.record.lock().stop.is_some() {
         return Err(SpawnError::Stopped { session_id: id.to_string() });

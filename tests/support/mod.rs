@@ -117,6 +117,58 @@ pub fn sleeper_pids(stdout: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Pids the fake agent printed as `<prefix><pid>` lines.
+pub fn pids_after(prefix: &str, text: &str) -> Vec<u32> {
+    text.lines().filter_map(|l| l.strip_prefix(prefix)).map(|p| p.trim().parse().unwrap()).collect()
+}
+
+/// Whether process `pid` has no descriptor `fd` open (false once `pid` is gone, when
+/// nothing can be told).
+pub fn fd_closed(pid: u32, fd: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}/fd")).exists()
+        && std::fs::symlink_metadata(format!("/proc/{pid}/fd/{fd}")).is_err()
+}
+
+/// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`, ...), in bytes.
+pub fn own_memory(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    line.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+}
+
+/// How many descriptors this process has open (the one listing them included, the
+/// same in every count).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Children of this process that have exited and were not reaped.
+pub fn zombie_children() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 1 && fields[0] == "Z" && fields[1] == me {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Line `n` of the fake agent's `numbered-out` (kept the same as its `numbered_line`).
+pub fn numbered_line(n: u64) -> [u8; 1024] {
+    let mut line = [b'.'; 1024];
+    line[..16].copy_from_slice(format!("{n:016x}").as_bytes());
+    line[1023] = b'\n';
+    line
+}
+
 pub mod recorder {
     use std::sync::{Arc, Mutex};
 
