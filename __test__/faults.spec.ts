@@ -134,16 +134,16 @@ async function released(host: Host) {
 }
 
 describe('a worker thread running sessions', () => {
-  it('terminated with the addon loaded only there: the host survives and the session processes are killed', async () => {
+  it('terminated with the addon loaded only there: the host survives, the session processes are killed, the agent reaped', async () => {
     const { host, pid, sleepers } = await terminatedWorker(false)
     try {
       expect(sleepers).toHaveLength(2)
       // 1: terminate() stopped the thread, it did not end on its own.
       expect(lineAfter(host, 'terminated: ')).toBe('1')
-      // Killed by the spawner's environment cleanup hook. A zombie counts as gone:
-      // with its last environment gone napi-rs has shut the Tokio runtime down, so no
-      // supervisor is left to reap the agent, which stays a zombie of the host.
-      await until('the agent and its sleepers to be gone', () => [pid, ...sleepers].every((p) => !alive(p)), 5000)
+      // Killed by the spawner's environment cleanup hook; the supervising runtime is
+      // the process's, not the environment's, so it lives on to reap the agent.
+      await until('the agent to be reaped', () => reaped(pid), 5000)
+      await until('the sleepers to be gone', () => sleepers.every((p) => !alive(p)), 5000)
     } catch (error) {
       stopSession(pid, sleepers)
       throw error
@@ -157,8 +157,7 @@ describe('a worker thread running sessions', () => {
     try {
       expect(sleepers).toHaveLength(2)
       expect(lineAfter(host, 'terminated: ')).toBe('1')
-      // The runtime lives on with the main thread's environment: the supervisor
-      // records the end and reaps the agent, whose /proc entry then goes.
+      // The supervisor records the end and reaps the agent, whose /proc entry goes.
       await until('the agent to be reaped', () => reaped(pid), 5000)
       await until('the sleepers to be gone', () => sleepers.every((p) => !alive(p)), 5000)
     } catch (error) {

@@ -13,6 +13,7 @@ mod spawner;
 use napi::bindgen_prelude::Unknown;
 use napi::{Env, JsError, JsTypeError, Status};
 use napi_derive::module_init;
+use std::sync::OnceLock;
 
 /// Environment variable that turns on the core's `tracing` output (to stderr), as an
 /// `EnvFilter` directive: `info`, `debug`, `claude_session_spawner=trace`, ...
@@ -20,6 +21,20 @@ const LOG_ENV: &str = "CLAUDE_SESSION_SPAWNER_LOG";
 
 /// Worker threads of the runtime that supervises sessions (default 1).
 const THREADS_ENV: &str = "CLAUDE_SESSION_SPAWNER_THREADS";
+
+/// The runtime that supervises sessions, the process's own: not napi-rs's, which is
+/// shut down with the last Node environment (a `worker_thread` that ends), while the
+/// supervisors must live on to reap the agents the environment's cleanup hook killed.
+static RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();
+
+/// A handle to the supervising runtime, or why it could not be built.
+pub(crate) fn runtime(env: &Env) -> napi::Result<tokio::runtime::Handle> {
+    match RUNTIME.get() {
+        Some(Ok(runtime)) => Ok(runtime.handle().clone()),
+        Some(Err(e)) => Err(native_error(env, format!("cannot start the session runtime: {e}"))),
+        None => Err(native_error(env, "the session runtime was not started".into())),
+    }
+}
 
 #[module_init]
 fn init() {
@@ -31,14 +46,13 @@ fn init() {
         .and_then(|t| t.parse::<usize>().ok())
         .filter(|&t| t > 0)
         .unwrap_or(1);
-    if let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("session-supervisor")
-        .enable_all()
-        .build()
-    {
-        napi::bindgen_prelude::create_custom_tokio_runtime(runtime);
-    }
+    let _ = RUNTIME.set(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("session-supervisor")
+            .enable_all()
+            .build(),
+    );
     if let Ok(filter) = std::env::var(LOG_ENV) {
         if filter.is_empty() {
             return;

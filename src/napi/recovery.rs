@@ -102,8 +102,7 @@ impl NativeSpawner {
                     &[("sessionId", &original_id)],
                 )
             })?;
-        let result = napi::bindgen_prelude::within_runtime_if_available(|| self.inner.spawn_session_now(plan.config, base_env))
-            .map_err(|e| js_error(&env, e))?;
+        let result = self.inner.spawn_session_now(plan.config, base_env).map_err(|e| js_error(&env, e))?;
         Ok(JsRespawned { spawned: result.into(), resumed: plan.resumed, note: plan.note })
     }
 }

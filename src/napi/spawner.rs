@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{within_runtime_if_available, Function, FunctionRef, Unknown};
+use napi::bindgen_prelude::{Function, FunctionRef, Unknown};
 use napi::{Env, Result};
 use napi_derive::napi;
 
@@ -62,7 +62,7 @@ impl NativeSpawner {
             }));
         }
         let handler = JsEvents { slot: Arc::clone(&events) };
-        let inner = within_runtime_if_available(|| Spawner::new(options, handler)).map_err(|e| js_error(&env, e))?;
+        let inner = Spawner::with_runtime(options, handler, super::runtime(&env)?);
         // When this Node environment goes away (process.exit, a worker ending) with
         // sessions still running, their process groups go with it.
         let weak = inner.downgrade();
@@ -90,8 +90,7 @@ impl NativeSpawner {
             Some(text) => Some(environment(&parse_json(&env, &text, "process.env")?)),
             None => None,
         };
-        let result = within_runtime_if_available(|| self.inner.spawn_session_now(config, base_env))
-            .map_err(|e| js_error(&env, e))?;
+        let result = self.inner.spawn_session_now(config, base_env).map_err(|e| js_error(&env, e))?;
         Ok(result.into())
     }
 
