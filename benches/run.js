@@ -76,6 +76,23 @@ function spawnerSection() {
   }
   const ratio = (a, b) => median(rates[a].map((v, i) => v / rates[b][i]))
 
+  // The same with an agent that lives a millisecond: what the spawner adds is then
+  // partly hidden behind an agent that does not need the CPU all the time.
+  const SLEEPER = ['sleep:1', 'exit:0']
+  const sleeperVariants = {
+    'plain Rust loop': () => {
+      const r = json(path.join(EXAMPLES, 'spawn_loop'), [AGENT, String(SESSIONS), ...SLEEPER])
+      return r.sessions / r.seconds
+    },
+    'native, from JS': () => node('spawn-rate.js', ['native', String(SESSIONS), ...SLEEPER]).rate,
+  }
+  const sleeperRates = Object.fromEntries(Object.keys(sleeperVariants).map((k) => [k, []]))
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const name of rotate(Object.keys(sleeperVariants), round)) sleeperRates[name].push(sleeperVariants[name]())
+    process.stderr.write(`spawn rate (1 ms agent), round ${round + 1}/${ROUNDS}\n`)
+  }
+  const sleeperRatio = median(sleeperRates['native, from JS'].map((v, i) => v / sleeperRates['plain Rust loop'][i]))
+
   const throughputVariants = ['native', 'child_process', 'ts_spawner']
   const flows = Object.fromEntries(throughputVariants.map((k) => [k, []]))
   const tputRounds = Math.max(1, Math.ceil(ROUNDS / 2))
@@ -86,7 +103,7 @@ function spawnerSection() {
   const mibs = (name) => median(flows[name].map((r) => r.mibPerSecond))
   const peak = (name) => median(flows[name].map((r) => r.peakGrowthMiB))
   const flowRatio = (a, b) => median(flows[a].map((r, i) => r.mibPerSecond / flows[b][i].mibPerSecond))
-  figures.spawner = { sessions: SESSIONS, bytes: BYTES, rates, flows }
+  figures.spawner = { sessions: SESSIONS, bytes: BYTES, rates, sleeperRates, flows }
 
   return `Measured ${new Date().toISOString().slice(0, 10)} on ${machine}.
 Working directories on ${tmpfs} (tmpfs), so the figures measure the spawner, not the disk.
@@ -101,6 +118,9 @@ ${Object.keys(spawnVariants).map((k) => `| ${k} | ${f0(median(rates[k]))} | ${f2
 
 Native from JS against child_process from JS: **${f2(ratio('native, from JS', 'child_process, from JS'))}×**.
 Target: native from JS ≥ 0.8 of the plain Rust loop.
+
+The same with an agent that sleeps 1 ms before it exits (\`fake_agent sleep:1 exit:0\`): plain Rust loop
+${f0(median(sleeperRates['plain Rust loop']))}/s, native from JS ${f0(median(sleeperRates['native, from JS']))}/s, ratio **${f2(sleeperRatio)}**.
 
 **${BYTES / 1048576} MiB of agent stdout to a JavaScript \`session-output\` listener**:
 

@@ -1,17 +1,19 @@
 'use strict'
 // Sequential spawn-to-completion rate of one variant, in this process.
-// node benches/spawn-rate.js <native|child_process> <sessions>
+// node benches/spawn-rate.js <native|child_process> <sessions> [agent steps...]
+// (the agent's steps default to `exit:0`)
 const fs = require('node:fs')
 const { AGENT, workDir, config, childProcessSession } = require('./common')
 
 async function main() {
-  const [variant, countText] = process.argv.slice(2)
+  const [variant, countText, ...given] = process.argv.slice(2)
+  const steps = given.length > 0 ? given : ['exit:0']
   const count = Number(countText)
   const dir = workDir('rate')
   let run
   if (variant === 'native') {
     const ClaudeSessionSpawner = require('..').default
-    const spawner = new ClaudeSessionSpawner({ claudePath: AGENT, protocol: 'text', extraArgs: ['exit:0'], historySize: 10 })
+    const spawner = new ClaudeSessionSpawner({ claudePath: AGENT, protocol: 'text', extraArgs: steps, historySize: 10 })
     const cfg = config(dir)
     run = async () => {
       const session = await spawner.spawnSession(cfg)
@@ -19,7 +21,7 @@ async function main() {
       spawner.cleanupCompletedSessions()
     }
   } else if (variant === 'child_process') {
-    run = () => childProcessSession(dir, ['exit:0'])
+    run = () => childProcessSession(dir, steps)
   } else {
     throw new Error(`unknown variant ${variant}`)
   }
