@@ -38,21 +38,8 @@ fn a_panic_while_launching_is_an_error_and_a_failed_session() {
             .unwrap_err();
 
         for err in [via_launcher, on_caller, again] {
-            assert_eq!(err.code(), "ERR_SPAWN_FAILED");
-            let text = err.to_string();
+            let text = assert_spawn_failed(&spawner, &rec, &err);
             assert!(text.contains(PANIC_MESSAGE), "{text}");
-            let id = err.session_id().unwrap().to_owned();
-            let status = spawner.session_status(&id).unwrap();
-            assert_eq!(status.state, SessionState::Failed);
-            assert_eq!(status.pid, None, "no agent was started");
-            assert_eq!(status.error_message.as_deref(), Some(text.as_str()));
-            assert_eq!(
-                rec.for_session(&id),
-                vec![
-                    Seen::SpawnFailed { id: id.clone(), code: "ERR_SPAWN_FAILED" },
-                    Seen::Ended { id: id.clone(), state: "failed".into() }
-                ]
-            );
         }
         assert_eq!(spawner.metrics_summary().failed_sessions, 3);
         assert!(spawner.active_sessions().iter().all(|s| s.state == SessionState::Failed));

@@ -200,10 +200,6 @@ async fn a_leftover_that_ignores_sigterm_is_killed_a_moment_later() {
     all_gone(&[child], result.status.pid.unwrap()).await;
 }
 
-fn pid_after(prefix: &str, stdout: &str) -> u32 {
-    stdout.lines().find_map(|l| l.strip_prefix(prefix)).expect(prefix).trim().parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_process_that_left_the_group_holding_the_output_is_killed_and_the_session_ends() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,7 +207,7 @@ async fn a_process_that_left_the_group_holding_the_output_is_killed_and_the_sess
     let spawner = spawner(&["spawn-escapee", "exit:0"], &rec);
     let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
     assert_eq!(status.state, SessionState::Completed);
-    let escapee = pid_after("escapee: ", &status.stdout);
+    let [escapee] = pids_after("escapee: ", &status.stdout)[..] else { panic!("no escapee pid") };
     wait_until("the escapee to be killed", || !alive(escapee)).await;
 }
 
@@ -225,7 +221,7 @@ async fn a_daemon_started_by_the_agent_outside_its_group_dies_with_the_session()
         let result = spawner.spawn_session(config(dir.path())).await.unwrap();
         let id = result.session_id.clone();
         wait_until("the daemon's pid", || rec.output(&id, "stdout").contains("daemon: ")).await;
-        let daemon = pid_after("daemon: ", &rec.output(&id, "stdout"));
+        let [daemon] = pids_after("daemon: ", &rec.output(&id, "stdout"))[..] else { panic!("no daemon pid") };
         // (It hangs: only a kill ends it. Without a stop, the agent may already be gone.)
         if stop {
             assert!(alive(daemon));
@@ -304,20 +300,8 @@ async fn spawn_failures_name_the_cause_and_are_recorded_failed() {
     let r = std::sync::Arc::clone(&rec);
     let spawner = Spawner::new(options, move |e: SpawnerEvent| r.record(e)).unwrap();
     let err = spawner.spawn_session(config(dir.path())).await.unwrap_err();
-    assert_eq!(err.code(), "ERR_SPAWN_FAILED");
-    let text = err.to_string();
+    let text = assert_spawn_failed(&spawner, &rec, &err);
     assert!(text.contains("/nonexistent/agent") && text.contains("No such file or directory"), "{text}");
-    let id = err.session_id().unwrap().to_owned();
-    let status = spawner.session_status(&id).unwrap();
-    assert_eq!(status.state, SessionState::Failed);
-    assert_eq!(status.error_message.as_deref(), Some(text.as_str()));
-    assert_eq!(
-        rec.for_session(&id),
-        vec![
-            Seen::SpawnFailed { id: id.clone(), code: "ERR_SPAWN_FAILED" },
-            Seen::Ended { id: id.clone(), state: "failed".into() }
-        ]
-    );
     assert_eq!(spawner.metrics_summary().failed_sessions, 1);
 
     let mut cfg = config(dir.path());

@@ -92,29 +92,42 @@ pub async fn all_gone(pids: &[u32], pgid: u32) {
     .await;
 }
 
-/// Live (non-zombie) processes whose process group is `pgid`.
-pub fn group_members(pgid: u32) -> Vec<u32> {
+/// One process as `/proc/<pid>/stat` shows it.
+pub struct ProcStat {
+    pub pid: u32,
+    /// `R`, `S`, `Z`, ...
+    pub state: String,
+    pub ppid: u32,
+    pub pgrp: u32,
+}
+
+/// Every process this test can see.
+pub fn processes() -> Vec<ProcStat> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
         let Some((_, rest)) = stat.rsplit_once(')') else { continue };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        // fields: state ppid pgrp ...
-        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
-            found.push(pid);
-        }
+        let (Some(state), Some(Ok(ppid)), Some(Ok(pgrp))) =
+            (fields.first(), fields.get(1).map(|f| f.parse()), fields.get(2).map(|f| f.parse()))
+        else {
+            continue;
+        };
+        found.push(ProcStat { pid, state: (*state).to_owned(), ppid, pgrp });
     }
     found
 }
 
+/// Live (non-zombie) processes whose process group is `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    processes().into_iter().filter(|p| p.state != "Z" && p.pgrp == pgid).map(|p| p.pid).collect()
+}
+
 /// Pids the fake agent printed as `sleeper: <pid>`.
 pub fn sleeper_pids(stdout: &str) -> Vec<u32> {
-    stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("sleeper: "))
-        .map(|p| p.trim().parse().unwrap())
-        .collect()
+    pids_after("sleeper: ", stdout)
 }
 
 /// Pids the fake agent printed as `<prefix><pid>` lines.
@@ -147,18 +160,29 @@ pub fn open_fds() -> usize {
 
 /// Children of this process that have exited and were not reaped.
 pub fn zombie_children() -> Vec<u32> {
-    let me = std::process::id().to_string();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 1 && fields[0] == "Z" && fields[1] == me {
-            found.push(pid);
-        }
-    }
-    found
+    let me = std::process::id();
+    processes().into_iter().filter(|p| p.state == "Z" && p.ppid == me).map(|p| p.pid).collect()
+}
+
+/// Checks that `err` is a launch failure (`ERR_SPAWN_FAILED`) of a session recorded
+/// `failed` with the error's text, seen as exactly `SpawnFailed` then `Ended`;
+/// returns the text.
+pub fn assert_spawn_failed(spawner: &Spawner, rec: &Recorder, err: &SpawnError) -> String {
+    assert_eq!(err.code(), "ERR_SPAWN_FAILED");
+    let text = err.to_string();
+    let id = err.session_id().expect("a failed launch names its session").to_owned();
+    let status = spawner.session_status(&id).expect("the failed session is kept");
+    assert_eq!(status.state, SessionState::Failed);
+    assert_eq!(status.pid, None, "no agent runs");
+    assert_eq!(status.error_message.as_deref(), Some(text.as_str()));
+    assert_eq!(
+        rec.for_session(&id),
+        vec![
+            Seen::SpawnFailed { id: id.clone(), code: "ERR_SPAWN_FAILED" },
+            Seen::Ended { id, state: "failed".into() }
+        ]
+    );
+    text
 }
 
 /// Line `n` of the fake agent's `numbered-out` (kept the same as its `numbered_line`).
