@@ -1,5 +1,5 @@
 //! The launcher: one thread per process that does the blocking part of starting a
-//! session (writing the session directory, `posix_spawn`), so that neither Node's
+//! session (writing the session directory, starting the agent), so that neither Node's
 //! event loop nor a Tokio worker waits on a slow disk. It lives as long as the
 //! process, which is what a parent-death signal needs of the spawning thread.
 
