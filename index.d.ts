@@ -252,18 +252,27 @@ export interface BudgetExceededEvent {
   limit: number
 }
 
-/** The spawner's events and their payloads. */
 /** Added: what `reapOrphans()` found in the state directory and did. */
 export interface ReapReport {
   /** Sessions whose daemon is gone; each is now in this spawner's history as `crashed`. */
-  orphans: Array<{ sessionId: string; pid: number; daemonPid: number; workingDirectory: string; wasRunning: boolean; leftovers: number }>
+  orphans: Array<{
+    sessionId: string
+    pid: number
+    daemonPid: number
+    workingDirectory: string
+    /** Its agent still ran (same pid and start time) and its process group was stopped. */
+    wasRunning: boolean
+    /** Processes the session had started that were stopped, found by its id in their environment. */
+    leftovers: number
+  }>
   /** State files of sessions whose daemon still runs (left alone). */
   ownedByLiveDaemons: number
-  /** Unreadable state files (removed). */
+  /** Unreadable state files older than a few seconds (removed; younger ones may be being written). */
   invalid: number
   stateDir?: string
 }
 
+/** The spawner's events and their payloads. */
 export interface ClaudeSessionSpawnerEvents {
   'session-spawned': [event: { sessionId: string; pid: number }]
   'session-output': [event: SessionOutputEvent]
