@@ -235,6 +235,26 @@ pub async fn cancel_removes_queued_and_flags_leased(h: Harness) {
     assert_eq!((snapshot.queued.len(), snapshot.leased), (0, 0));
 }
 
+pub async fn a_pending_cancel_wins_over_release_and_lapse(h: Harness) {
+    let (h1, h2) = (h.host().await, h.host().await);
+    let mut events = Events::of(&*h2);
+    h1.push(request("released", Priority::Medium)).await.unwrap();
+    h1.push(request("lapsed", Priority::Medium)).await.unwrap();
+    h1.take("h1", LONG).await.unwrap().unwrap();
+    h1.take("h1", SHORT).await.unwrap().unwrap();
+    assert_eq!(h2.cancel("released").await.unwrap(), CancelResult::Flagged);
+    assert_eq!(h2.cancel("lapsed").await.unwrap(), CancelResult::Flagged);
+    h1.release("h1", "released").await.unwrap();
+    let expired = until_expired(&*h2, 3).await;
+    assert_eq!(expired, [Expired { id: "lapsed".into(), host: "h1".into(), fate: ExpiredFate::Cancelled }]);
+    let snapshot = h2.snapshot().await.unwrap();
+    assert_eq!((snapshot.queued.len(), snapshot.leased), (0, 0), "neither went back to the queue");
+    for id in ["released", "lapsed"] {
+        assert!(matches!(events.next_about(id).await, QueueEvent::Allocated { .. }));
+        assert_eq!(events.next_about(id).await, QueueEvent::Cancelled { id: id.into() });
+    }
+}
+
 pub async fn release_goes_to_the_front_of_its_class(h: Harness) {
     let (h1, h2) = (h.host().await, h.host().await);
     for (id, p) in [("m1", Priority::Medium), ("m2", Priority::Medium), ("m3", Priority::Medium)] {

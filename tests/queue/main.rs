@@ -72,6 +72,7 @@ on_both!(
     a_lapsed_lease_can_neither_renew_nor_finish,
     expired_leases_requeue_at_their_place_then_fail,
     cancel_removes_queued_and_flags_leased,
+    a_pending_cancel_wins_over_release_and_lapse,
     release_goes_to_the_front_of_its_class,
     snapshot_shows_order_leases_and_mean_execution,
     events_reach_every_host,

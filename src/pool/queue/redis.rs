@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, ErrorKind, RedisError, Script, ScriptInvocation, Value};
+use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, Script, ScriptInvocation, Value};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
@@ -48,8 +48,9 @@ impl RedisQueueOptions {
     }
 }
 
-/// Connection attempts per reconnection before a command gives up.
-const CONNECT_RETRIES: usize = 2;
+/// Attempts after the first, per reconnection, before the commands waiting on it fail:
+/// few, so that requests made while Redis is down reject within seconds.
+const RECONNECT_RETRIES: usize = 1;
 const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(5);
 
 struct Scripts {
@@ -108,20 +109,31 @@ impl RedisQueue {
         }
         let client = Client::open(options.url.as_str())
             .map_err(|e| QueueError::Invalid(format!("redis URL {url}: {e}")))?;
+        let unavailable = |reason: String| QueueError::Unavailable { url: url.clone(), reason };
+        // One plain attempt first: its error is the real one (refused, timed out), and
+        // it comes without the manager's retries.
+        let probe = AsyncConnectionConfig::new()
+            .set_connection_timeout(options.connect_timeout)
+            .set_response_timeout(options.response_timeout);
+        let mut first = client
+            .get_multiplexed_async_connection_with_config(&probe)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        // A server that accepts connections but does not answer is unavailable too.
+        ::redis::cmd("PING").query_async::<String>(&mut first).await.map_err(|e| unavailable(e.to_string()))?;
+        drop(first);
+
+        // redis 0.32 multiplies the delay between reconnection attempts (from 1 s) by
+        // the "factor", up to the maximum delay.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(options.connect_timeout)
             .set_response_timeout(options.response_timeout)
-            .set_number_of_retries(CONNECT_RETRIES)
-            .set_max_delay(1000);
-        let unavailable = |reason: String| QueueError::Unavailable { url: url.clone(), reason };
-        // The manager's own retries are bounded; this bounds them in time as well.
-        let deadline = options.connect_timeout * (CONNECT_RETRIES as u32 + 1) + Duration::from_secs(1);
-        let mut conn = tokio::time::timeout(deadline, ConnectionManager::new_with_config(client.clone(), config))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_factor(2)
+            .set_max_delay(2000);
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
-            .map_err(|_| unavailable(format!("no connection within {deadline:?}")))?
             .map_err(|e| unavailable(e.to_string()))?;
-        // A server that accepts connections but does not answer is unavailable too.
-        ::redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| unavailable(e.to_string()))?;
 
         let prefix = format!("css:{{{}}}:", options.name);
         let keys = KEY_NAMES.iter().map(|k| format!("{prefix}{k}")).collect();

@@ -4,6 +4,10 @@
 -- 8 cancel (set of ids), 9 counters (hash: pushes, releases), 10 durations (list, newest first).
 -- ARGV[1] is the events channel. Numbers go to redis.call as Lua numbers, never through
 -- tostring, which keeps only 14 digits.
+-- Redis before 7 refuses writes after TIME unless effects are replicated; from 7 on
+-- that is the only mode and this is a no-op.
+if redis.replicate_commands then redis.replicate_commands() end
+
 local SPAN = 17592186044416 -- 2^44: one priority class
 local MIDDLE = 8796093022208 -- 2^43: pushes count up from here, releases down
 
