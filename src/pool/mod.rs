@@ -4,6 +4,7 @@
 //! `SessionPool` carries them out over its JavaScript spawner).
 
 mod config;
+pub mod queue;
 mod runner;
 mod scheduler;
 

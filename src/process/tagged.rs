@@ -100,6 +100,19 @@ mod tests {
         };
         let mut mine = start("claude-session-a");
         let mut other = start("claude-session-ab");
+        // spawn can return before the child's execve has set up its new environment
+        // (until then /proc shows an empty one, or ours): under load the scan below
+        // could run in that window.
+        let tagged = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|e| e.split(|b| *b == 0).any(|v| v.starts_with(key.as_bytes())))
+        };
+        for child in [&mine, &other] {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !tagged(child.id()) {
+                assert!(std::time::Instant::now() < deadline, "sleep {} never showed its environment", child.id());
+                std::thread::yield_now();
+            }
+        }
         let found = signal_tagged(key, &["claude-session-a"], libc::SIGKILL);
         assert_eq!(found.get("claude-session-a"), Some(&vec![mine.id()]));
         assert!(mine.wait().unwrap().code().is_none(), "killed by the signal");

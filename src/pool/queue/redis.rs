@@ -1,0 +1,528 @@
+//! The [`RequestQueue`] in Redis, shared by every host that opens the same URL and
+//! queue name.
+//!
+//! Each operation is one Lua script (`scripts/`, sent as EVALSHA), so Redis runs it
+//! whole or not at all and no two hosts interleave inside one: two hosts cannot both
+//! take a request, and the lease check and the change it guards cannot be split.
+//! Lease expiry reads Redis's `TIME`. Every key of a queue carries the hash tag
+//! `{<name>}`, so a queue lives in one cluster slot. Events are `PUBLISH`ed by the
+//! scripts on `css:{<name>}:events` and read here by one subscription per queue
+//! handle, which reconnects on its own.
+//!
+//! Commands go through the crate's `ConnectionManager`: a lost connection fails the
+//! commands in flight (with [`QueueError::Unavailable`], within the response
+//! timeout) and is re-established, with backoff, by the next command.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, Script, ScriptInvocation, Value};
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
+
+use super::*;
+
+/// How to reach a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisQueueOptions {
+    /// `redis://host:port/db` (credentials in it are never shown in errors).
+    pub url: String,
+    /// The queue's name; hosts with the same name share the queue.
+    pub name: String,
+    /// For each connection attempt.
+    pub connect_timeout: Duration,
+    /// For each command.
+    pub response_timeout: Duration,
+}
+
+impl RedisQueueOptions {
+    pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            name: name.into(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Attempts after the first, per reconnection, before the commands waiting on it fail:
+/// few, so that requests made while Redis is down reject within seconds.
+const RECONNECT_RETRIES: usize = 1;
+const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(5);
+
+struct Scripts {
+    push: Script,
+    take: Script,
+    renew: Script,
+    finish: Script,
+    release: Script,
+    requeue_expired: Script,
+    cancel: Script,
+    snapshot: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
+    let with_common = |body: &str| Script::new(&format!("{}\n{body}", include_str!("scripts/common.lua")));
+    Scripts {
+        push: with_common(include_str!("scripts/push.lua")),
+        take: with_common(include_str!("scripts/take.lua")),
+        renew: with_common(include_str!("scripts/renew.lua")),
+        finish: with_common(include_str!("scripts/finish.lua")),
+        release: with_common(include_str!("scripts/release.lua")),
+        requeue_expired: with_common(include_str!("scripts/requeue_expired.lua")),
+        cancel: with_common(include_str!("scripts/cancel.lua")),
+        snapshot: with_common(include_str!("scripts/snapshot.lua")),
+    }
+});
+
+/// The keys every script gets, in the order `scripts/common.lua` lists.
+const KEY_NAMES: [&str; 10] =
+    ["queue", "leases", "holder", "payload", "place", "attempt", "enqueued", "cancel", "counters", "durations"];
+
+/// One host's handle on a shared queue.
+pub struct RedisQueue {
+    /// Without credentials, for errors.
+    url: String,
+    keys: Vec<String>,
+    channel: String,
+    conn: ConnectionManager,
+    events: broadcast::Sender<QueueEvent>,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for RedisQueue {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl RedisQueue {
+    /// Connects, and subscribes to the queue's events before returning, so that
+    /// [`RequestQueue::subscribe`] misses nothing published after this.
+    pub async fn connect(options: RedisQueueOptions) -> Result<Self, QueueError> {
+        let url = redact(&options.url);
+        if options.name.is_empty() || options.name.contains(['{', '}']) {
+            return Err(QueueError::Invalid(format!("queue name {:?} must be non-empty, without braces", options.name)));
+        }
+        let client = Client::open(options.url.as_str())
+            .map_err(|e| QueueError::Invalid(format!("redis URL {url}: {e}")))?;
+        let unavailable = |reason: String| QueueError::Unavailable { url: url.clone(), reason };
+        // One plain attempt first: its error is the real one (refused, timed out), and
+        // it comes without the manager's retries.
+        let probe = AsyncConnectionConfig::new()
+            .set_connection_timeout(options.connect_timeout)
+            .set_response_timeout(options.response_timeout);
+        let mut first = client
+            .get_multiplexed_async_connection_with_config(&probe)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        // A server that accepts connections but does not answer is unavailable too.
+        ::redis::cmd("PING").query_async::<String>(&mut first).await.map_err(|e| unavailable(e.to_string()))?;
+        drop(first);
+
+        // redis 0.32 multiplies the delay between reconnection attempts (from 1 s) by
+        // the "factor", up to the maximum delay.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(options.connect_timeout)
+            .set_response_timeout(options.response_timeout)
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_factor(2)
+            .set_max_delay(2000);
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+
+        let prefix = format!("css:{{{}}}:", options.name);
+        let keys = KEY_NAMES.iter().map(|k| format!("{prefix}{k}")).collect();
+        let channel = format!("{prefix}events");
+        let (events, _) = broadcast::channel(1024);
+        let (ready, subscribed) = oneshot::channel();
+        let listener = tokio::spawn(listen(
+            client,
+            channel.clone(),
+            events.clone(),
+            url.clone(),
+            options.connect_timeout,
+            ready,
+        ));
+        match subscribed.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(unavailable("the events subscription ended".into())),
+        }
+        Ok(Self { url, keys, channel, conn, events, listener })
+    }
+
+    /// The invocation of `script` with the queue's keys and channel; the caller adds
+    /// the script's own arguments.
+    fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut invocation = script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        invocation.arg(&self.channel);
+        invocation
+    }
+
+    async fn run(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, QueueError> {
+        let mut conn = self.conn.clone();
+        invocation.invoke_async(&mut conn).await.map_err(|e| self.error(e))
+    }
+
+    fn error(&self, e: RedisError) -> QueueError {
+        let unreachable = e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || e.kind() == ErrorKind::BusyLoadingError;
+        let reason = e.to_string();
+        if unreachable {
+            QueueError::Unavailable { url: self.url.clone(), reason }
+        } else {
+            QueueError::Refused { url: self.url.clone(), reason }
+        }
+    }
+
+    fn malformed(&self, reason: impl Into<String>) -> QueueError {
+        QueueError::Malformed { url: self.url.clone(), reason: reason.into() }
+    }
+
+    fn array(&self, value: Value, what: &str) -> Result<Vec<Value>, QueueError> {
+        match value {
+            Value::Array(items) => Ok(items),
+            other => Err(self.malformed(format!("{what}: expected an array, got {other:?}"))),
+        }
+    }
+
+    /// Exactly `N` items.
+    fn tuple<const N: usize>(&self, value: Value, what: &str) -> Result<[Value; N], QueueError> {
+        let items = self.array(value, what)?;
+        let n = items.len();
+        items.try_into().map_err(|_| self.malformed(format!("{what}: expected {N} items, got {n}")))
+    }
+
+    fn text(&self, value: &Value, what: &str) -> Result<String, QueueError> {
+        match value {
+            Value::BulkString(bytes) => {
+                String::from_utf8(bytes.clone()).map_err(|_| self.malformed(format!("{what}: not UTF-8")))
+            }
+            Value::SimpleString(s) => Ok(s.clone()),
+            other => Err(self.malformed(format!("{what}: expected a string, got {other:?}"))),
+        }
+    }
+
+    fn int(&self, value: &Value, what: &str) -> Result<u64, QueueError> {
+        let bad = || self.malformed(format!("{what}: expected a non-negative integer, got {value:?}"));
+        match value {
+            Value::Int(n) => u64::try_from(*n).map_err(|_| bad()),
+            Value::BulkString(_) | Value::SimpleString(_) => parse_int(&self.text(value, what)?).ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+
+    fn attempt(&self, value: &Value, what: &str) -> Result<u32, QueueError> {
+        let n = self.int(value, what)?;
+        u32::try_from(n).ok().filter(|&a| a > 0).ok_or_else(|| self.malformed(format!("{what}: attempt {n}")))
+    }
+
+    fn priority(&self, value: &Value, what: &str) -> Result<Priority, QueueError> {
+        let at = self.int(value, what)?;
+        score::priority_of(at).ok_or_else(|| self.malformed(format!("{what}: score {at} is in no priority class")))
+    }
+
+    fn not_holder(host: &str, id: &str) -> QueueError {
+        QueueError::NotHolder { host: host.to_owned(), id: id.to_owned() }
+    }
+
+    async fn push_request(&self, request: QueuedRequest) -> Result<Pushed, QueueError> {
+        check_request(&request)?;
+        let mut invocation = self.invocation(&SCRIPTS.push);
+        invocation.arg(&request.id).arg(&request.payload).arg(score::class(request.priority)).arg(request.attempt);
+        let reply = self.array(self.run(&invocation).await?, "push")?;
+        match reply.as_slice() {
+            [Value::Int(0)] => Err(QueueError::Duplicate(request.id)),
+            [Value::Int(1), position, length] => Ok(Pushed {
+                position: self.int(position, "push position")? as usize,
+                queue_length: self.int(length, "push length")? as usize,
+            }),
+            other => Err(self.malformed(format!("push: {other:?}"))),
+        }
+    }
+
+    async fn take_request(&self, host: &str, lease: Duration) -> Result<Option<Taken>, QueueError> {
+        let mut invocation = self.invocation(&SCRIPTS.take);
+        invocation.arg(host).arg(lease_ms(lease));
+        let reply = self.array(self.run(&invocation).await?, "take")?;
+        if reply.is_empty() {
+            return Ok(None);
+        }
+        let [id, payload, place, attempt, enqueued, expires] =
+            self.tuple(Value::Array(reply), "take")?;
+        Ok(Some(Taken {
+            request: QueuedRequest {
+                id: self.text(&id, "take id")?,
+                priority: self.priority(&place, "take place")?,
+                payload: self.text(&payload, "take payload")?,
+                attempt: self.attempt(&attempt, "take attempt")?,
+            },
+            enqueued_at: time_from_ms(self.int(&enqueued, "take enqueued")?),
+            lease_expires_at: time_from_ms(self.int(&expires, "take expiry")?),
+        }))
+    }
+
+    async fn renew_lease(&self, host: &str, id: &str, lease: Duration) -> Result<Renewal, QueueError> {
+        let mut invocation = self.invocation(&SCRIPTS.renew);
+        invocation.arg(host).arg(id).arg(lease_ms(lease));
+        let [held, cancel] = self.tuple(self.run(&invocation).await?, "renew")?;
+        Ok(Renewal { held: self.int(&held, "renew held")? == 1, cancel_requested: self.int(&cancel, "renew cancel")? == 1 })
+    }
+
+    async fn finish_request(&self, host: &str, id: &str, outcome: FinishOutcome, execution_ms: u64) -> Result<(), QueueError> {
+        let (kind, detail) = match outcome {
+            FinishOutcome::Completed(detail) => ("completed", detail),
+            FinishOutcome::Failed(detail) => ("failed", detail),
+            FinishOutcome::Cancelled => ("cancelled", String::new()),
+        };
+        let mut invocation = self.invocation(&SCRIPTS.finish);
+        invocation.arg(host).arg(id).arg(kind).arg(detail).arg(execution_ms).arg(EXECUTION_SAMPLES);
+        match self.int(&self.run(&invocation).await?, "finish")? {
+            1 => Ok(()),
+            _ => Err(Self::not_holder(host, id)),
+        }
+    }
+
+    async fn release_request(&self, host: &str, id: &str) -> Result<(), QueueError> {
+        let mut invocation = self.invocation(&SCRIPTS.release);
+        invocation.arg(host).arg(id);
+        match self.int(&self.run(&invocation).await?, "release")? {
+            1 => Ok(()),
+            _ => Err(Self::not_holder(host, id)),
+        }
+    }
+
+    async fn requeue(&self, max_attempts: u32) -> Result<Vec<Expired>, QueueError> {
+        let mut invocation = self.invocation(&SCRIPTS.requeue_expired);
+        invocation.arg(max_attempts);
+        let reply = self.array(self.run(&invocation).await?, "requeue_expired")?;
+        reply
+            .into_iter()
+            .map(|item| {
+                let [id, host, fate, attempt] = self.tuple(item, "requeue_expired item")?;
+                let n = self.attempt(&attempt, "requeue_expired attempt");
+                let fate = match self.text(&fate, "requeue_expired fate")?.as_str() {
+                    "requeued" => ExpiredFate::Requeued { attempt: n? },
+                    "failed" => ExpiredFate::Failed { attempts: n? },
+                    "cancelled" => ExpiredFate::Cancelled,
+                    other => return Err(self.malformed(format!("requeue_expired fate {other:?}"))),
+                };
+                Ok(Expired { id: self.text(&id, "requeue_expired id")?, host: self.text(&host, "requeue_expired host")?, fate })
+            })
+            .collect()
+    }
+
+    async fn cancel_request(&self, id: &str) -> Result<CancelResult, QueueError> {
+        let mut invocation = self.invocation(&SCRIPTS.cancel);
+        invocation.arg(id);
+        match self.int(&self.run(&invocation).await?, "cancel")? {
+            0 => Ok(CancelResult::Unknown),
+            1 => Ok(CancelResult::Removed),
+            2 => Ok(CancelResult::Flagged),
+            n => Err(self.malformed(format!("cancel: {n}"))),
+        }
+    }
+
+    async fn take_snapshot(&self) -> Result<QueueSnapshot, QueueError> {
+        let invocation = self.invocation(&SCRIPTS.snapshot);
+        let [queued, leased, durations] = self.tuple(self.run(&invocation).await?, "snapshot")?;
+        let queued = self
+            .array(queued, "snapshot queue")?
+            .into_iter()
+            .map(|item| {
+                let [id, at, attempt, enqueued] = self.tuple(item, "snapshot entry")?;
+                Ok(QueueEntry {
+                    id: self.text(&id, "snapshot id")?,
+                    priority: self.priority(&at, "snapshot score")?,
+                    attempt: self.attempt(&attempt, "snapshot attempt")?,
+                    enqueued_at: time_from_ms(self.int(&enqueued, "snapshot enqueued")?),
+                })
+            })
+            .collect::<Result<Vec<_>, QueueError>>()?;
+        let durations = self
+            .array(durations, "snapshot durations")?
+            .iter()
+            .map(|d| self.int(d, "snapshot duration"))
+            .collect::<Result<Vec<_>, QueueError>>()?;
+        let mean_execution_ms =
+            (!durations.is_empty()).then(|| durations.iter().map(|&ms| ms as f64).sum::<f64>() / durations.len() as f64);
+        Ok(QueueSnapshot { queued, leased: self.int(&leased, "snapshot leases")? as usize, mean_execution_ms })
+    }
+}
+
+impl RequestQueue for RedisQueue {
+    fn push(&self, request: QueuedRequest) -> QueueFuture<'_, Pushed> {
+        Box::pin(self.push_request(request))
+    }
+
+    fn take<'a>(&'a self, host: &'a str, lease: Duration) -> QueueFuture<'a, Option<Taken>> {
+        Box::pin(self.take_request(host, lease))
+    }
+
+    fn renew<'a>(&'a self, host: &'a str, id: &'a str, lease: Duration) -> QueueFuture<'a, Renewal> {
+        Box::pin(self.renew_lease(host, id, lease))
+    }
+
+    fn finish<'a>(&'a self, host: &'a str, id: &'a str, outcome: FinishOutcome, execution_ms: u64) -> QueueFuture<'a, ()> {
+        Box::pin(self.finish_request(host, id, outcome, execution_ms))
+    }
+
+    fn release<'a>(&'a self, host: &'a str, id: &'a str) -> QueueFuture<'a, ()> {
+        Box::pin(self.release_request(host, id))
+    }
+
+    fn requeue_expired(&self, max_attempts: u32) -> QueueFuture<'_, Vec<Expired>> {
+        Box::pin(self.requeue(max_attempts))
+    }
+
+    fn cancel<'a>(&'a self, id: &'a str) -> QueueFuture<'a, CancelResult> {
+        Box::pin(self.cancel_request(id))
+    }
+
+    fn snapshot(&self) -> QueueFuture<'_, QueueSnapshot> {
+        Box::pin(self.take_snapshot())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<QueueEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// Forwards the channel's messages to `events` for as long as the handle lives,
+/// subscribing again (with backoff) when the subscription is lost. Events published
+/// while it is lost are not seen by this host.
+async fn listen(
+    client: Client,
+    channel: String,
+    events: broadcast::Sender<QueueEvent>,
+    url: String,
+    connect_timeout: Duration,
+    ready: oneshot::Sender<Result<(), QueueError>>,
+) {
+    let mut ready = Some(ready);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        match tokio::time::timeout(connect_timeout, subscribed).await {
+            Ok(Ok(pubsub)) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Ok(()));
+                }
+                delay = Duration::from_millis(100);
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    match message.get_payload::<String>().map_err(|e| e.to_string()).and_then(|text| decode_event(&text)) {
+                        Ok(event) => {
+                            let _ = events.send(event);
+                        }
+                        Err(reason) => tracing::warn!(%url, %channel, %reason, "ignoring a malformed queue event"),
+                    }
+                }
+                tracing::warn!(%url, %channel, "queue events subscription lost; subscribing again");
+            }
+            failed => {
+                let reason = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no subscription within {connect_timeout:?}"),
+                };
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(QueueError::Unavailable { url, reason }));
+                    return;
+                }
+                tracing::warn!(%url, %channel, %reason, "cannot subscribe to queue events; retrying");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RESUBSCRIBE_MAX_DELAY);
+    }
+}
+
+/// An event as the scripts publish it (`cjson`).
+fn decode_event(text: &str) -> Result<QueueEvent, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("{e}: {text:?}"))?;
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let need = |name: &str| field(name).ok_or_else(|| format!("no {name} in {text:?}"));
+    let attempt = || {
+        value
+            .get("attempt")
+            .and_then(|v| v.as_u64())
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| format!("no attempt in {text:?}"))
+    };
+    let id = need("id")?;
+    match need("event")?.as_str() {
+        "allocated" => Ok(QueueEvent::Allocated { id, host: need("host")?, attempt: attempt()? }),
+        "completed" => Ok(QueueEvent::Completed { id, host: need("host")?, detail: need("detail")? }),
+        "failed" => Ok(QueueEvent::Failed { id, host: field("host"), detail: need("detail")? }),
+        "cancelled" => Ok(QueueEvent::Cancelled { id }),
+        "requeued" => Ok(QueueEvent::Requeued { id, attempt: attempt()? }),
+        other => Err(format!("unknown event {other:?}")),
+    }
+}
+
+/// Integers as Redis may format them: `123`, or `1.23e+2` when a script stored a
+/// Lua number. Only exact integers below 2^53 are accepted.
+fn parse_int(text: &str) -> Option<u64> {
+    text.parse::<u64>().ok().or_else(|| {
+        let f = text.parse::<f64>().ok()?;
+        (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < 9_007_199_254_740_992.0).then_some(f as u64)
+    })
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(redact("redis://:secret@10.0.0.1:6379/0"), "redis://***@10.0.0.1:6379/0");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn integers_in_either_notation() {
+        assert_eq!(parse_int("35184372088833"), Some(35_184_372_088_833));
+        assert_eq!(parse_int("1.8e+12"), Some(1_800_000_000_000));
+        assert_eq!(parse_int("1.5"), None);
+        assert_eq!(parse_int("-1"), None);
+        assert_eq!(parse_int("x"), None);
+    }
+
+    #[test]
+    fn malformed_events_are_errors() {
+        assert_eq!(
+            decode_event(r#"{"event":"allocated","id":"a","host":"h","attempt":2}"#),
+            Ok(QueueEvent::Allocated { id: "a".into(), host: "h".into(), attempt: 2 })
+        );
+        assert_eq!(
+            decode_event(r#"{"event":"failed","id":"a","detail":"gave up"}"#),
+            Ok(QueueEvent::Failed { id: "a".into(), host: None, detail: "gave up".into() })
+        );
+        assert!(decode_event("not json").is_err());
+        assert!(decode_event(r#"{"event":"allocated","id":"a"}"#).is_err());
+        assert!(decode_event(r#"{"event":"exploded","id":"a"}"#).is_err());
+    }
+}

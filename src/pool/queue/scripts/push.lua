@@ -1,0 +1,12 @@
+-- ARGV: channel, id, payload, class, attempt. Returns {0} for a duplicate, else
+-- {1, position, length}.
+local id = ARGV[2]
+if redis.call('HEXISTS', KEYS[4], id) == 1 then return {0} end
+local seq = redis.call('HINCRBY', KEYS[9], 'pushes', 1)
+local place = tonumber(ARGV[4]) * SPAN + MIDDLE + seq
+redis.call('ZADD', KEYS[1], place, id)
+redis.call('HSET', KEYS[4], id, ARGV[3])
+redis.call('HSET', KEYS[5], id, place)
+redis.call('HSET', KEYS[6], id, ARGV[5])
+redis.call('HSET', KEYS[7], id, now_ms())
+return {1, redis.call('ZRANK', KEYS[1], id) + 1, redis.call('ZCARD', KEYS[1])}

@@ -1,0 +1,15 @@
+-- ARGV: channel, host, id. Returns 1, or 0 when host holds no live lease. A request
+-- released with a cancel pending is cancelled instead.
+local host, id = ARGV[2], ARGV[3]
+if not held(host, id, now_ms()) then return 0 end
+if redis.call('SISMEMBER', KEYS[8], id) == 1 then
+  forget(id)
+  publish({event = 'cancelled', id = id})
+  return 1
+end
+redis.call('ZREM', KEYS[2], id)
+redis.call('HDEL', KEYS[3], id)
+local n = redis.call('HINCRBY', KEYS[9], 'releases', 1)
+local class = math.floor(tonumber(redis.call('HGET', KEYS[5], id)) / SPAN)
+redis.call('ZADD', KEYS[1], class * SPAN + MIDDLE - n, id)
+return 1

@@ -1,0 +1,346 @@
+//! The queue's behaviour, written once against `dyn RequestQueue`: `main.rs` runs each
+//! test on the in-process queue and on Redis. A "host" is a queue handle of its own
+//! (for Redis, its own connection), all on one shared queue.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use claude_session_spawner::pool::queue::*;
+use claude_session_spawner::Priority;
+use tokio::sync::broadcast;
+
+pub type Open = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn RequestQueue>> + Send>> + Send + Sync>;
+
+pub struct Harness {
+    open: Open,
+    /// Whatever must outlive the test (the Redis server).
+    _keep: Box<dyn Send + Sync>,
+}
+
+impl Harness {
+    pub fn new(open: Open, keep: impl Send + Sync + 'static) -> Self {
+        Self { open, _keep: Box::new(keep) }
+    }
+
+    pub async fn host(&self) -> Arc<dyn RequestQueue> {
+        (self.open)().await
+    }
+}
+
+/// Long enough never to lapse during a test.
+const LONG: Duration = Duration::from_secs(60);
+/// Short enough to lapse quickly, by the queue's clock.
+const SHORT: Duration = Duration::from_millis(200);
+const DEADLINE: Duration = Duration::from_secs(10);
+
+pub fn request(id: &str, priority: Priority) -> QueuedRequest {
+    QueuedRequest { id: id.into(), priority, payload: format!(r#"{{"requestId":"{id}","config":{{}}}}"#), attempt: 1 }
+}
+
+async fn ids(q: &dyn RequestQueue) -> Vec<String> {
+    q.snapshot().await.unwrap().queued.into_iter().map(|e| e.id).collect()
+}
+
+/// Calls `requeue_expired` until it reports something, failing the test after the
+/// deadline: leases lapse by the queue's clock, which the test does not read.
+pub async fn until_expired(q: &dyn RequestQueue, max_attempts: u32) -> Vec<Expired> {
+    let started = Instant::now();
+    loop {
+        let expired = q.requeue_expired(max_attempts).await.unwrap();
+        if !expired.is_empty() {
+            return expired;
+        }
+        assert!(started.elapsed() < DEADLINE, "no lease lapsed within {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A subscription read per request: events about other requests wait their turn.
+struct Events {
+    receiver: broadcast::Receiver<QueueEvent>,
+    held: Vec<QueueEvent>,
+}
+
+impl Events {
+    fn of(q: &dyn RequestQueue) -> Self {
+        Self { receiver: q.subscribe(), held: Vec::new() }
+    }
+
+    /// The next event about `id`, failing after the deadline.
+    async fn next_about(&mut self, id: &str) -> QueueEvent {
+        if let Some(i) = self.held.iter().position(|e| e.id() == id) {
+            return self.held.remove(i);
+        }
+        let wait = async {
+            loop {
+                match self.receiver.recv().await {
+                    Ok(event) if event.id() == id => return event,
+                    Ok(event) => self.held.push(event),
+                    Err(e) => panic!("events: {e}"),
+                }
+            }
+        };
+        tokio::time::timeout(DEADLINE, wait).await.unwrap_or_else(|_| panic!("no event about {id} within {DEADLINE:?}"))
+    }
+}
+
+pub async fn priority_then_arrival(h: Harness) {
+    let q = h.host().await;
+    let pushes = [
+        ("low", Priority::Low),
+        ("medium", Priority::Medium),
+        ("critical", Priority::Critical),
+        ("high", Priority::High),
+        ("high2", Priority::High),
+        ("critical2", Priority::Critical),
+    ];
+    let mut positions = Vec::new();
+    for (id, p) in pushes {
+        let pushed = q.push(request(id, p)).await.unwrap();
+        positions.push((pushed.position, pushed.queue_length));
+    }
+    assert_eq!(positions, [(1, 1), (1, 2), (1, 3), (2, 4), (3, 5), (2, 6)]);
+    let mut taken = Vec::new();
+    while let Some(t) = q.take("h1", LONG).await.unwrap() {
+        assert_eq!(t.request, request(&t.request.id, t.request.priority), "payload and attempt travel intact");
+        taken.push(t.request.id);
+    }
+    assert_eq!(taken, ["critical", "critical2", "high", "high2", "medium", "low"]);
+}
+
+pub async fn duplicate_ids_are_refused_while_queued_or_leased(h: Harness) {
+    let q = h.host().await;
+    q.push(request("a", Priority::Low)).await.unwrap();
+    assert_eq!(q.push(request("a", Priority::High)).await, Err(QueueError::Duplicate("a".into())));
+    q.take("h1", LONG).await.unwrap().unwrap();
+    assert_eq!(q.push(request("a", Priority::Low)).await, Err(QueueError::Duplicate("a".into())));
+    q.finish("h1", "a", FinishOutcome::Completed("{}".into()), 5).await.unwrap();
+    assert_eq!(q.push(request("a", Priority::Low)).await.unwrap().position, 1, "a finished id may come again");
+}
+
+pub async fn concurrent_hosts_never_take_the_same_request(h: Harness) {
+    let q = h.host().await;
+    for i in 0..50 {
+        q.push(request(&format!("r{i:02}"), Priority::ALL[i % 4])).await.unwrap();
+    }
+    let mut takers = Vec::new();
+    for t in 0..8 {
+        let host_queue = h.host().await;
+        takers.push(tokio::spawn(async move {
+            let host = format!("host{t}");
+            let mut mine = Vec::new();
+            while let Some(taken) = host_queue.take(&host, LONG).await.unwrap() {
+                // Only the holder may finish: a second taker of the same id would fail here.
+                host_queue.finish(&host, &taken.request.id, FinishOutcome::Completed(String::new()), 1).await.unwrap();
+                mine.push(taken.request.id);
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for taker in takers {
+        all.extend(taker.await.unwrap());
+    }
+    let distinct: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 50, "every request taken exactly once: {all:?}");
+    assert_eq!(distinct.len(), 50);
+    let snapshot = q.snapshot().await.unwrap();
+    assert_eq!((snapshot.queued.len(), snapshot.leased), (0, 0));
+}
+
+pub async fn a_lapsed_lease_can_neither_renew_nor_finish(h: Harness) {
+    let (h1, h2) = (h.host().await, h.host().await);
+    h1.push(request("a", Priority::Medium)).await.unwrap();
+    let taken = h1.take("h1", SHORT).await.unwrap().unwrap();
+    assert!(taken.lease_expires_at > taken.enqueued_at);
+    let renewal = h2.renew("h2", "a", SHORT).await.unwrap();
+    assert_eq!(renewal, Renewal { held: false, cancel_requested: false }, "h2 never held it");
+    let not_h2 = Err(QueueError::NotHolder { host: "h2".into(), id: "a".into() });
+    assert_eq!(h2.finish("h2", "a", FinishOutcome::Completed(String::new()), 1).await, not_h2);
+    assert_eq!(h2.release("h2", "a").await, not_h2);
+    // h1 stops renewing: its lease lapses by the queue's clock.
+    let expired = until_expired(&*h2, 3).await;
+    assert_eq!(expired, [Expired { id: "a".into(), host: "h1".into(), fate: ExpiredFate::Requeued { attempt: 2 } }]);
+    assert!(!h1.renew("h1", "a", LONG).await.unwrap().held, "a lapsed lease is not renewed");
+    assert_eq!(
+        h1.finish("h1", "a", FinishOutcome::Completed(String::new()), 1).await,
+        Err(QueueError::NotHolder { host: "h1".into(), id: "a".into() })
+    );
+    let again = h2.take("h2", LONG).await.unwrap().unwrap();
+    assert_eq!((again.request.id.as_str(), again.request.attempt), ("a", 2));
+    assert!(h2.renew("h2", "a", LONG).await.unwrap().held);
+    assert!(!h1.renew("h1", "a", LONG).await.unwrap().held, "taken over by h2");
+    h2.finish("h2", "a", FinishOutcome::Completed(String::new()), 1).await.unwrap();
+}
+
+pub async fn expired_leases_requeue_at_their_place_then_fail(h: Harness) {
+    let q = h.host().await;
+    let mut events = Events::of(&*q);
+    for id in ["a", "b", "c"] {
+        q.push(request(id, Priority::Medium)).await.unwrap();
+    }
+    assert_eq!(q.take("h1", SHORT).await.unwrap().unwrap().request.id, "a");
+    assert_eq!(q.take("h2", LONG).await.unwrap().unwrap().request.id, "b");
+    q.push(request("d", Priority::Medium)).await.unwrap();
+    let expired = until_expired(&*q, 2).await;
+    assert_eq!(expired, [Expired { id: "a".into(), host: "h1".into(), fate: ExpiredFate::Requeued { attempt: 2 } }]);
+    let snapshot = q.snapshot().await.unwrap();
+    let order: Vec<_> = snapshot.queued.iter().map(|e| (e.id.as_str(), e.attempt)).collect();
+    assert_eq!(order, [("a", 2), ("c", 1), ("d", 1)], "back at its original place, ahead of later arrivals");
+    assert_eq!(snapshot.leased, 1);
+    let retried = q.take("h3", SHORT).await.unwrap().unwrap();
+    assert_eq!((retried.request.id.as_str(), retried.request.attempt), ("a", 2));
+    let expired = until_expired(&*q, 2).await;
+    assert_eq!(expired, [Expired { id: "a".into(), host: "h3".into(), fate: ExpiredFate::Failed { attempts: 2 } }]);
+    assert_eq!(ids(&*q).await, ["c", "d"]);
+    let seen: Vec<_> = [
+        events.next_about("a").await,
+        events.next_about("a").await,
+        events.next_about("a").await,
+        events.next_about("a").await,
+    ]
+    .into_iter()
+    .map(|e| match e {
+        QueueEvent::Allocated { host, attempt, .. } => format!("allocated {host} {attempt}"),
+        QueueEvent::Requeued { attempt, .. } => format!("requeued {attempt}"),
+        QueueEvent::Failed { host: None, detail, .. } => format!("failed: {detail}"),
+        other => format!("unexpected {other:?}"),
+    })
+    .collect();
+    assert_eq!(
+        seen,
+        ["allocated h1 1", "requeued 2", "allocated h3 2", "failed: gave up after 2 attempts: the lease of host h3 lapsed"]
+    );
+}
+
+pub async fn cancel_removes_queued_and_flags_leased(h: Harness) {
+    let (h1, other) = (h.host().await, h.host().await);
+    let mut events = Events::of(&*h1);
+    h1.push(request("running", Priority::High)).await.unwrap();
+    h1.push(request("waiting", Priority::High)).await.unwrap();
+    h1.take("h1", LONG).await.unwrap().unwrap();
+    assert_eq!(other.cancel("waiting").await.unwrap(), CancelResult::Removed);
+    assert_eq!(other.cancel("running").await.unwrap(), CancelResult::Flagged);
+    assert_eq!(other.cancel("nobody").await.unwrap(), CancelResult::Unknown);
+    assert_eq!(other.cancel("waiting").await.unwrap(), CancelResult::Unknown, "already gone");
+    assert_eq!(events.next_about("waiting").await, QueueEvent::Cancelled { id: "waiting".into() });
+    assert_eq!(h1.renew("h1", "running", LONG).await.unwrap(), Renewal { held: true, cancel_requested: true });
+    h1.finish("h1", "running", FinishOutcome::Cancelled, 3).await.unwrap();
+    assert!(matches!(events.next_about("running").await, QueueEvent::Allocated { .. }));
+    assert_eq!(events.next_about("running").await, QueueEvent::Cancelled { id: "running".into() });
+    let snapshot = h1.snapshot().await.unwrap();
+    assert_eq!((snapshot.queued.len(), snapshot.leased), (0, 0));
+}
+
+pub async fn a_pending_cancel_wins_over_release_and_lapse(h: Harness) {
+    let (h1, h2) = (h.host().await, h.host().await);
+    let mut events = Events::of(&*h2);
+    h1.push(request("released", Priority::Medium)).await.unwrap();
+    h1.push(request("lapsed", Priority::Medium)).await.unwrap();
+    h1.take("h1", LONG).await.unwrap().unwrap();
+    h1.take("h1", SHORT).await.unwrap().unwrap();
+    assert_eq!(h2.cancel("released").await.unwrap(), CancelResult::Flagged);
+    assert_eq!(h2.cancel("lapsed").await.unwrap(), CancelResult::Flagged);
+    h1.release("h1", "released").await.unwrap();
+    let expired = until_expired(&*h2, 3).await;
+    assert_eq!(expired, [Expired { id: "lapsed".into(), host: "h1".into(), fate: ExpiredFate::Cancelled }]);
+    let snapshot = h2.snapshot().await.unwrap();
+    assert_eq!((snapshot.queued.len(), snapshot.leased), (0, 0), "neither went back to the queue");
+    for id in ["released", "lapsed"] {
+        assert!(matches!(events.next_about(id).await, QueueEvent::Allocated { .. }));
+        assert_eq!(events.next_about(id).await, QueueEvent::Cancelled { id: id.into() });
+    }
+}
+
+pub async fn release_goes_to_the_front_of_its_class(h: Harness) {
+    let (h1, h2) = (h.host().await, h.host().await);
+    for (id, p) in [("m1", Priority::Medium), ("m2", Priority::Medium), ("m3", Priority::Medium)] {
+        h1.push(request(id, p)).await.unwrap();
+    }
+    assert_eq!(h1.take("h1", SHORT).await.unwrap().unwrap().request.id, "m1");
+    assert_eq!(h2.take("h2", LONG).await.unwrap().unwrap().request.id, "m2");
+    h1.push(request("c", Priority::Critical)).await.unwrap();
+    // m1 lapses and is back at its original place, ahead of m3.
+    until_expired(&*h2, 3).await;
+    assert_eq!(ids(&*h2).await, ["c", "m1", "m3"]);
+    assert_eq!(
+        h1.release("h1", "m2").await,
+        Err(QueueError::NotHolder { host: "h1".into(), id: "m2".into() })
+    );
+    h2.release("h2", "m2").await.unwrap();
+    let snapshot = h2.snapshot().await.unwrap();
+    let order: Vec<_> = snapshot.queued.iter().map(|e| (e.id.as_str(), e.priority, e.attempt)).collect();
+    assert_eq!(
+        order,
+        [
+            ("c", Priority::Critical, 1),
+            ("m2", Priority::Medium, 1),
+            ("m1", Priority::Medium, 2),
+            ("m3", Priority::Medium, 1)
+        ],
+        "ahead of its whole class, even of older requests; attempt unchanged"
+    );
+    assert_eq!(snapshot.leased, 0);
+    assert!(!h2.renew("h2", "m2", LONG).await.unwrap().held, "released: no lease left");
+}
+
+pub async fn snapshot_shows_order_leases_and_mean_execution(h: Harness) {
+    let q = h.host().await;
+    // The queue's clock may be another machine's; allow for a little skew.
+    let before = SystemTime::now() - Duration::from_secs(2);
+    for (id, p) in [("l", Priority::Low), ("h", Priority::High), ("m", Priority::Medium), ("c", Priority::Critical)] {
+        q.push(request(id, p)).await.unwrap();
+    }
+    let after = SystemTime::now() + Duration::from_secs(2);
+    let snapshot = q.snapshot().await.unwrap();
+    let order: Vec<_> = snapshot.queued.iter().map(|e| (e.id.as_str(), e.priority)).collect();
+    assert_eq!(order, [("c", Priority::Critical), ("h", Priority::High), ("m", Priority::Medium), ("l", Priority::Low)]);
+    assert!(snapshot.queued.iter().all(|e| e.attempt == 1 && e.enqueued_at > before && e.enqueued_at < after));
+    assert_eq!((snapshot.leased, snapshot.mean_execution_ms), (0, None));
+
+    q.take("h1", LONG).await.unwrap().unwrap();
+    q.take("h1", LONG).await.unwrap().unwrap();
+    let snapshot = q.snapshot().await.unwrap();
+    assert_eq!(snapshot.queued.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["m", "l"]);
+    assert_eq!(snapshot.leased, 2);
+    q.finish("h1", "c", FinishOutcome::Completed(String::new()), 1000).await.unwrap();
+    q.finish("h1", "h", FinishOutcome::Failed("boom".into()), 3000).await.unwrap();
+    let snapshot = q.snapshot().await.unwrap();
+    assert_eq!((snapshot.leased, snapshot.mean_execution_ms), (0, Some(2000.0)));
+
+    // Only the last EXECUTION_SAMPLES count: the two above drop out.
+    for i in 0..EXECUTION_SAMPLES {
+        let id = format!("s{i}");
+        q.push(request(&id, Priority::Critical)).await.unwrap();
+        q.take("h1", LONG).await.unwrap().unwrap();
+        q.finish("h1", &id, FinishOutcome::Completed(String::new()), 10).await.unwrap();
+    }
+    assert_eq!(q.snapshot().await.unwrap().mean_execution_ms, Some(10.0));
+}
+
+pub async fn events_reach_every_host(h: Harness) {
+    let (requester, worker) = (h.host().await, h.host().await);
+    let mut events = Events::of(&*requester);
+    requester.push(request("ok", Priority::High)).await.unwrap();
+    requester.push(request("bad", Priority::Medium)).await.unwrap();
+    worker.take("worker", LONG).await.unwrap().unwrap();
+    worker.take("worker", LONG).await.unwrap().unwrap();
+    worker.finish("worker", "ok", FinishOutcome::Completed(r#"{"state":"completed"}"#.into()), 7).await.unwrap();
+    worker.finish("worker", "bad", FinishOutcome::Failed("spawn failed: ENOENT".into()), 7).await.unwrap();
+    assert_eq!(
+        events.next_about("ok").await,
+        QueueEvent::Allocated { id: "ok".into(), host: "worker".into(), attempt: 1 }
+    );
+    assert_eq!(
+        events.next_about("ok").await,
+        QueueEvent::Completed { id: "ok".into(), host: "worker".into(), detail: r#"{"state":"completed"}"#.into() }
+    );
+    assert!(matches!(events.next_about("bad").await, QueueEvent::Allocated { .. }));
+    assert_eq!(
+        events.next_about("bad").await,
+        QueueEvent::Failed { id: "bad".into(), host: Some("worker".into()), detail: "spawn failed: ENOENT".into() }
+    );
+}

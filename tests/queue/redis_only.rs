@@ -1,0 +1,141 @@
+//! What only the Redis queue has: a server that dies and comes back, servers that
+//! cannot be reached, and data in Redis that this code did not write.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use claude_session_spawner::pool::queue::*;
+use claude_session_spawner::Priority;
+
+use crate::behaviour::request;
+use crate::redis_server::RedisServer;
+
+fn options(url: &str) -> RedisQueueOptions {
+    RedisQueueOptions {
+        connect_timeout: Duration::from_millis(500),
+        response_timeout: Duration::from_millis(500),
+        ..RedisQueueOptions::new(url, "only")
+    }
+}
+
+/// Retries `op` until it succeeds, failing the test after `within`.
+async fn eventually<T, F, Fut>(within: Duration, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let started = Instant::now();
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(e) if started.elapsed() < within => {
+                assert!(matches!(e, QueueError::Unavailable { .. }), "{e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("still failing after {within:?}: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_and_restarted_server_keeps_every_queued_request() {
+    let mut server = RedisServer::start();
+    let q = RedisQueue::connect(options(&server.url())).await.unwrap();
+    for i in 0..40 {
+        q.push(request(&format!("r{i:02}"), Priority::ALL[i % 4])).await.unwrap();
+    }
+    let taken = q.take("h1", Duration::from_secs(60)).await.unwrap().unwrap();
+    let before = q.snapshot().await.unwrap();
+    assert_eq!((before.queued.len(), before.leased), (39, 1));
+    let pid = server.pid();
+
+    server.kill();
+    // Each request made while it is down rejects, the later ones too (they wait on
+    // the reconnection in progress, then fail).
+    for i in 0..3 {
+        let started = Instant::now();
+        let error = q.push(request(&format!("while-down{i}"), Priority::High)).await.unwrap_err();
+        let took = started.elapsed();
+        eprintln!("push {i} while Redis is down rejected in {took:?}");
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        assert!(matches!(error, QueueError::Unavailable { .. }), "{error:?}");
+        assert!(error.to_string().contains(&server.url()), "names the URL: {error}");
+    }
+
+    server.restart();
+    assert_ne!(server.pid(), pid);
+    // The same handle reconnects by itself.
+    let after = eventually(Duration::from_secs(10), || q.snapshot()).await;
+    assert_eq!(after, before, "queue, attempts, times and the lease all survive");
+    assert!(q.renew("h1", &taken.request.id, Duration::from_secs(60)).await.unwrap().held);
+    let next = q.take("h2", Duration::from_secs(60)).await.unwrap().unwrap();
+    assert_eq!(next.request.id, before.queued[0].id);
+    assert_eq!(next.request.payload, request(&next.request.id, next.request.priority).payload);
+    assert_eq!(q.push(request("after", Priority::Low)).await.unwrap().queue_length, 39);
+}
+
+#[tokio::test]
+async fn events_resume_after_a_restart() {
+    let mut server = RedisServer::start();
+    let q = RedisQueue::connect(options(&server.url())).await.unwrap();
+    let mut events = q.subscribe();
+    server.restart();
+    // Until the subscription is back, events are missed: push until one arrives.
+    let started = Instant::now();
+    for i in 0.. {
+        assert!(started.elapsed() < Duration::from_secs(15), "no event after the restart");
+        let id = format!("r{i}");
+        if q.push(request(&id, Priority::Low)).await.is_err() || q.cancel(&id).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        if let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+            assert!(matches!(event, QueueEvent::Cancelled { .. }), "{event:?}");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_port_with_no_server_errors_quickly_naming_the_url() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let started = Instant::now();
+    let Err(error) = RedisQueue::connect(options(&url)).await else { panic!("connected to nothing") };
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(matches!(error, QueueError::Unavailable { .. }), "{error:?}");
+    assert!(error.to_string().contains(&url), "{error}");
+    assert_eq!(error.code(), "ERR_QUEUE_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_errors_within_the_timeouts() {
+    // Accepts connections (the kernel does, from its backlog) and never replies.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://:hunter2@127.0.0.1:{}/", silent.local_addr().unwrap().port());
+    let started = Instant::now();
+    let Err(error) = RedisQueue::connect(options(&url)).await else { panic!("connected to a silent port") };
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+    assert!(matches!(error, QueueError::Unavailable { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains("127.0.0.1") && !text.contains("hunter2"), "names the URL without its password: {text}");
+}
+
+#[tokio::test]
+async fn data_in_redis_that_is_not_ours_is_an_error_not_a_panic() {
+    let server = RedisServer::start();
+    let q = RedisQueue::connect(options(&server.url())).await.unwrap();
+    q.push(request("a", Priority::High)).await.unwrap();
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = ::redis::cmd("HSET").arg("css:{only}:attempt").arg("a").arg("many").query_async(&mut raw).await.unwrap();
+    let error = q.snapshot().await.unwrap_err();
+    assert!(matches!(error, QueueError::Malformed { .. }), "{error:?}");
+    assert!(error.to_string().contains("attempt"), "{error}");
+    let error = q.take("h1", Duration::from_secs(5)).await.unwrap_err();
+    assert!(matches!(error, QueueError::Malformed { .. }), "{error:?}");
+
+    let _: () = ::redis::cmd("SET").arg("css:{only}:queue").arg("a string").query_async(&mut raw).await.unwrap();
+    let error = q.push(request("b", Priority::High)).await.unwrap_err();
+    assert!(matches!(error, QueueError::Refused { .. }), "a wrong type is refused by Redis: {error:?}");
+}
