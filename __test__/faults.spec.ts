@@ -134,39 +134,26 @@ async function released(host: Host) {
 }
 
 describe('a worker thread running sessions', () => {
-  it('terminated with the addon loaded only there: the host survives, the session processes are killed, the agent reaped', async () => {
-    const { host, pid, sleepers } = await terminatedWorker(false)
-    try {
-      expect(sleepers).toHaveLength(2)
-      // 1: terminate() stopped the thread, it did not end on its own.
-      expect(lineAfter(host, 'terminated: ')).toBe('1')
-      // Killed by the spawner's environment cleanup hook; the supervising runtime is
-      // the process's, not the environment's, so it lives on to reap the agent.
-      await until('the agent to be reaped', () => reaped(pid), 5000)
-      await until('the sleepers to be gone', () => sleepers.every((p) => !alive(p)), 5000)
-    } catch (error) {
-      stopSession(pid, sleepers)
-      throw error
-    } finally {
-      await released(host)
-    }
-  })
-
-  it('terminated while the main thread has the addon too: the session ends in full, its agent reaped', async () => {
-    const { host, pid, sleepers } = await terminatedWorker(true)
-    try {
-      expect(sleepers).toHaveLength(2)
-      expect(lineAfter(host, 'terminated: ')).toBe('1')
-      // The supervisor records the end and reaps the agent, whose /proc entry goes.
-      await until('the agent to be reaped', () => reaped(pid), 5000)
-      await until('the sleepers to be gone', () => sleepers.every((p) => !alive(p)), 5000)
-    } catch (error) {
-      stopSession(pid, sleepers)
-      throw error
-    } finally {
-      await released(host)
-    }
-  })
+  for (const alsoOnMain of [false, true]) {
+    it(`terminated with the addon loaded ${alsoOnMain ? 'on the main thread too' : 'only there'}: the host survives, the session processes are killed, the agent reaped`, async () => {
+      const { host, pid, sleepers } = await terminatedWorker(alsoOnMain)
+      try {
+        expect(sleepers).toHaveLength(2)
+        // 1: terminate() stopped the thread, it did not end on its own.
+        expect(lineAfter(host, 'terminated: ')).toBe('1')
+        // Killed by the spawner's environment cleanup hook; the supervising runtime is
+        // the process's, not the environment's, so it lives on to reap the agent even
+        // when the worker was the addon's last environment.
+        await until('the agent to be reaped', () => reaped(pid), 5000)
+        await until('the sleepers to be gone', () => sleepers.every((p) => !alive(p)), 5000)
+      } catch (error) {
+        stopSession(pid, sleepers)
+        throw error
+      } finally {
+        await released(host)
+      }
+    })
+  }
 })
 
 describe('a Rust panic inside the core', () => {
