@@ -80,7 +80,7 @@ async fn events_resume_after_a_restart() {
     let q = RedisQueue::connect(options(&server.url())).await.unwrap();
     let mut events = q.subscribe();
     server.restart();
-    // Until the subscription is back, events are missed: push until one arrives.
+    // Until Redis is back, pushes fail; the first that succeeds publishes an event.
     let started = Instant::now();
     for i in 0.. {
         assert!(started.elapsed() < Duration::from_secs(15), "no event after the restart");
@@ -94,6 +94,48 @@ async fn events_resume_after_a_restart() {
             break;
         }
     }
+}
+
+/// Ids of the clients named `css-events` (the queue handles' event readers).
+async fn event_readers(raw: &mut ::redis::aio::MultiplexedConnection) -> Vec<String> {
+    let list: String = ::redis::cmd("CLIENT").arg("LIST").query_async(raw).await.unwrap();
+    list.lines()
+        .filter(|l| l.split(' ').any(|f| f == "name=css-events"))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")).map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn events_published_while_a_host_is_cut_off_reach_it_when_it_is_back() {
+    let server = RedisServer::start();
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    // It stays cut off for 2 s after losing its connection, long enough to publish.
+    let watcher_options = RedisQueueOptions { reconnect_delay: Duration::from_secs(2), ..options(&server.url()) };
+    let watcher = RedisQueue::connect(watcher_options).await.unwrap();
+    let mut events = watcher.subscribe();
+    let started = Instant::now();
+    let readers = loop {
+        let readers = event_readers(&mut raw).await;
+        if readers.len() == 1 {
+            break readers;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the watcher's reader never connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let other = RedisQueue::connect(options(&server.url())).await.unwrap();
+
+    let _: u64 = ::redis::cmd("CLIENT").arg("KILL").arg("ID").arg(&readers[0]).query_async(&mut raw).await.unwrap();
+    assert!(!event_readers(&mut raw).await.contains(&readers[0]), "the watcher is cut off");
+    other.push(request("while-away", Priority::High)).await.unwrap();
+    assert_eq!(other.cancel("while-away").await.unwrap(), CancelResult::Removed);
+
+    let event = tokio::time::timeout(Duration::from_secs(15), events.recv())
+        .await
+        .expect("the event published while the watcher was cut off arrives when it is back")
+        .unwrap();
+    assert_eq!(event, QueueEvent::Cancelled { id: "while-away".into() });
+    assert!(!event_readers(&mut raw).await.contains(&readers[0]), "read on a new connection");
 }
 
 #[tokio::test]

@@ -5,9 +5,12 @@
 //! whole or not at all and no two hosts interleave inside one: two hosts cannot both
 //! take a request, and the lease check and the change it guards cannot be split.
 //! Lease expiry reads Redis's `TIME`. Every key of a queue carries the hash tag
-//! `{<name>}`, so a queue lives in one cluster slot. Events are `PUBLISH`ed by the
-//! scripts on `css:{<name>}:events` and read here by one subscription per queue
-//! handle, which reconnects on its own.
+//! `{<name>}`, so a queue lives in one cluster slot. Events are appended by the
+//! scripts to the stream `css:{<name>}:events` (the newest [`EVENTS_KEPT`] or so are
+//! kept) and read here by one blocking reader per queue handle, on a connection of
+//! its own. When that connection drops, the reader connects again and reads on from
+//! the last event it saw, so a host misses nothing published while it was cut off
+//! (unless more than the kept events went by).
 //!
 //! Commands go through the crate's `ConnectionManager`: a lost connection fails the
 //! commands in flight (with [`QueueError::Unavailable`], within the response
@@ -16,7 +19,6 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, Script, ScriptInvocation, Value};
 use tokio::sync::{broadcast, oneshot};
@@ -35,6 +37,9 @@ pub struct RedisQueueOptions {
     pub connect_timeout: Duration,
     /// For each command.
     pub response_timeout: Duration,
+    /// How long the events reader waits before connecting again after it lost its
+    /// connection (doubling up to 5 s while it keeps failing).
+    pub reconnect_delay: Duration,
 }
 
 impl RedisQueueOptions {
@@ -44,6 +49,7 @@ impl RedisQueueOptions {
             name: name.into(),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(2),
+            reconnect_delay: Duration::from_millis(100),
         }
     }
 }
@@ -51,7 +57,13 @@ impl RedisQueueOptions {
 /// Attempts after the first, per reconnection, before the commands waiting on it fail:
 /// few, so that requests made while Redis is down reject within seconds.
 const RECONNECT_RETRIES: usize = 1;
-const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(5);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// About how many events the stream keeps for hosts that were cut off.
+pub const EVENTS_KEPT: u32 = 10_000;
+
+/// How long one blocking read of the events stream waits for something new.
+const EVENTS_BLOCK: Duration = Duration::from_secs(1);
 
 struct Scripts {
     push: Script,
@@ -79,15 +91,14 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
 });
 
 /// The keys every script gets, in the order `scripts/common.lua` lists.
-const KEY_NAMES: [&str; 10] =
-    ["queue", "leases", "holder", "payload", "place", "attempt", "enqueued", "cancel", "counters", "durations"];
+const KEY_NAMES: [&str; 11] =
+    ["queue", "leases", "holder", "payload", "place", "attempt", "enqueued", "cancel", "counters", "durations", "events"];
 
 /// One host's handle on a shared queue.
 pub struct RedisQueue {
     /// Without credentials, for errors.
     url: String,
     keys: Vec<String>,
-    channel: String,
     conn: ConnectionManager,
     events: broadcast::Sender<QueueEvent>,
     listener: JoinHandle<()>,
@@ -100,8 +111,8 @@ impl Drop for RedisQueue {
 }
 
 impl RedisQueue {
-    /// Connects, and subscribes to the queue's events before returning, so that
-    /// [`RequestQueue::subscribe`] misses nothing published after this.
+    /// Connects, and starts reading the queue's events from the newest one there is,
+    /// so that [`RequestQueue::subscribe`] misses nothing published after this.
     pub async fn connect(options: RedisQueueOptions) -> Result<Self, QueueError> {
         let url = redact(&options.url);
         if options.name.is_empty() || options.name.contains(['{', '}']) {
@@ -121,6 +132,18 @@ impl RedisQueue {
             .map_err(|e| unavailable(e.to_string()))?;
         // A server that accepts connections but does not answer is unavailable too.
         ::redis::cmd("PING").query_async::<String>(&mut first).await.map_err(|e| unavailable(e.to_string()))?;
+        let prefix = format!("css:{{{}}}:", options.name);
+        let events_key = format!("{prefix}events");
+        let newest: Value = ::redis::cmd("XREVRANGE")
+            .arg(&events_key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut first)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let after = newest_entry_id(&newest).unwrap_or_else(|| "0-0".to_owned());
         drop(first);
 
         // redis 0.32 multiplies the delay between reconnection attempts (from 1 s) by
@@ -135,35 +158,35 @@ impl RedisQueue {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
 
-        let prefix = format!("css:{{{}}}:", options.name);
         let keys = KEY_NAMES.iter().map(|k| format!("{prefix}{k}")).collect();
-        let channel = format!("{prefix}events");
         let (events, _) = broadcast::channel(1024);
-        let (ready, subscribed) = oneshot::channel();
-        let listener = tokio::spawn(listen(
+        let (ready, started) = oneshot::channel();
+        let reader = EventsReader {
             client,
-            channel.clone(),
-            events.clone(),
-            url.clone(),
-            options.connect_timeout,
-            ready,
-        ));
-        match subscribed.await {
+            key: events_key,
+            after,
+            events: events.clone(),
+            url: url.clone(),
+            connect_timeout: options.connect_timeout,
+            reconnect_delay: options.reconnect_delay,
+        };
+        let listener = tokio::spawn(reader.run(ready));
+        match started.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(unavailable("the events subscription ended".into())),
+            Err(_) => return Err(unavailable("the events reader ended".into())),
         }
-        Ok(Self { url, keys, channel, conn, events, listener })
+        Ok(Self { url, keys, conn, events, listener })
     }
 
-    /// The invocation of `script` with the queue's keys and channel; the caller adds
+    /// The invocation of `script` with the queue's keys and the events kept; the caller adds
     /// the script's own arguments.
     fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
         let mut invocation = script.prepare_invoke();
         for key in &self.keys {
             invocation.key(key);
         }
-        invocation.arg(&self.channel);
+        invocation.arg(EVENTS_KEPT);
         invocation
     }
 
@@ -399,56 +422,115 @@ impl RequestQueue for RedisQueue {
     }
 }
 
-/// Forwards the channel's messages to `events` for as long as the handle lives,
-/// subscribing again (with backoff) when the subscription is lost. Events published
-/// while it is lost are not seen by this host.
-async fn listen(
+/// Reads the events stream for as long as the handle lives and forwards each event
+/// to the handle's subscribers.
+struct EventsReader {
     client: Client,
-    channel: String,
+    key: String,
+    /// The id of the last entry seen: reading resumes after it.
+    after: String,
     events: broadcast::Sender<QueueEvent>,
     url: String,
     connect_timeout: Duration,
-    ready: oneshot::Sender<Result<(), QueueError>>,
-) {
-    let mut ready = Some(ready);
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, RedisError>(pubsub)
-        };
-        match tokio::time::timeout(connect_timeout, subscribed).await {
-            Ok(Ok(pubsub)) => {
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(Ok(()));
-                }
-                delay = Duration::from_millis(100);
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
-                    match message.get_payload::<String>().map_err(|e| e.to_string()).and_then(|text| decode_event(&text)) {
-                        Ok(event) => {
-                            let _ = events.send(event);
-                        }
-                        Err(reason) => tracing::warn!(%url, %channel, %reason, "ignoring a malformed queue event"),
+    reconnect_delay: Duration,
+}
+
+impl EventsReader {
+    async fn run(mut self, ready: oneshot::Sender<Result<(), QueueError>>) {
+        let mut ready = Some(ready);
+        let mut delay = self.reconnect_delay;
+        loop {
+            // A connection of its own: a blocking read would hold up the commands
+            // multiplexed on a shared one.
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(self.connect_timeout)
+                .set_response_timeout(EVENTS_BLOCK + self.connect_timeout);
+            match self.client.get_multiplexed_async_connection_with_config(&config).await {
+                Ok(mut conn) => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Ok(()));
                     }
+                    let _: Result<(), _> =
+                        ::redis::cmd("CLIENT").arg("SETNAME").arg("css-events").query_async(&mut conn).await;
+                    delay = self.reconnect_delay;
+                    let reason = self.read(&mut conn).await;
+                    tracing::warn!(url = %self.url, key = %self.key, %reason, "lost the queue events connection; reading on after reconnecting");
                 }
-                tracing::warn!(%url, %channel, "queue events subscription lost; subscribing again");
+                Err(e) => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(QueueError::Unavailable { url: self.url.clone(), reason: e.to_string() }));
+                        return;
+                    }
+                    tracing::warn!(url = %self.url, key = %self.key, error = %e, "cannot reach Redis for queue events; retrying");
+                }
             }
-            failed => {
-                let reason = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("no subscription within {connect_timeout:?}"),
-                };
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(Err(QueueError::Unavailable { url, reason }));
-                    return;
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+        }
+    }
+
+    /// Reads until the connection fails; returns why.
+    async fn read(&mut self, conn: &mut ::redis::aio::MultiplexedConnection) -> String {
+        loop {
+            let reply: Value = match ::redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(100)
+                .arg("BLOCK")
+                .arg(EVENTS_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&self.key)
+                .arg(&self.after)
+                .query_async(conn)
+                .await
+            {
+                Ok(reply) => reply,
+                Err(e) => return e.to_string(),
+            };
+            for (id, text) in stream_entries(&reply) {
+                match text.as_deref().map_or(Err("an entry without its event".to_owned()), decode_event) {
+                    Ok(event) => {
+                        let _ = self.events.send(event);
+                    }
+                    Err(reason) => tracing::warn!(url = %self.url, key = %self.key, %reason, "ignoring a malformed queue event"),
                 }
-                tracing::warn!(%url, %channel, %reason, "cannot subscribe to queue events; retrying");
+                self.after = id;
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(RESUBSCRIBE_MAX_DELAY);
+    }
+}
+
+/// The entries of an `XREAD` reply for one stream, as (id, field `e`); none when the
+/// read timed out (nil) or the reply is not one.
+fn stream_entries(reply: &Value) -> Vec<(String, Option<String>)> {
+    let Value::Array(streams) = reply else { return Vec::new() };
+    let mut out = Vec::new();
+    for stream in streams {
+        let Value::Array(pair) = stream else { continue };
+        let Some(Value::Array(entries)) = pair.get(1) else { continue };
+        for entry in entries {
+            let Value::Array(parts) = entry else { continue };
+            let (Some(id), Some(Value::Array(fields))) = (parts.first().and_then(bulk_text), parts.get(1)) else {
+                continue;
+            };
+            let event = fields.chunks(2).find(|kv| kv.first().and_then(bulk_text).as_deref() == Some("e"));
+            out.push((id, event.and_then(|kv| kv.get(1)).and_then(bulk_text)));
+        }
+    }
+    out
+}
+
+/// The id of the only entry of an `XREVRANGE ... COUNT 1` reply.
+fn newest_entry_id(reply: &Value) -> Option<String> {
+    let Value::Array(entries) = reply else { return None };
+    let Some(Value::Array(parts)) = entries.first() else { return None };
+    parts.first().and_then(bulk_text)
+}
+
+fn bulk_text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
     }
 }
 

@@ -1,4 +1,4 @@
--- ARGV: channel, id. Returns 1 (was queued: removed), 2 (leased: flagged) or 0.
+-- ARGV: events kept, id. Returns 1 (was queued: removed), 2 (leased: flagged) or 0.
 local id = ARGV[2]
 if redis.call('ZSCORE', KEYS[1], id) then
   forget(id)

@@ -1,9 +1,10 @@
 -- Prepended to every script. KEYS, in this order for all of them:
 -- 1 queue (zset id -> score), 2 leases (zset id -> expiry ms), 3 holder (hash id -> host),
 -- 4 payload, 5 place (hash id -> score at the first push), 6 attempt, 7 enqueued (ms),
--- 8 cancel (set of ids), 9 counters (hash: pushes, releases), 10 durations (list, newest first).
--- ARGV[1] is the events channel. Numbers go to redis.call as Lua numbers, never through
--- tostring, which keeps only 14 digits.
+-- 8 cancel (set of ids), 9 counters (hash: pushes, releases), 10 durations (list, newest first),
+-- 11 events (stream; each entry's field e is the event as JSON).
+-- ARGV[1] is how many events the stream keeps (about). Numbers go to redis.call as Lua
+-- numbers, never through tostring, which keeps only 14 digits.
 -- Redis before 7 refuses writes after TIME unless effects are replicated; from 7 on
 -- that is the only mode and this is a no-op.
 if redis.replicate_commands then redis.replicate_commands() end
@@ -16,8 +17,10 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- On a stream rather than PUBLISH: a host whose connection drops reads on from the
+-- last entry it saw when it is back, so it misses none (of the last ARGV[1]).
 local function publish(event)
-  redis.call('PUBLISH', ARGV[1], cjson.encode(event))
+  redis.call('XADD', KEYS[11], 'MAXLEN', '~', tonumber(ARGV[1]), '*', 'e', cjson.encode(event))
 end
 
 -- Whether host holds a lease on id that has not lapsed by now.

@@ -1,4 +1,4 @@
--- ARGV: channel, host, id, outcome (completed | failed | cancelled), detail,
+-- ARGV: events kept, host, id, outcome (completed | failed | cancelled), detail,
 -- execution ms, samples kept. Returns 1, or 0 when host holds no live lease.
 local host, id = ARGV[2], ARGV[3]
 if not held(host, id, now_ms()) then return 0 end

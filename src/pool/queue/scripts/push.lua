@@ -1,4 +1,4 @@
--- ARGV: channel, id, payload, class, attempt. Returns {0} for a duplicate, else
+-- ARGV: events kept, id, payload, class, attempt. Returns {0} for a duplicate, else
 -- {1, position, length}.
 local id = ARGV[2]
 if redis.call('HEXISTS', KEYS[4], id) == 1 then return {0} end

@@ -1,4 +1,4 @@
--- ARGV: channel, host, id. Returns 1, or 0 when host holds no live lease. A request
+-- ARGV: events kept, host, id. Returns 1, or 0 when host holds no live lease. A request
 -- released with a cancel pending is cancelled instead.
 local host, id = ARGV[2], ARGV[3]
 if not held(host, id, now_ms()) then return 0 end

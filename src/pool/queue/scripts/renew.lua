@@ -1,4 +1,4 @@
--- ARGV: channel, host, id, lease ms. Returns {held, cancel requested} as 0/1.
+-- ARGV: events kept, host, id, lease ms. Returns {held, cancel requested} as 0/1.
 local now = now_ms()
 local cancel = redis.call('SISMEMBER', KEYS[8], ARGV[3])
 if held(ARGV[2], ARGV[3], now) then

@@ -1,4 +1,4 @@
--- ARGV: channel, max attempts. Returns {{id, host, fate, attempt}...}, oldest expiry
+-- ARGV: events kept, max attempts. Returns {{id, host, fate, attempt}...}, oldest expiry
 -- first; fate is requeued (attempt: the next), failed (attempt: those made) or cancelled.
 local max = tonumber(ARGV[2])
 local out = {}

@@ -1,4 +1,4 @@
--- ARGV: channel (unused). Returns {{{id, score, attempt, enqueued}...}, leases, durations}.
+-- ARGV: events kept (unused). Returns {{{id, score, attempt, enqueued}...}, leases, durations}.
 local queued = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 local out = {}
 for i = 1, #queued, 2 do

@@ -1,4 +1,4 @@
--- ARGV: channel, host, lease ms. Returns {} when empty, else
+-- ARGV: events kept, host, lease ms. Returns {} when empty, else
 -- {id, payload, place, attempt, enqueued, expires}.
 local first = redis.call('ZRANGE', KEYS[1], 0, 0)
 if #first == 0 then return {} end
