@@ -60,9 +60,37 @@ function ping(port: number): Promise<boolean> {
   })
 }
 
+/** `connected_clients` from INFO (counting the connection that asks). */
+function connectedClients(port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1')
+    let reply = ''
+    socket.on('error', reject)
+    socket.on('connect', () => socket.write('INFO clients\r\n'))
+    socket.on('data', (d) => {
+      reply += d
+      const found = /connected_clients:(\d+)/.exec(reply)
+      if (found) {
+        socket.destroy()
+        resolve(Number(found[1]))
+      }
+    })
+  })
+}
+
+/** Polls `check` (async) until it holds, failing after `ms`. */
+async function eventually(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
 let server: ChildProcess | undefined
 let serverExited: Promise<void> | undefined
 let redisUrl = ''
+let redisPort = 0
 
 beforeAll(async () => {
   const port = await freePort()
@@ -84,6 +112,7 @@ beforeAll(async () => {
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
   redisUrl = `redis://127.0.0.1:${port}/`
+  redisPort = port
 })
 
 afterAll(async () => {
@@ -284,6 +313,24 @@ describe.each<Kind>(['local', 'redis'])('SharedQueue (%s)', (kind) => {
     expect(seen.length).toBe(count)
   })
 
+  it('close stops the events and refuses later operations', async () => {
+    const [a, b] = await twoHosts(kind)
+    const seen: string[] = []
+    b.on('allocated', (p: any) => seen.push(p.id))
+    const first = nextEvent<any>(b, 'allocated', (p) => p.id === 'before')
+    await a.push('before', 'low', '{}', 1)
+    await a.take('host-a', LONG_LEASE)
+    await first
+    b.close()
+    await expect(b.push('after', 'low', '{}', 1)).rejects.toMatchObject({ code: 'ERR_QUEUE_CLOSED' })
+    await expect(b.snapshot()).rejects.toBeInstanceOf(Error)
+    const onA = nextEvent<any>(a, 'allocated', (p) => p.id === 'after')
+    await a.push('after', 'low', '{}', 1)
+    await a.take('host-a', LONG_LEASE)
+    await onA
+    expect(seen).toEqual(['before'])
+  })
+
   it('rejects wrongly typed arguments with TypeErrors naming them', async () => {
     const [queue] = await twoHosts(kind)
     const cases: Array<[string, () => Promise<unknown>]> = [
@@ -340,6 +387,18 @@ describe('SharedQueue (redis only)', () => {
     }
   })
 
+  it('close lets go of the handle\'s Redis connections', async () => {
+    // Every earlier test closed its handles: only the connection asking remains.
+    const alone = async () => (await connectedClients(redisPort)) === 1
+    await eventually('the earlier handles to let go', alone)
+    const queue = await SharedQueue.connectRedis(redisUrl, freshName())
+    queue.on('allocated', () => {})
+    // Commands and the event subscription, besides the asking one.
+    expect(await connectedClients(redisPort)).toBeGreaterThanOrEqual(3)
+    queue.close()
+    await eventually('its connections to close', alone)
+  })
+
   it('refuses bad connect options with TypeErrors naming them', async () => {
     await expect(SharedQueue.connectRedis(redisUrl, freshName(), { connectTimeoutMs: 0 })).rejects.toMatchObject({
       code: 'ERR_INVALID_ARG',
@@ -354,23 +413,23 @@ describe('SharedQueue (redis only)', () => {
     const queue = await open('redis', name)
     const allocated = nextEvent<any>(queue, 'allocated', (p) => p.id === 'cross')
     await queue.push('cross', 'high', '{"from":"parent"}', 1)
-    const run = await within(
-      runScript(`
+    const run = await runScript(`
 const queue = await SharedQueue.connectRedis(${JSON.stringify(redisUrl)}, ${JSON.stringify(name)})
 const taken = await queue.take('child-host', 60000)
 console.log(JSON.stringify({ id: taken.id, payload: taken.payload }))
 queue.close()
-`),
-      'the child process',
-    )
+`)
     expect(run).toEqual({ code: 0, signal: null, stdout: '{"id":"cross","payload":"{\\"from\\":\\"parent\\"}"}\n', stderr: '' })
     expect(await allocated).toEqual({ id: 'cross', host: 'child-host', attempt: 1 })
     expect(await queue.snapshot()).toMatchObject({ queued: [], leased: 1 })
   })
 })
 
-/** Runs `body` (inside an async function, with SharedQueue in scope) in a child Node. */
-function runScript(body: string): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
+/**
+ * Runs `body` (inside an async function, with SharedQueue in scope) in a child Node,
+ * which must exit by itself within `ms`; one that does not is killed, by its pid.
+ */
+function runScript(body: string, ms = 15_000): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
   const script = path.join(tempDir(), 'script.js')
   fs.writeFileSync(
     script,
@@ -386,21 +445,28 @@ ${body}
     let stderr = ''
     child.stdout.on('data', (d) => (stdout += d))
     child.stderr.on('data', (d) => (stderr += d))
-    child.on('error', reject)
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }))
+    const deadline = setTimeout(() => {
+      process.kill(child.pid!, 'SIGKILL')
+      reject(new Error(`the child process did not exit within ${ms} ms; its output: ${stdout}${stderr}`))
+    }, ms)
+    child.on('error', (e) => {
+      clearTimeout(deadline)
+      reject(e)
+    })
+    child.on('close', (code, signal) => {
+      clearTimeout(deadline)
+      resolve({ code, signal, stdout, stderr })
+    })
   })
 }
 
 describe('a queue handle does not keep Node alive', () => {
   it('a Redis handle that connected and pushed, never closed: the process exits by itself', async () => {
     const name = freshName()
-    const run = await within(
-      runScript(`
+    const run = await runScript(`
 const queue = await SharedQueue.connectRedis(${JSON.stringify(redisUrl)}, ${JSON.stringify(name)})
 console.log(JSON.stringify(await queue.push('left', 'low', '{}', 1)))
-`),
-      'the child to exit',
-    )
+`)
     expect(run).toEqual({ code: 0, signal: null, stdout: '{"position":1,"queueLength":1}\n', stderr: '' })
     // It did push: the request is in Redis for the next host.
     const queue = await open('redis', name)
@@ -408,8 +474,7 @@ console.log(JSON.stringify(await queue.push('left', 'low', '{}', 1)))
   })
 
   it('a handle whose listeners came and went, or that still listens: the process exits by itself', async () => {
-    const run = await within(
-      runScript(`
+    const run = await runScript(`
 for (const queue of [SharedQueue.local('idle'), await SharedQueue.connectRedis(${JSON.stringify(redisUrl)}, ${JSON.stringify(freshName())})]) {
   const onAllocated = (p) => console.log(queue.kind + ' allocated ' + p.id)
   const allocated = new Promise((resolve) => queue.once('allocated', resolve))
@@ -425,9 +490,7 @@ for (const queue of [SharedQueue.local('idle'), await SharedQueue.connectRedis($
 const listening = await SharedQueue.connectRedis(${JSON.stringify(redisUrl)}, ${JSON.stringify(freshName())})
 listening.on('completed', () => console.log('unexpected event'))
 console.log('listening')
-`),
-      'the child to exit',
-    )
+`)
     expect(run).toEqual({ code: 0, signal: null, stdout: 'local allocated r\nredis allocated r\nlistening\n', stderr: '' })
   })
 })
