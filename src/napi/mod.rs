@@ -6,6 +6,7 @@ mod approvals;
 mod convert;
 mod events;
 mod pool;
+mod queue;
 mod recovery;
 mod registry;
 mod spawner;
@@ -88,11 +89,22 @@ impl AsRef<str> for ErrorCode {
 /// A JavaScript error object carrying `code` (and `field` or `sessionId` when known),
 /// thrown as it is. Config errors are `TypeError`s.
 pub(crate) fn thrown(env: &Env, code: &'static str, message: String, extra: &[(&str, &str)]) -> napi::Error {
+    thrown_as(env, code == "ERR_INVALID_CONFIG", code, message, extra)
+}
+
+/// As [`thrown`], a `TypeError` when `type_error`.
+pub(crate) fn thrown_as(
+    env: &Env,
+    type_error: bool,
+    code: &'static str,
+    message: String,
+    extra: &[(&str, &str)],
+) -> napi::Error {
     let raw = env.raw();
     let error = napi::Error::new(ErrorCode(code), message.clone());
     // SAFETY: called on the JavaScript thread with its environment.
     let value = unsafe {
-        if code == "ERR_INVALID_CONFIG" {
+        if type_error {
             JsTypeError::from(error).into_value(raw)
         } else {
             JsError::from(error).into_value(raw)

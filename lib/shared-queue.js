@@ -1,0 +1,191 @@
+'use strict'
+// SharedQueue: a handle on a request queue that several hosts share (in Redis) or
+// that one process keeps (local), over the native NativeSharedQueue. Internal
+// plumbing for SessionPool, not part of the package's API: it is not exported from
+// the package root or the typings.
+//
+// This module owns two things the native handle cannot do: results and errors as
+// objects of the caller's realm (Dates, TypeErrors), and the native event
+// subscription, which exists only while the emitter has listeners for queue events.
+
+const { EventEmitter } = require('node:events')
+const native = require('./native')
+const convert = require('./convert')
+
+const EVENTS = ['allocated', 'completed', 'failed', 'cancelled', 'requeued', 'lagged']
+
+const kConstruct = Symbol('SharedQueue.construct')
+
+function argError(message, field) {
+  return Object.assign(new TypeError(message), { code: 'ERR_INVALID_ARG', field })
+}
+
+function encodeOptions(options) {
+  if (options === undefined || options === null) return undefined
+  if (typeof options !== 'object' || Array.isArray(options)) throw argError('options must be an object', 'options')
+  return JSON.stringify(options)
+}
+
+/** Awaits a native promise; its errors, thrown or rejected, come out of this realm. */
+async function settle(fn) {
+  try {
+    return await fn()
+  } catch (e) {
+    throw convert.error(e)
+  }
+}
+
+function toDate(ms) {
+  return new Date(ms)
+}
+
+/** The native payload, rebuilt with this realm's objects; a queue-made failure has host null. */
+function eventPayload(name, p) {
+  switch (name) {
+    case 'allocated':
+      return { id: p.id, host: p.host, attempt: p.attempt }
+    case 'completed':
+      return { id: p.id, host: p.host, detail: p.detail }
+    case 'failed':
+      return { id: p.id, host: p.host ?? null, detail: p.detail }
+    case 'cancelled':
+      return { id: p.id }
+    case 'requeued':
+      return { id: p.id, attempt: p.attempt }
+    case 'lagged':
+      return { missed: p.missed }
+    default:
+      return { ...p }
+  }
+}
+
+class SharedQueue extends EventEmitter {
+  #native
+  #subscribed = false
+  #closed = false
+
+  /** The queue `name` in the Redis at `url`; `options`: `{ connectTimeoutMs, responseTimeoutMs }`. */
+  static async connectRedis(url, name, options) {
+    const handle = await settle(() => native.NativeSharedQueue.connectRedis(url, name, encodeOptions(options)))
+    return new SharedQueue(kConstruct, handle)
+  }
+
+  /** The in-process queue `name`, shared by every handle of that name in this process. */
+  static local(name) {
+    return new SharedQueue(kConstruct, convert.call(() => native.NativeSharedQueue.local(name)))
+  }
+
+  constructor(token, handle) {
+    if (token !== kConstruct) throw new TypeError('use SharedQueue.connectRedis() or SharedQueue.local()')
+    super()
+    this.#native = handle
+    // 'newListener' comes before the listener is added, 'removeListener' after it is gone.
+    this.on('newListener', (event) => {
+      if (EVENTS.includes(event)) this.#subscribe()
+    })
+    this.on('removeListener', (event) => {
+      if (EVENTS.includes(event) && !this.#listening()) this.#unsubscribe()
+    })
+  }
+
+  /** `local` or `redis`. */
+  get kind() {
+    return this.#native.kind
+  }
+
+  /** `{ position, queueLength }`; position from 1. */
+  async push(id, priority, payload, attempt) {
+    const { position, queueLength } = await settle(() => this.#native.push(id, priority, payload, attempt))
+    return { position, queueLength }
+  }
+
+  /** The next request under a lease of `leaseMs` for `host`, or null. */
+  async take(host, leaseMs) {
+    const t = await settle(() => this.#native.take(host, leaseMs))
+    if (t === null || t === undefined) return null
+    return {
+      id: t.id,
+      priority: t.priority,
+      payload: t.payload,
+      attempt: t.attempt,
+      enqueuedAt: toDate(t.enqueuedAt),
+      leaseExpiresAt: toDate(t.leaseExpiresAt),
+    }
+  }
+
+  /** `{ held, cancelRequested }`: not held means the host must stop the session. */
+  async renew(host, id, leaseMs) {
+    const { held, cancelRequested } = await settle(() => this.#native.renew(host, id, leaseMs))
+    return { held, cancelRequested }
+  }
+
+  /** `outcome`: 'completed' or 'failed' (with `detail`), or 'cancelled'. */
+  async finish(host, id, outcome, executionMs, detail) {
+    await settle(() => this.#native.finish(host, id, outcome, executionMs, detail))
+  }
+
+  async release(host, id) {
+    await settle(() => this.#native.release(host, id))
+  }
+
+  /** What became of lapsed leases: `{ id, host, fate, attempt? , attempts? }`. */
+  async requeueExpired(maxAttempts) {
+    const expired = await settle(() => this.#native.requeueExpired(maxAttempts))
+    return Array.from(expired, ({ id, host, fate, attempt, attempts }) => {
+      if (fate === 'requeued') return { id, host, fate, attempt }
+      if (fate === 'failed') return { id, host, fate, attempts }
+      return { id, host, fate }
+    })
+  }
+
+  /** 'removed', 'flagged' or 'unknown'. */
+  async cancel(id) {
+    return settle(() => this.#native.cancel(id))
+  }
+
+  /** `{ queued: [{ id, priority, attempt, enqueuedAt }], leased, meanExecutionMs }` (null until one finished). */
+  async snapshot() {
+    const s = await settle(() => this.#native.snapshot())
+    return {
+      queued: Array.from(s.queued, (e) => ({ id: e.id, priority: e.priority, attempt: e.attempt, enqueuedAt: toDate(e.enqueuedAt) })),
+      leased: s.leased,
+      meanExecutionMs: s.meanExecutionMs ?? null,
+    }
+  }
+
+  /** No more events; later operations reject with ERR_QUEUE_CLOSED. */
+  close() {
+    this.#closed = true
+    this.#unsubscribe()
+    this.#native.close()
+  }
+
+  #listening() {
+    return EVENTS.some((event) => this.listenerCount(event) > 0)
+  }
+
+  #subscribe() {
+    if (this.#subscribed || this.#closed) return
+    convert.call(() => this.#native.subscribe((name, payload) => this.#deliver(name, payload)))
+    this.#subscribed = true
+  }
+
+  #unsubscribe() {
+    if (!this.#subscribed) return
+    this.#subscribed = false
+    this.#native.unsubscribe()
+  }
+
+  #deliver(name, payload) {
+    if (!this.#subscribed) return
+    if (name === 'native-error') {
+      const error = Object.assign(new Error(String(payload)), { code: 'ERR_NATIVE' })
+      if (this.listenerCount('error') > 0) this.emit('error', error)
+      else process.emitWarning(error)
+      return
+    }
+    this.emit(name, eventPayload(name, payload))
+  }
+}
+
+module.exports = { SharedQueue }
