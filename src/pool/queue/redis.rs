@@ -607,4 +607,27 @@ mod tests {
         assert!(decode_event(r#"{"event":"allocated","id":"a"}"#).is_err());
         assert!(decode_event(r#"{"event":"exploded","id":"a"}"#).is_err());
     }
+
+    #[test]
+    fn stream_replies_are_read_defensively() {
+        let bulk = |t: &str| Value::BulkString(t.as_bytes().to_vec());
+        let entry = |id: &str, fields: Vec<Value>| Value::Array(vec![bulk(id), Value::Array(fields)]);
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("css:{q}:events"),
+            Value::Array(vec![
+                entry("1-0", vec![bulk("e"), bulk("{}")]),
+                // Someone else's entry without our field: its id still moves us on.
+                entry("2-0", vec![bulk("other"), bulk("x")]),
+                Value::Int(3),
+            ]),
+        ])]);
+        assert_eq!(
+            stream_entries(&reply),
+            vec![("1-0".to_owned(), Some("{}".to_owned())), ("2-0".to_owned(), None)]
+        );
+        // A read that timed out.
+        assert!(stream_entries(&Value::Nil).is_empty());
+        assert_eq!(newest_entry_id(&Value::Array(vec![entry("7-1", vec![])])), Some("7-1".to_owned()));
+        assert_eq!(newest_entry_id(&Value::Array(vec![])), None);
+    }
 }
