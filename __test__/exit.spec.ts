@@ -1,10 +1,9 @@
 // Node exits by itself: event delivery does not hold the loop, running sessions do
 // (as child processes do), and process.exit() takes the sessions' processes along.
-import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import { FAKE_AGENT, alive, groupMembers, tempDir, until, within } from './support'
+import { FAKE_AGENT, alive, groupMembers, runNode, tempDir, until, within } from './support'
 
 const LIB = path.join(__dirname, '..', 'lib', 'index.js')
 
@@ -25,15 +24,7 @@ const config = {
 ${body}
 `,
   )
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => (stdout += d))
-    child.stderr.on('data', (d) => (stderr += d))
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-  })
+  return runNode(script).then(({ code, stdout, stderr }) => ({ code, stdout, stderr }))
 }
 
 describe('the host process', () => {

@@ -8,7 +8,7 @@ import * as fs from 'node:fs'
 import * as net from 'node:net'
 import * as path from 'node:path'
 
-import { nextEvent, tempDir, within } from './support'
+import { type NodeRun, nextEvent, runNode, tempDir, within } from './support'
 
 // Internal, so not in the typings.
 const { SharedQueue } = require('../lib/shared-queue')
@@ -429,7 +429,7 @@ queue.close()
  * Runs `body` (inside an async function, with SharedQueue in scope) in a child Node,
  * which must exit by itself within `ms`; one that does not is killed, by its pid.
  */
-function runScript(body: string, ms = 15_000): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
+function runScript(body: string, ms = 15_000): Promise<NodeRun> {
   const script = path.join(tempDir(), 'script.js')
   fs.writeFileSync(
     script,
@@ -439,25 +439,7 @@ ${body}
 })().catch((e) => { console.error(e); process.exitCode = 1 })
 `,
   )
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => (stdout += d))
-    child.stderr.on('data', (d) => (stderr += d))
-    const deadline = setTimeout(() => {
-      process.kill(child.pid!, 'SIGKILL')
-      reject(new Error(`the child process did not exit within ${ms} ms; its output: ${stdout}${stderr}`))
-    }, ms)
-    child.on('error', (e) => {
-      clearTimeout(deadline)
-      reject(e)
-    })
-    child.on('close', (code, signal) => {
-      clearTimeout(deadline)
-      resolve({ code, signal, stdout, stderr })
-    })
-  })
+  return runNode(script, ms)
 }
 
 describe('a queue handle does not keep Node alive', () => {

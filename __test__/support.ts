@@ -1,5 +1,6 @@
 // Helpers shared by the Jest suites: the fake agent, configs, event recording,
 // deadlines that never leave a timer behind, and process-table checks.
+import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -183,3 +184,36 @@ afterEach(async () => {
 afterAll(() => {
   for (const dir of tempDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true })
 })
+
+export interface NodeRun {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+/**
+ * Runs the script `file` in a child Node with stdin closed and waits for it to exit by
+ * itself; one still running after `ms` is killed (by its pid) and the run rejects.
+ */
+export function runNode(file: string, ms = 15_000): Promise<NodeRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    const deadline = setTimeout(() => {
+      process.kill(child.pid!, 'SIGKILL')
+      reject(new Error(`${file} did not exit within ${ms} ms; its output: ${stdout}${stderr}`))
+    }, ms)
+    child.on('error', (e) => {
+      clearTimeout(deadline)
+      reject(e)
+    })
+    child.on('close', (code, signal) => {
+      clearTimeout(deadline)
+      resolve({ code, signal, stdout, stderr })
+    })
+  })
+}
