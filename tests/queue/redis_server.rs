@@ -1,5 +1,7 @@
 //! A real `redis-server` for one test: 127.0.0.1, a free port, its own directory,
-//! append-only persistence; killed by pid when dropped.
+//! append-only persistence with an fsync per write (`everysec` may hold writes back
+//! for up to 2 s while an fsync is slow, and a SIGKILL then loses them); killed by
+//! pid when dropped.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -46,7 +48,7 @@ impl RedisServer {
         let log = self.log();
         let args = [
             "--port", &port, "--bind", "127.0.0.1", "--dir", &self.dir.path().to_string_lossy(),
-            "--appendonly", "yes", "--save", "", "--daemonize", "no", "--logfile", &log.to_string_lossy(),
+            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no", "--logfile", &log.to_string_lossy(),
         ];
         let child = match Command::new("redis-server").args(args).stdin(Stdio::null()).stdout(Stdio::null()).spawn() {
             Ok(child) => child,
