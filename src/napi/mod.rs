@@ -9,6 +9,7 @@ mod pool;
 mod queue;
 mod recovery;
 mod registry;
+mod shared;
 mod spawner;
 
 use napi::bindgen_prelude::Unknown;

@@ -47,6 +47,69 @@ pub struct PoolConfig {
     pub max_request_attempts: u32,
     /// Pause admission while Claude Code reports rate limits (default true).
     pub respect_rate_limits: bool,
+    /// A queue shared with pools on other hosts; `None`: this pool's own queue.
+    pub queue: Option<SharedQueueConfig>,
+}
+
+/// Where a pool's shared queue lives and how this host takes part (`config.queue`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedQueueConfig {
+    /// A `redis://` or `rediss://` URL.
+    pub url: String,
+    /// The queue's name: pools with the same URL and name share it.
+    pub name: String,
+    /// This host's name in the queue; unique per pool (default: hostname, pid and a
+    /// random suffix, chosen by the caller).
+    pub host: Option<String>,
+    /// How long a taken request stays this host's without a renewal (default 30 s).
+    pub lease_ms: u64,
+    /// How often an idle host looks for work and lapsed leases (default 1 s).
+    pub poll_interval_ms: u64,
+    pub connect_timeout_ms: Option<u64>,
+    pub response_timeout_ms: Option<u64>,
+}
+
+/// Shortest lease accepted: a renewal every third of it must be able to get through.
+pub const MIN_LEASE_MS: u64 = 300;
+
+impl SharedQueueConfig {
+    fn from_fields(q: &Fields<'_>) -> Result<Self, ConfigError> {
+        match q.string("kind")?.as_str() {
+            "redis" => {}
+            _ => return Err(ConfigError::new(q.path_of("kind"), "must be 'redis'")),
+        }
+        let url = q.string("url")?;
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://") || url.starts_with("unix://")) {
+            return Err(ConfigError::new(q.path_of("url"), "must be a redis:// or rediss:// URL"));
+        }
+        let name = q.string("name")?;
+        if name.is_empty() {
+            return Err(ConfigError::new(q.path_of("name"), "must be a non-empty string"));
+        }
+        let host = q.opt_string("host")?;
+        if host.as_deref() == Some("") {
+            return Err(ConfigError::new(q.path_of("host"), "must be a non-empty string"));
+        }
+        let lease_ms = q.opt_count("leaseMs")?.unwrap_or(30_000);
+        if lease_ms < MIN_LEASE_MS {
+            return Err(ConfigError::new(q.path_of("leaseMs"), format!("must be at least {MIN_LEASE_MS} ms")));
+        }
+        let positive = |key: &str| -> Result<Option<u64>, ConfigError> {
+            match q.opt_count(key)? {
+                Some(0) => Err(ConfigError::new(q.path_of(key), "must be a positive integer")),
+                other => Ok(other),
+            }
+        };
+        Ok(Self {
+            url,
+            name,
+            host,
+            lease_ms,
+            poll_interval_ms: positive("pollIntervalMs")?.unwrap_or(1000),
+            connect_timeout_ms: positive("connectTimeoutMs")?,
+            response_timeout_ms: positive("responseTimeoutMs")?,
+        })
+    }
 }
 
 impl Default for PoolConfig {
@@ -60,6 +123,7 @@ impl Default for PoolConfig {
             priority_weights: PriorityWeights::default(),
             max_request_attempts: 3,
             respect_rate_limits: true,
+            queue: None,
         }
     }
 }
@@ -104,6 +168,10 @@ impl PoolConfig {
             priority_weights: weights,
             max_request_attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
             respect_rate_limits: c.opt_bool("respectRateLimits")?.unwrap_or(true),
+            queue: match c.get("queue") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(SharedQueueConfig::from_fields(&c.object("queue")?)?),
+            },
         })
     }
 }
@@ -141,5 +209,27 @@ mod tests {
         assert_eq!(with("autoRecovery", json!("yes")).field, "config.autoRecovery");
         assert_eq!(with("maxRequestAttempts", json!(0)).field, "config.maxRequestAttempts");
         assert_eq!(PoolConfig::from_json(&json!({"maxQueueSize": 1})).unwrap_err().field, "config.maxConcurrentSessions");
+    }
+
+    #[test]
+    fn reads_a_shared_queue_and_names_its_wrong_fields() {
+        let base = json!({"maxConcurrentSessions": 1, "defaultSessionTimeout": 0, "maxQueueSize": 1});
+        let with = |queue: Value| {
+            let mut c = base.clone();
+            c["queue"] = queue;
+            PoolConfig::from_json(&c)
+        };
+        assert_eq!(PoolConfig::from_json(&base).unwrap().queue, None);
+        let q = with(json!({"kind": "redis", "url": "redis://127.0.0.1:6379/", "name": "vp"})).unwrap().queue.unwrap();
+        assert_eq!((q.name.as_str(), q.lease_ms, q.poll_interval_ms, q.host), ("vp", 30_000, 1000, None));
+        let field = |queue: Value| with(queue).unwrap_err().field;
+        assert_eq!(field(json!("redis://x")), "config.queue");
+        assert_eq!(field(json!({"kind": "memcached", "url": "redis://x", "name": "vp"})), "config.queue.kind");
+        assert_eq!(field(json!({"kind": "redis", "url": "http://x", "name": "vp"})), "config.queue.url");
+        assert_eq!(field(json!({"kind": "redis", "url": "redis://x"})), "config.queue.name");
+        assert_eq!(field(json!({"kind": "redis", "url": "redis://x", "name": ""})), "config.queue.name");
+        assert_eq!(field(json!({"kind": "redis", "url": "redis://x", "name": "vp", "host": ""})), "config.queue.host");
+        assert_eq!(field(json!({"kind": "redis", "url": "redis://x", "name": "vp", "leaseMs": 10})), "config.queue.leaseMs");
+        assert_eq!(field(json!({"kind": "redis", "url": "redis://x", "name": "vp", "pollIntervalMs": 0})), "config.queue.pollIntervalMs");
     }
 }

@@ -7,7 +7,9 @@ mod config;
 pub mod queue;
 mod runner;
 mod scheduler;
+mod takeover;
 
-pub use config::{PoolConfig, PriorityWeights};
+pub use config::{PoolConfig, PriorityWeights, SharedQueueConfig, MIN_LEASE_MS};
 pub use runner::{Allocation, Pool, PoolFailure, PoolMetrics, PoolRequest, PoolStatus, RequestOutcome};
+pub use takeover::{takeover_config, takeover_message};
 pub use scheduler::{Admission, Outcome, PoolError, QueuedInfo, Scheduler, DEFAULT_EXECUTION_MS};

@@ -170,11 +170,20 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// A pool on the current Tokio runtime, with a spawner made from `options`;
     /// `handler` gets the spawner's events and the pool's.
+    /// A `config.queue` is refused: a shared queue is served by the npm package's
+    /// `SessionPool`; Rust programs use [`queue::RequestQueue`](super::queue) directly.
     pub fn new(options: SpawnerOptions, config: PoolConfig, handler: impl EventHandler) -> Result<Self, SpawnError> {
+        if config.queue.is_some() {
+            return Err(SpawnError::InvalidConfig(crate::ConfigError::new(
+                "config.queue",
+                "is not served by the Rust Pool: use pool::queue::RequestQueue directly, or the npm package's SessionPool",
+            )));
+        }
         let runtime = Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
         Ok(Self::with_runtime(options, config, handler, runtime))
     }
 
+    /// As [`Pool::new`]; a `config.queue` is ignored here.
     pub fn with_runtime(options: SpawnerOptions, config: PoolConfig, handler: impl EventHandler, runtime: Handle) -> Self {
         let inner = Arc::new(Inner {
             spawner: std::sync::OnceLock::new(),
