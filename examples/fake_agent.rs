@@ -9,6 +9,7 @@
 //! | `echo-stdin` | prints `echo: <line>` for each stdin line until end of input |
 //! | `drain-stdin` | reads stdin to its end, printing nothing |
 //! | `sleep:<ms>` / `hang` | sleeps / sleeps for ever |
+//! | `wait-file:<path>` | waits until `<path>` exists |
 //! | `exit:<code>` | exits with `code` |
 //! | `signal:<NAME>` | kills itself with signal `NAME` (e.g. `SEGV`) |
 //! | `ignore-term` | ignores SIGTERM from now on |
@@ -67,6 +68,12 @@ fn run(step: &str) {
         }
         "touch" => {
             std::fs::write(arg, b"").expect("touch");
+        }
+        "wait-file" => {
+            // A gate a test opens by creating the file; polled, as a test agent has no inotify.
+            while !std::path::Path::new(arg).exists() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         "exit-if-exists" => {
             if std::path::Path::new(arg).exists() {

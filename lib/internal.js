@@ -1,9 +1,11 @@
 'use strict'
 // What the package's classes tell each other and nobody else: the spawner's recovery
-// hooks (behind a symbol) and which sessions a pool will retry itself, so the
+// and shared-pool hooks (behind symbols) and which sessions a pool will retry itself, so the
 // recovery manager leaves those alone.
 
 const kRecovery = Symbol('claude-session-spawner.recovery')
+/** The spawner's hooks for a pool on a shared queue: spawning from config JSON. */
+const kShared = Symbol('claude-session-spawner.shared')
 
 /** spawner -> Map<sessionId, { owner, states }>: `owner` restarts the session when it ends in one of `states`. */
 const owners = new WeakMap()
@@ -24,4 +26,4 @@ function recoveryClaim(spawner, sessionId) {
   return owners.get(spawner)?.get(sessionId)
 }
 
-module.exports = { kRecovery, claimRecovery, releaseRecovery, recoveryClaim }
+module.exports = { kRecovery, kShared, claimRecovery, releaseRecovery, recoveryClaim }

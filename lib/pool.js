@@ -12,6 +12,7 @@ const native = require('./native')
 const { ClaudeSessionSpawner } = require('./spawner')
 const convert = require('./convert')
 const { claimRecovery, releaseRecovery } = require('./internal')
+const { SharedPool } = require('./shared-pool')
 
 /** Index of each priority in the core's `Priority::ALL`. */
 const PRIORITY_INDEX = new Map([
@@ -54,6 +55,8 @@ class SessionPool extends EventEmitter {
   /** The pool retries its requests' crashed sessions itself (autoRecovery). */
   #retries
   #idleWaiters = []
+  /** With `config.queue`: the host's part in the shared queue, which does the work. */
+  #shared = null
 
   constructor(spawner, config) {
     super()
@@ -61,15 +64,22 @@ class SessionPool extends EventEmitter {
     if (typeof config !== 'object' || config === null || Array.isArray(config)) {
       throw typeError('config must be an object', 'config')
     }
-    this.#scheduler = convert.call(() => new native.NativeScheduler(JSON.stringify(config)))
+    const json = JSON.stringify(config)
+    this.#scheduler = convert.call(() => new native.NativeScheduler(json))
     this.#h = this.#scheduler.handle
     this.#retries = config.autoRecovery !== false
     this.#spawner = spawner
+    const queue = convert.call(() => native.sharedQueueConfig(json))
+    if (queue) {
+      this.#shared = new SharedPool(this, spawner, config, queue, this.#scheduler)
+      return
+    }
     spawner.on('session-ended', (event) => this.#onEnded(event))
     spawner.on('session-rate-limited', (event) => this.#onRateLimited(event))
   }
 
   requestSession(request) {
+    if (this.#shared) return this.#requestShared(request)
     let entry
     let position
     try {
@@ -99,6 +109,17 @@ class SessionPool extends EventEmitter {
     return promise
   }
 
+  async #requestShared(request) {
+    this.#check(request)
+    const queuedAt = request.queuedAt instanceof Date && !Number.isNaN(request.queuedAt.getTime()) ? request.queuedAt : new Date()
+    return this.#shared.request(request, queuedAt)
+  }
+
+  /** With a shared queue: this pool's host name in it, else null. */
+  get host() {
+    return this.#shared ? this.#shared.host : null
+  }
+
   /** Validates a request; returns its priority's index. */
   #check(request) {
     if (typeof request !== 'object' || request === null) throw typeError('request must be an object', 'request')
@@ -106,7 +127,7 @@ class SessionPool extends EventEmitter {
     if (typeof requestId !== 'string' || requestId === '') {
       throw typeError('request.requestId must be a non-empty string', 'request.requestId')
     }
-    if (this.#byId.has(requestId)) {
+    if (this.#byId.has(requestId) || this.#shared?.has(requestId)) {
       throw typeError(`request.requestId ${JSON.stringify(requestId)} is already queued or active`, 'request.requestId')
     }
     const priority = PRIORITY_INDEX.get(request.priority)
@@ -229,6 +250,7 @@ class SessionPool extends EventEmitter {
   }
 
   getPoolStatus() {
+    if (this.#shared) return this.#shared.status()
     const { requests, estimatedWaits } = native.schedulerQueue(this.#h)
     const entries = this.#entries
     const queuedRequests = Array.from(requests, (number, i) => {
@@ -254,6 +276,7 @@ class SessionPool extends EventEmitter {
   }
 
   cancelRequest(requestId) {
+    if (this.#shared) return this.#shared.cancel(requestId)
     const entry = typeof requestId === 'string' ? this.#byId.get(requestId) : undefined
     if (entry === undefined || !native.schedulerCancel(this.#h, entry.number)) return false
     this.#fail(entry, poolError('Request cancelled', 'ERR_REQUEST_CANCELLED'))
@@ -264,6 +287,10 @@ class SessionPool extends EventEmitter {
   drain(timeoutMs = 30000) {
     if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) {
       return Promise.reject(typeError('timeoutMs must be a non-negative number of milliseconds', 'timeoutMs'))
+    }
+    if (this.#shared) {
+      this.#draining ??= this.#shared.drain(timeoutMs)
+      return this.#draining
     }
     if (this.#draining) return this.#draining
     this.#draining = this.#drain(timeoutMs)
@@ -303,7 +330,35 @@ class SessionPool extends EventEmitter {
     for (const resolve of this.#idleWaiters.splice(0)) resolve('idle')
   }
 
+  /**
+   * Added. The pool status with a fresh look at the shared queue (`getPoolStatus`
+   * shows it as of the last tick); without a shared queue, the same as
+   * `getPoolStatus()`.
+   */
+  async getPoolStatusAsync() {
+    return this.#shared ? this.#shared.statusAsync() : this.getPoolStatus()
+  }
+
+  /**
+   * Added. Cancels a request wherever it was made and wherever it runs (a running
+   * one is stopped by its host); true when it was queued or running.
+   */
+  async cancelRequestAsync(requestId) {
+    return this.#shared ? this.#shared.cancelAsync(requestId) : this.cancelRequest(requestId)
+  }
+
+  /**
+   * Added. With a shared queue: hands back what this host holds (its sessions are
+   * stopped and run again elsewhere), leaves the queue and closes the connection.
+   * Without one: drains with no grace.
+   */
+  async close() {
+    if (this.#shared) return this.#shared.close()
+    await this.drain(0)
+  }
+
   getMetrics() {
+    if (this.#shared) return this.#shared.metrics()
     const activeCount = native.schedulerActiveCount(this.#h)
     return {
       ...this.#spawner.getMetricsSummary(),

@@ -10,7 +10,7 @@ const { isMainThread } = require('node:worker_threads')
 const { NativeSpawner, realEnvVar } = require('./native')
 const { encodeConfig, encodeOptions, checkString } = require('./encode')
 const convert = require('./convert')
-const { kRecovery } = require('./internal')
+const { kRecovery, kShared } = require('./internal')
 
 /**
  * Whether `process.env` here is the process's real environment, which the native
@@ -111,6 +111,23 @@ class ClaudeSessionSpawner extends EventEmitter {
     // Reported here, synchronously: the session's queued events all come later.
     this.emit('session-spawned', { sessionId, pid })
     return { sessionId, status: convert.startedStatus(sessionId, pid, startTime, claudeSessionId), completion }
+  }
+
+  /** A shared-queue pool's access: sessions from config JSON that is already checked. */
+  [kShared]() {
+    const native = this.#native
+    return {
+      spawnJson: (json) => this.#launch((env) => native.spawnSession(json, env)),
+      spawnTakenOver: (json, conversation, previousHost) => {
+        let extra
+        const result = this.#launch((env) => {
+          const r = native.spawnTakenOver(json, conversation, previousHost, env)
+          extra = { resumed: r.resumed, note: r.note }
+          return r.spawned
+        })
+        return { ...result, ...extra }
+      },
+    }
   }
 
   /** The recovery manager's access to crash facts, dumps and respawning. */

@@ -21,6 +21,7 @@ pub struct JsSharedQueueConfig {
     pub lease_ms: f64,
     pub poll_interval_ms: f64,
     pub max_request_attempts: u32,
+    pub respect_rate_limits: bool,
     pub connect_timeout_ms: Option<f64>,
     pub response_timeout_ms: Option<f64>,
 }
@@ -30,6 +31,7 @@ pub struct JsSharedQueueConfig {
 pub fn shared_queue_config(env: Env, config_json: String) -> Result<Option<JsSharedQueueConfig>> {
     let config = PoolConfig::from_json(&parse_json(&env, &config_json, "config")?).map_err(|e| config_error(&env, e))?;
     let attempts = config.max_request_attempts;
+    let respect_rate_limits = config.respect_rate_limits;
     Ok(config.queue.map(|q| JsSharedQueueConfig {
         url: q.url,
         name: q.name,
@@ -37,6 +39,7 @@ pub fn shared_queue_config(env: Env, config_json: String) -> Result<Option<JsSha
         lease_ms: q.lease_ms as f64,
         poll_interval_ms: q.poll_interval_ms as f64,
         max_request_attempts: attempts,
+        respect_rate_limits,
         connect_timeout_ms: q.connect_timeout_ms.map(|v| v as f64),
         response_timeout_ms: q.response_timeout_ms.map(|v| v as f64),
     }))

@@ -1,0 +1,90 @@
+'use strict'
+// Pool hosts (test-support/pool-host.js) as child Node processes, for the
+// multi-host tests and the shared-queue benchmark: start them, send them work,
+// wait for what they report (with a deadline), SIGKILL one.
+
+const { fork } = require('node:child_process')
+const path = require('node:path')
+
+const HOST_SCRIPT = path.join(__dirname, 'pool-host.js')
+
+class Host {
+  constructor(options) {
+    this.name = options.host
+    this.capacity = options.capacity
+    this.messages = []
+    this.waiters = []
+    this.stderr = ''
+    this.child = fork(HOST_SCRIPT, [JSON.stringify(options)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] })
+    this.child.stderr.on('data', (d) => (this.stderr += d))
+    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })))
+    this.child.on('message', (m) => {
+      this.messages.push(m)
+      for (const w of [...this.waiters]) w.check()
+    })
+    this.child.on('exit', () => {
+      for (const w of [...this.waiters]) w.check()
+    })
+  }
+
+  get pid() {
+    return this.child.pid
+  }
+
+  send(message) {
+    this.child.send(message)
+  }
+
+  /** Resolves with the first message (from now on or already received) that `accept` takes. */
+  waitFor(what, accept, ms = 20_000) {
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        check: () => {
+          const found = this.messages.find(accept)
+          if (found) {
+            done()
+            resolve(found)
+          } else if (this.child.exitCode !== null || this.child.signalCode !== null) {
+            done()
+            reject(new Error(`host ${this.name} exited while waiting for ${what}; stderr: ${this.stderr}`))
+          }
+        },
+      }
+      const timer = setTimeout(() => {
+        done()
+        reject(new Error(`host ${this.name}: no ${what} within ${ms} ms; stderr: ${this.stderr}`))
+      }, ms)
+      const done = () => {
+        clearTimeout(timer)
+        this.waiters = this.waiters.filter((w) => w !== waiter)
+      }
+      this.waiters.push(waiter)
+      waiter.check()
+    })
+  }
+
+  /** The most sessions this host had alive at once. */
+  maxActive() {
+    return this.messages.filter((m) => m.ev === 'active').reduce((max, m) => Math.max(max, m.n), 0)
+  }
+
+  kill() {
+    if (this.child.exitCode === null && this.child.signalCode === null) process.kill(this.child.pid, 'SIGKILL')
+    return this.exited
+  }
+
+  /** Disconnects; the host closes its pool and exits. */
+  async stop() {
+    if (this.child.connected) this.child.disconnect()
+    return this.exited
+  }
+}
+
+/** `count` hosts on the queue `name`; resolves once each is ready. */
+async function startHosts(count, options) {
+  const hosts = Array.from({ length: count }, (_, i) => new Host({ ...options, host: `${options.name}-h${i}`, capacity: options.capacities?.[i] ?? options.capacity }))
+  await Promise.all(hosts.map((h) => h.waitFor('ready', (m) => m.ev === 'ready')))
+  return hosts
+}
+
+module.exports = { Host, startHosts }

@@ -1,0 +1,82 @@
+'use strict'
+// One host of a shared-queue pool, as its own Node process, driven over IPC by a
+// test or benchmark (`child_process.fork`). Argument: JSON
+// `{ url, name, host, capacity, leaseMs, pollIntervalMs, agent, protocol }`.
+//
+// In:  { op: 'request', requestId, priority, config }   -> 'queued' | 'rejected'
+//      { op: 'cancel', requestId }                        -> 'cancel-result'
+//      { op: 'status' }                                   -> 'status'
+//      { op: 'drain', timeoutMs } | { op: 'close' }       -> 'drained' | 'closed'
+// Out: 'ready', 'queued', 'rejected', 'allocated', 'completed', 'failed', and
+//      'active' (this host's live sessions, on every change, with their request ids).
+// It exits when the parent disconnects.
+
+const { ClaudeSessionSpawner, SessionPool } = require('..')
+
+const options = JSON.parse(process.argv[2])
+const spawner = new ClaudeSessionSpawner({ claudePath: options.agent, protocol: options.protocol ?? 'text', extraArgs: options.extraArgs ?? ['env-steps'] })
+const pool = new SessionPool(spawner, {
+  maxConcurrentSessions: options.capacity,
+  defaultSessionTimeout: 0,
+  maxQueueSize: options.maxQueueSize ?? 10_000,
+  queue: { kind: 'redis', url: options.url, name: options.name, host: options.host, leaseMs: options.leaseMs, pollIntervalMs: options.pollIntervalMs },
+})
+
+function send(message) {
+  if (process.connected) process.send(message)
+}
+
+let active = 0
+spawner.on('session-spawned', ({ sessionId }) => send({ ev: 'active', n: ++active, sessionId, change: 'spawned' }))
+spawner.on('session-ended', ({ sessionId, status }) => send({ ev: 'active', n: --active, sessionId, change: 'ended', state: status.state }))
+for (const name of ['queue-unavailable', 'queue-reconnected', 'lease-lost', 'queue-error']) {
+  pool.on(name, (e) => send({ ev: name, detail: e.error ? `${e.error.code}: ${e.error.message}` : e.requestId ?? null }))
+}
+
+const dateless = (status) => ({ state: status.state, sessionId: status.sessionId, exitCode: status.exitCode ?? null })
+
+process.on('message', (m) => {
+  switch (m.op) {
+    case 'request': {
+      const request = {
+        requestId: m.requestId,
+        priority: m.priority,
+        queuedAt: new Date(),
+        config: m.config,
+        onAllocated: (sessionId) => send({ ev: 'allocated', requestId: m.requestId, sessionId }),
+        onCompleted: (status) => send({ ev: 'completed', requestId: m.requestId, status: dateless(status) }),
+        onFailed: (error) => send({ ev: 'failed', requestId: m.requestId, code: error.code, message: error.message }),
+      }
+      pool.on('request-queued', function queued(e) {
+        if (e.requestId !== m.requestId) return
+        pool.off('request-queued', queued)
+        send({ ev: 'queued', requestId: m.requestId, position: e.position })
+      })
+      pool.requestSession(request).then(
+        (result) => send({ ev: 'resolved', requestId: m.requestId, sessionId: result.sessionId, host: result.host }),
+        (error) => send({ ev: 'rejected', requestId: m.requestId, code: error.code, message: error.message, type: error.constructor.name }),
+      )
+      break
+    }
+    case 'cancel':
+      pool.cancelRequestAsync(m.requestId).then(
+        (result) => send({ ev: 'cancel-result', requestId: m.requestId, result }),
+        (error) => send({ ev: 'cancel-result', requestId: m.requestId, error: error.message }),
+      )
+      break
+    case 'status':
+      pool.getPoolStatusAsync().then((s) => send({ ev: 'status', status: { ...s, activeSessions: s.activeSessions.length } }))
+      break
+    case 'drain':
+      pool.drain(m.timeoutMs).then(() => send({ ev: 'drained' }))
+      break
+    case 'close':
+      pool.close().then(() => send({ ev: 'closed' }))
+      break
+  }
+})
+process.on('disconnect', () => {
+  pool.close().finally(() => process.exit(0))
+})
+
+send({ ev: 'ready', host: pool.host })
