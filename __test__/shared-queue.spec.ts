@@ -22,11 +22,14 @@ type Queue = EventEmitter & {
   push(id: string, priority: string, payload: string, attempt: number): Promise<{ position: number; queueLength: number }>
   take(host: string, leaseMs: number): Promise<any>
   renew(host: string, id: string, leaseMs: number): Promise<{ held: boolean; cancelRequested: boolean }>
+  started(host: string, id: string, detail: string): Promise<void>
   finish(host: string, id: string, outcome: string, executionMs: number, detail?: string): Promise<void>
   release(host: string, id: string): Promise<void>
   requeueExpired(maxAttempts: number): Promise<any[]>
   cancel(id: string): Promise<string>
   snapshot(): Promise<any>
+  announce(host: string, capacity: number, ttlMs: number): Promise<void>
+  leave(host: string): Promise<void>
   close(): void
 }
 
@@ -183,6 +186,7 @@ describe.each<Kind>(['local', 'redis'])('SharedQueue (%s)', (kind) => {
       attempt: 1,
       enqueuedAt: expect.any(Date),
       leaseExpiresAt: expect.any(Date),
+      note: null,
     })
     expect(taken[0].leaseExpiresAt.getTime() - taken[0].enqueuedAt.getTime()).toBeGreaterThanOrEqual(LONG_LEASE - 1000)
     expect(await queue.take('host-a', LONG_LEASE)).toBeNull()
@@ -254,6 +258,8 @@ describe.each<Kind>(['local', 'redis'])('SharedQueue (%s)', (kind) => {
       ],
       leased: 0,
       meanExecutionMs: null,
+      hosts: 0,
+      capacity: 0,
     })
     const { enqueuedAt } = (await queue.snapshot()).queued[0]
     // Redis's clock, on this machine: close to ours.
@@ -346,14 +352,96 @@ describe.each<Kind>(['local', 'redis'])('SharedQueue (%s)', (kind) => {
       ['executionMs', () => queue.finish('host-a', 'x', 'completed', -1)],
       ['maxAttempts', () => queue.requeueExpired(1.5)],
       ['id', () => queue.cancel(undefined as any)],
+      ['host', () => queue.started('', 'x', '{}')],
+      ['id', () => queue.started('host-a', 7 as any, '{}')],
+      ['detail', () => queue.started('host-a', 'x', undefined as any)],
+      ['host', () => queue.announce(undefined as any, 1, 1000)],
+      ['capacity', () => queue.announce('host-a', -1, 1000)],
+      ['capacity', () => queue.announce('host-a', 1.5, 1000)],
+      ['ttlMs', () => queue.announce('host-a', 1, 0)],
+      ['host', () => queue.leave('')],
     ]
     for (const [field, call] of cases) {
       const attempt = call()
       await expect(attempt).rejects.toBeInstanceOf(TypeError)
       await expect(attempt).rejects.toMatchObject({ code: 'ERR_INVALID_ARG', field, message: expect.stringContaining(field) })
     }
-    // Nothing was pushed by the refused calls.
-    expect((await queue.snapshot()).queued).toEqual([])
+    // Nothing was pushed or announced by the refused calls.
+    expect(await queue.snapshot()).toMatchObject({ queued: [], hosts: 0, capacity: 0 })
+  })
+
+  it('started leaves a note for the host that takes the request over; only the holder may say it', async () => {
+    const [a, b] = await twoHosts(kind)
+    await a.push('noted', 'high', '{}', 1)
+    expect((await a.take('host-a', SHORT_LEASE)).note).toBeNull()
+    await expect(b.started('host-b', 'noted', 'x')).rejects.toMatchObject({ code: 'ERR_QUEUE_NOT_HOLDER' })
+    await a.started('host-a', 'noted', '{"conversation":"c1"}')
+    // host-a stops renewing: host-b takes over and learns the conversation.
+    expect(await untilExpired(b, 3)).toEqual([{ id: 'noted', host: 'host-a', fate: 'requeued', attempt: 2 }])
+    await expect(a.started('host-a', 'noted', 'late')).rejects.toMatchObject({ code: 'ERR_QUEUE_NOT_HOLDER' })
+    expect(await b.take('host-b', LONG_LEASE)).toMatchObject({ id: 'noted', attempt: 2, note: '{"conversation":"c1"}' })
+    await b.started('host-b', 'noted', '{"conversation":"c2"}')
+    await b.release('host-b', 'noted')
+    expect(await a.take('host-a', LONG_LEASE)).toMatchObject({ id: 'noted', attempt: 2, note: '{"conversation":"c2"}' })
+    // Finished, the note is gone: the same id again is a new request.
+    await a.finish('host-a', 'noted', 'completed', 10, '{}')
+    await a.push('noted', 'high', '{}', 1)
+    expect(await b.take('host-b', LONG_LEASE)).toMatchObject({ id: 'noted', attempt: 1, note: null })
+  })
+
+  it("queued and started events reach another host's listener", async () => {
+    const [a, b] = await twoHosts(kind)
+    const seen: Array<[string, unknown]> = []
+    for (const name of ['queued', 'allocated', 'started', 'cancelled']) {
+      b.on(name, (p: any) => {
+        if (p.id === 'ev' || p.id === 'ev-cancelled') seen.push([name, p])
+      })
+    }
+    await a.push('ev', 'high', '{}', 1)
+    await a.take('host-a', LONG_LEASE)
+    await a.started('host-a', 'ev', '{"conversation":"c1"}')
+    await a.release('host-a', 'ev')
+    // A release with a cancel pending is a cancel, not a queued.
+    await a.push('ev-cancelled', 'low', '{}', 1)
+    await a.take('host-a', LONG_LEASE) // 'ev', back at the front
+    await a.take('host-a', LONG_LEASE)
+    expect(await a.cancel('ev-cancelled')).toBe('flagged')
+    await a.release('host-a', 'ev-cancelled')
+    await eventually('the cancelled event', async () => seen.some(([name]) => name === 'cancelled'))
+    expect(seen).toEqual([
+      ['queued', { id: 'ev', priority: 'high' }],
+      ['allocated', { id: 'ev', host: 'host-a', attempt: 1 }],
+      ['started', { id: 'ev', host: 'host-a', attempt: 1, detail: '{"conversation":"c1"}' }],
+      ['queued', { id: 'ev', priority: 'high' }],
+      ['queued', { id: 'ev-cancelled', priority: 'low' }],
+      ['allocated', { id: 'ev', host: 'host-a', attempt: 1 }],
+      ['allocated', { id: 'ev-cancelled', host: 'host-a', attempt: 1 }],
+      ['cancelled', { id: 'ev-cancelled' }],
+    ])
+    expect(seen.every(([, p]) => Object.getPrototypeOf(p) === Object.prototype)).toBe(true)
+  })
+
+  it('announced hosts make up the capacity until they leave or lapse', async () => {
+    const [a, b] = await twoHosts(kind)
+    const hosts = async () => {
+      const { hosts, capacity } = await b.snapshot()
+      return { hosts, capacity }
+    }
+    await a.announce('host-a', 4, LONG_LEASE)
+    await b.announce('host-b', 2, LONG_LEASE)
+    expect(await hosts()).toEqual({ hosts: 2, capacity: 6 })
+    await a.announce('host-a', 8, LONG_LEASE)
+    expect(await hosts()).toEqual({ hosts: 2, capacity: 10 })
+    await b.leave('host-b')
+    expect(await hosts()).toEqual({ hosts: 1, capacity: 8 })
+    // Back for a short while: it lapses by the queue's clock.
+    const ttl = 500
+    const announced = Date.now()
+    await b.announce('host-b', 3, ttl)
+    const during = await hosts()
+    if (Date.now() - announced < ttl) expect(during).toEqual({ hosts: 2, capacity: 11 })
+    await eventually('host-b to lapse', async () => (await hosts()).hosts === 1)
+    expect(await hosts()).toEqual({ hosts: 1, capacity: 8 })
   })
 })
 

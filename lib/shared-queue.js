@@ -12,7 +12,7 @@ const { EventEmitter } = require('node:events')
 const native = require('./native')
 const convert = require('./convert')
 
-const EVENTS = ['allocated', 'completed', 'failed', 'cancelled', 'requeued', 'lagged']
+const EVENTS = ['queued', 'allocated', 'started', 'completed', 'failed', 'cancelled', 'requeued', 'lagged']
 
 const kConstruct = Symbol('SharedQueue.construct')
 
@@ -42,8 +42,12 @@ function toDate(ms) {
 /** The native payload, rebuilt with this realm's objects; a queue-made failure has host null. */
 function eventPayload(name, p) {
   switch (name) {
+    case 'queued':
+      return { id: p.id, priority: p.priority }
     case 'allocated':
       return { id: p.id, host: p.host, attempt: p.attempt }
+    case 'started':
+      return { id: p.id, host: p.host, attempt: p.attempt, detail: p.detail }
     case 'completed':
       return { id: p.id, host: p.host, detail: p.detail }
     case 'failed':
@@ -99,7 +103,10 @@ class SharedQueue extends EventEmitter {
     return { position, queueLength }
   }
 
-  /** The next request under a lease of `leaseMs` for `host`, or null. */
+  /**
+   * The next request under a lease of `leaseMs` for `host`, or null. `note` is what
+   * the host of an earlier attempt passed to `started` (null if none did).
+   */
   async take(host, leaseMs) {
     const t = await settle(() => this.#native.take(host, leaseMs))
     if (t === null || t === undefined) return null
@@ -110,6 +117,7 @@ class SharedQueue extends EventEmitter {
       attempt: t.attempt,
       enqueuedAt: toDate(t.enqueuedAt),
       leaseExpiresAt: toDate(t.leaseExpiresAt),
+      note: t.note ?? null,
     }
   }
 
@@ -117,6 +125,15 @@ class SharedQueue extends EventEmitter {
   async renew(host, id, leaseMs) {
     const { held, cancelRequested } = await settle(() => this.#native.renew(host, id, leaseMs))
     return { held, cancelRequested }
+  }
+
+  /**
+   * The holder's session on `id` started: `detail` becomes the request's note (a host
+   * that takes the request over after a lapse or release gets it as `note`) and goes
+   * out in a 'started' event. Anyone but the holder: ERR_QUEUE_NOT_HOLDER.
+   */
+  async started(host, id, detail) {
+    await settle(() => this.#native.started(host, id, detail))
   }
 
   /** `outcome`: 'completed' or 'failed' (with `detail`), or 'cancelled'. */
@@ -143,13 +160,28 @@ class SharedQueue extends EventEmitter {
     return settle(() => this.#native.cancel(id))
   }
 
-  /** `{ queued: [{ id, priority, attempt, enqueuedAt }], leased, meanExecutionMs }` (null until one finished). */
+  /** `host` is live with `capacity` sessions for `ttlMs` from now (by the queue's clock); again refreshes. */
+  async announce(host, capacity, ttlMs) {
+    await settle(() => this.#native.announce(host, capacity, ttlMs))
+  }
+
+  /** `host` is no longer live. */
+  async leave(host) {
+    await settle(() => this.#native.leave(host))
+  }
+
+  /**
+   * `{ queued: [{ id, priority, attempt, enqueuedAt }], leased, meanExecutionMs, hosts, capacity }`:
+   * meanExecutionMs is null until one finished; hosts and capacity count the live announced hosts.
+   */
   async snapshot() {
     const s = await settle(() => this.#native.snapshot())
     return {
       queued: Array.from(s.queued, (e) => ({ id: e.id, priority: e.priority, attempt: e.attempt, enqueuedAt: toDate(e.enqueuedAt) })),
       leased: s.leased,
       meanExecutionMs: s.meanExecutionMs ?? null,
+      hosts: s.hosts,
+      capacity: s.capacity,
     }
   }
 

@@ -43,7 +43,8 @@ pub struct JsPushed {
     pub queue_length: u32,
 }
 
-#[napi(object, js_name = "NativeQueueTaken", object_from_js = false)]
+/// `note`: what the host of an earlier attempt said when its session started, or null.
+#[napi(object, js_name = "NativeQueueTaken", object_from_js = false, use_nullable = true)]
 pub struct JsTaken {
     pub id: String,
     pub priority: String,
@@ -51,6 +52,7 @@ pub struct JsTaken {
     pub attempt: u32,
     pub enqueued_at: f64,
     pub lease_expires_at: f64,
+    pub note: Option<String>,
 }
 
 #[napi(object, js_name = "NativeQueueRenewal", object_from_js = false)]
@@ -83,6 +85,9 @@ pub struct JsQueueSnapshot {
     pub queued: Vec<JsQueueEntry>,
     pub leased: u32,
     pub mean_execution_ms: Option<f64>,
+    /// Live announced hosts, and the sum of their capacities.
+    pub hosts: u32,
+    pub capacity: u32,
 }
 
 /// An event's payload; which fields are set depends on the event (see [`QueueEvent`]):
@@ -90,6 +95,7 @@ pub struct JsQueueSnapshot {
 #[napi(object, js_name = "NativeQueueEvent", object_from_js = false)]
 pub struct JsQueueEvent {
     pub id: Option<String>,
+    pub priority: Option<String>,
     pub host: Option<String>,
     pub attempt: Option<u32>,
     pub detail: Option<String>,
@@ -109,6 +115,7 @@ impl From<Taken> for JsTaken {
             attempt: t.request.attempt,
             enqueued_at: millis(t.enqueued_at),
             lease_expires_at: millis(t.lease_expires_at),
+            note: t.note,
         }
     }
 }
@@ -139,6 +146,8 @@ impl From<QueueSnapshot> for JsQueueSnapshot {
                 .collect(),
             leased: count(s.leased),
             mean_execution_ms: s.mean_execution_ms,
+            hosts: count(s.hosts),
+            capacity: count(s.capacity),
         }
     }
 }
@@ -302,13 +311,20 @@ enum Notice {
 type QueueFn = ThreadsafeFunction<Notice, Unknown<'static>, FnArgs<(RawValue, RawValue)>, Status, false, true>;
 
 fn notice_to_js(env: &Env, notice: Notice) -> Result<FnArgs<(RawValue, RawValue)>> {
-    let empty = JsQueueEvent { id: None, host: None, attempt: None, detail: None, missed: None };
+    let empty = JsQueueEvent { id: None, priority: None, host: None, attempt: None, detail: None, missed: None };
     let (name, payload) = match notice {
         Notice::Lagged(missed) => ("lagged", JsQueueEvent { missed: Some(missed as f64), ..empty }),
         Notice::Event(event) => match event {
+            QueueEvent::Queued { id, priority } => {
+                ("queued", JsQueueEvent { id: Some(id), priority: Some(priority.as_str().to_owned()), ..empty })
+            }
             QueueEvent::Allocated { id, host, attempt } => {
                 ("allocated", JsQueueEvent { id: Some(id), host: Some(host), attempt: Some(attempt), ..empty })
             }
+            QueueEvent::Started { id, host, attempt, detail } => (
+                "started",
+                JsQueueEvent { id: Some(id), host: Some(host), attempt: Some(attempt), detail: Some(detail), ..empty },
+            ),
             QueueEvent::Completed { id, host, detail } => {
                 ("completed", JsQueueEvent { id: Some(id), host: Some(host), detail: Some(detail), ..empty })
             }
@@ -504,6 +520,17 @@ impl NativeSharedQueue {
         })
     }
 
+    /// The holder's session on `id` started; `detail` becomes the request's note (the
+    /// next attempt's `take` sees it) and goes out in a `started` event.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn started<'e>(&self, env: &'e Env, host: Unknown<'_>, id: Unknown<'_>, detail: Unknown<'_>) -> Result<Object<'e>> {
+        let host = id_arg(env, host, "host")?;
+        let id = id_arg(env, id, "id")?;
+        let detail = string_arg(env, detail, "detail")?;
+        let queue = self.queue(env)?;
+        start(env, "started", async move { queue.started(&host, &id, &detail).await }, |_, ()| Ok(()))
+    }
+
     /// `outcome`: `completed` or `failed`, with `detail` (the serialised status or
     /// error, empty when left out), or `cancelled`, without.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
@@ -580,6 +607,25 @@ impl NativeSharedQueue {
     pub fn snapshot<'e>(&self, env: &'e Env) -> Result<Object<'e>> {
         let queue = self.queue(env)?;
         start(env, "snapshot", async move { queue.snapshot().await }, |_, s| Ok(JsQueueSnapshot::from(s)))
+    }
+
+    /// `host` is live with `capacity` sessions for `ttlMs` from now, by the queue's
+    /// clock; announcing again refreshes both.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn announce<'e>(&self, env: &'e Env, host: Unknown<'_>, capacity: Unknown<'_>, ttl_ms: Unknown<'_>) -> Result<Object<'e>> {
+        let host = id_arg(env, host, "host")?;
+        let capacity = whole_arg(env, capacity, "capacity", 0)?;
+        let ttl = lease_arg(env, ttl_ms, "ttlMs")?;
+        let queue = self.queue(env)?;
+        start(env, "announce", async move { queue.announce(&host, capacity, ttl).await }, |_, ()| Ok(()))
+    }
+
+    /// `host` is no longer live.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn leave<'e>(&self, env: &'e Env, host: Unknown<'_>) -> Result<Object<'e>> {
+        let host = id_arg(env, host, "host")?;
+        let queue = self.queue(env)?;
+        start(env, "leave", async move { queue.leave(&host).await }, |_, ()| Ok(()))
     }
 
     /// `listener(name, payload)` gets every event published from now on, by any host,

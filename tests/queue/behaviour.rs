@@ -18,15 +18,34 @@ pub struct Harness {
     open: Open,
     /// Whatever must outlive the test (the Redis server).
     _keep: Box<dyn Send + Sync>,
+    /// The queue's clock, when the test moves it.
+    clock: Option<Arc<ManualClock>>,
 }
 
 impl Harness {
     pub fn new(open: Open, keep: impl Send + Sync + 'static) -> Self {
-        Self { open, _keep: Box::new(keep) }
+        Self { open, _keep: Box::new(keep), clock: None }
+    }
+
+    pub fn with_manual_clock(self, clock: Arc<ManualClock>) -> Self {
+        Self { clock: Some(clock), ..self }
     }
 
     pub async fn host(&self) -> Arc<dyn RequestQueue> {
         (self.open)().await
+    }
+
+    /// Whether the queue's time passes only by [`Harness::pass`].
+    fn manual(&self) -> bool {
+        self.clock.is_some()
+    }
+
+    /// Moves a manual clock on by `by`; a real one moves by itself, and the test waits
+    /// for it (with a deadline) instead.
+    fn pass(&self, by: Duration) {
+        if let Some(clock) = &self.clock {
+            clock.advance(by);
+        }
     }
 }
 
@@ -201,9 +220,11 @@ pub async fn expired_leases_requeue_at_their_place_then_fail(h: Harness) {
         events.next_about("a").await,
         events.next_about("a").await,
         events.next_about("a").await,
+        events.next_about("a").await,
     ]
     .into_iter()
     .map(|e| match e {
+        QueueEvent::Queued { priority, .. } => format!("queued {priority}"),
         QueueEvent::Allocated { host, attempt, .. } => format!("allocated {host} {attempt}"),
         QueueEvent::Requeued { attempt, .. } => format!("requeued {attempt}"),
         QueueEvent::Failed { host: None, detail, .. } => format!("failed: {detail}"),
@@ -212,7 +233,13 @@ pub async fn expired_leases_requeue_at_their_place_then_fail(h: Harness) {
     .collect();
     assert_eq!(
         seen,
-        ["allocated h1 1", "requeued 2", "allocated h3 2", "failed: gave up after 2 attempts: the lease of host h3 lapsed"]
+        [
+            "queued medium",
+            "allocated h1 1",
+            "requeued 2",
+            "allocated h3 2",
+            "failed: gave up after 2 attempts: the lease of host h3 lapsed"
+        ]
     );
 }
 
@@ -226,9 +253,11 @@ pub async fn cancel_removes_queued_and_flags_leased(h: Harness) {
     assert_eq!(other.cancel("running").await.unwrap(), CancelResult::Flagged);
     assert_eq!(other.cancel("nobody").await.unwrap(), CancelResult::Unknown);
     assert_eq!(other.cancel("waiting").await.unwrap(), CancelResult::Unknown, "already gone");
+    assert!(matches!(events.next_about("waiting").await, QueueEvent::Queued { .. }));
     assert_eq!(events.next_about("waiting").await, QueueEvent::Cancelled { id: "waiting".into() });
     assert_eq!(h1.renew("h1", "running", LONG).await.unwrap(), Renewal { held: true, cancel_requested: true });
     h1.finish("h1", "running", FinishOutcome::Cancelled, 3).await.unwrap();
+    assert!(matches!(events.next_about("running").await, QueueEvent::Queued { .. }));
     assert!(matches!(events.next_about("running").await, QueueEvent::Allocated { .. }));
     assert_eq!(events.next_about("running").await, QueueEvent::Cancelled { id: "running".into() });
     let snapshot = h1.snapshot().await.unwrap();
@@ -250,6 +279,7 @@ pub async fn a_pending_cancel_wins_over_release_and_lapse(h: Harness) {
     let snapshot = h2.snapshot().await.unwrap();
     assert_eq!((snapshot.queued.len(), snapshot.leased), (0, 0), "neither went back to the queue");
     for id in ["released", "lapsed"] {
+        assert!(matches!(events.next_about(id).await, QueueEvent::Queued { .. }));
         assert!(matches!(events.next_about(id).await, QueueEvent::Allocated { .. }));
         assert_eq!(events.next_about(id).await, QueueEvent::Cancelled { id: id.into() });
     }
@@ -330,6 +360,7 @@ pub async fn events_reach_every_host(h: Harness) {
     worker.take("worker", LONG).await.unwrap().unwrap();
     worker.finish("worker", "ok", FinishOutcome::Completed(r#"{"state":"completed"}"#.into()), 7).await.unwrap();
     worker.finish("worker", "bad", FinishOutcome::Failed("spawn failed: ENOENT".into()), 7).await.unwrap();
+    assert_eq!(events.next_about("ok").await, QueueEvent::Queued { id: "ok".into(), priority: Priority::High });
     assert_eq!(
         events.next_about("ok").await,
         QueueEvent::Allocated { id: "ok".into(), host: "worker".into(), attempt: 1 }
@@ -338,9 +369,161 @@ pub async fn events_reach_every_host(h: Harness) {
         events.next_about("ok").await,
         QueueEvent::Completed { id: "ok".into(), host: "worker".into(), detail: r#"{"state":"completed"}"#.into() }
     );
+    assert_eq!(events.next_about("bad").await, QueueEvent::Queued { id: "bad".into(), priority: Priority::Medium });
     assert!(matches!(events.next_about("bad").await, QueueEvent::Allocated { .. }));
     assert_eq!(
         events.next_about("bad").await,
         QueueEvent::Failed { id: "bad".into(), host: Some("worker".into()), detail: "spawn failed: ENOENT".into() }
     );
+}
+
+pub async fn started_leaves_a_note_for_the_next_attempt(h: Harness) {
+    let (h1, h2) = (h.host().await, h.host().await);
+    h1.push(request("a", Priority::Medium)).await.unwrap();
+    let first = h1.take("h1", SHORT).await.unwrap().unwrap();
+    assert_eq!(first.note, None, "nobody started it yet");
+    h1.started("h1", "a", r#"{"conversation":"c1"}"#).await.unwrap();
+    h1.started("h1", "a", r#"{"conversation":"c2"}"#).await.unwrap();
+    // h1 stops renewing: the next host learns what h1 said last.
+    let expired = until_expired(&*h2, 3).await;
+    assert_eq!(expired, [Expired { id: "a".into(), host: "h1".into(), fate: ExpiredFate::Requeued { attempt: 2 } }]);
+    let second = h2.take("h2", LONG).await.unwrap().unwrap();
+    assert_eq!((second.request.attempt, second.note.as_deref()), (2, Some(r#"{"conversation":"c2"}"#)));
+    // Given back with a note of its own: the next taker sees that one.
+    h2.started("h2", "a", r#"{"conversation":"c3"}"#).await.unwrap();
+    h2.release("h2", "a").await.unwrap();
+    let third = h1.take("h1", LONG).await.unwrap().unwrap();
+    assert_eq!((third.request.attempt, third.note.as_deref()), (2, Some(r#"{"conversation":"c3"}"#)));
+    // Released before its session said anything: the note is still the earlier one.
+    h1.release("h1", "a").await.unwrap();
+    let fourth = h2.take("h2", LONG).await.unwrap().unwrap();
+    assert_eq!(fourth.note.as_deref(), Some(r#"{"conversation":"c3"}"#));
+}
+
+pub async fn only_the_holder_says_started(h: Harness) {
+    let (h1, h2) = (h.host().await, h.host().await);
+    let mut events = Events::of(&*h2);
+    let not_holder = |host: &str, id: &str| Err(QueueError::NotHolder { host: host.into(), id: id.into() });
+    assert_eq!(h1.started("h1", "nobody", "x").await, not_holder("h1", "nobody"), "neither queued nor leased");
+    h1.push(request("a", Priority::High)).await.unwrap();
+    assert_eq!(h1.started("h1", "a", "x").await, not_holder("h1", "a"), "queued, not leased");
+    h1.take("h1", SHORT).await.unwrap().unwrap();
+    assert_eq!(h2.started("h2", "a", "x").await, not_holder("h2", "a"), "leased by another host");
+    until_expired(&*h2, 3).await;
+    assert_eq!(h1.started("h1", "a", "late").await, not_holder("h1", "a"), "its lease lapsed");
+    let taken = h2.take("h2", LONG).await.unwrap().unwrap();
+    assert_eq!(taken.note, None, "refused calls left no note");
+    assert!(matches!(events.next_about("a").await, QueueEvent::Queued { .. }));
+    assert!(matches!(events.next_about("a").await, QueueEvent::Allocated { .. }));
+    assert!(matches!(events.next_about("a").await, QueueEvent::Requeued { .. }), "no started event before it");
+}
+
+pub async fn the_note_goes_with_the_request(h: Harness) {
+    let q = h.host().await;
+    // Finished.
+    q.push(request("done", Priority::High)).await.unwrap();
+    q.take("h1", LONG).await.unwrap().unwrap();
+    q.started("h1", "done", "note of done").await.unwrap();
+    q.finish("h1", "done", FinishOutcome::Completed("{}".into()), 5).await.unwrap();
+    // Cancelled while leased.
+    q.push(request("cancelled", Priority::High)).await.unwrap();
+    q.take("h1", LONG).await.unwrap().unwrap();
+    q.started("h1", "cancelled", "note of cancelled").await.unwrap();
+    assert_eq!(q.cancel("cancelled").await.unwrap(), CancelResult::Flagged);
+    q.release("h1", "cancelled").await.unwrap();
+    // Failed by the queue after its last attempt.
+    q.push(request("gave-up", Priority::High)).await.unwrap();
+    q.take("h1", SHORT).await.unwrap().unwrap();
+    q.started("h1", "gave-up", "note of gave-up").await.unwrap();
+    let expired = until_expired(&*q, 1).await;
+    assert_eq!(expired, [Expired { id: "gave-up".into(), host: "h1".into(), fate: ExpiredFate::Failed { attempts: 1 } }]);
+    // The same ids again are new requests, without a note.
+    for id in ["done", "cancelled", "gave-up"] {
+        q.push(request(id, Priority::High)).await.unwrap();
+        let taken = q.take("h2", LONG).await.unwrap().unwrap();
+        assert_eq!((taken.request.id.as_str(), taken.note), (id, None));
+    }
+}
+
+pub async fn started_and_queued_events(h: Harness) {
+    let (requester, worker) = (h.host().await, h.host().await);
+    let mut events = Events::of(&*requester);
+    requester.push(request("a", Priority::High)).await.unwrap();
+    assert_eq!(events.next_about("a").await, QueueEvent::Queued { id: "a".into(), priority: Priority::High });
+    worker.take("worker", LONG).await.unwrap().unwrap();
+    worker.started("worker", "a", r#"{"conversation":"c1"}"#).await.unwrap();
+    worker.release("worker", "a").await.unwrap();
+    assert_eq!(events.next_about("a").await, QueueEvent::Allocated { id: "a".into(), host: "worker".into(), attempt: 1 });
+    assert_eq!(
+        events.next_about("a").await,
+        QueueEvent::Started { id: "a".into(), host: "worker".into(), attempt: 1, detail: r#"{"conversation":"c1"}"#.into() }
+    );
+    assert_eq!(events.next_about("a").await, QueueEvent::Queued { id: "a".into(), priority: Priority::High }, "released");
+
+    // A lapsed lease is requeued (its own event, not queued); the next attempt's started has its attempt.
+    worker.take("worker", SHORT).await.unwrap().unwrap();
+    until_expired(&*requester, 3).await;
+    worker.take("other", LONG).await.unwrap().unwrap();
+    worker.started("other", "a", "second").await.unwrap();
+    assert!(matches!(events.next_about("a").await, QueueEvent::Allocated { attempt: 1, .. }));
+    assert_eq!(events.next_about("a").await, QueueEvent::Requeued { id: "a".into(), attempt: 2 });
+    assert!(matches!(events.next_about("a").await, QueueEvent::Allocated { attempt: 2, .. }));
+    assert_eq!(
+        events.next_about("a").await,
+        QueueEvent::Started { id: "a".into(), host: "other".into(), attempt: 2, detail: "second".into() }
+    );
+
+    // A release with a cancel pending is a cancel, not a queued.
+    requester.push(request("b", Priority::Low)).await.unwrap();
+    worker.take("worker", LONG).await.unwrap().unwrap();
+    assert_eq!(requester.cancel("b").await.unwrap(), CancelResult::Flagged);
+    worker.release("worker", "b").await.unwrap();
+    assert_eq!(events.next_about("b").await, QueueEvent::Queued { id: "b".into(), priority: Priority::Low });
+    assert!(matches!(events.next_about("b").await, QueueEvent::Allocated { .. }));
+    assert_eq!(events.next_about("b").await, QueueEvent::Cancelled { id: "b".into() });
+    // Nothing more about b: the next event about it is one about a later push.
+    requester.push(request("b", Priority::Critical)).await.unwrap();
+    assert_eq!(events.next_about("b").await, QueueEvent::Queued { id: "b".into(), priority: Priority::Critical });
+}
+
+pub async fn announced_hosts_make_up_the_capacity(h: Harness) {
+    let (a, b) = (h.host().await, h.host().await);
+    let hosts = |s: QueueSnapshot| (s.hosts, s.capacity);
+    assert_eq!(hosts(a.snapshot().await.unwrap()), (0, 0));
+    a.announce("h1", 4, LONG).await.unwrap();
+    b.announce("h2", 2, LONG).await.unwrap();
+    assert_eq!(hosts(a.snapshot().await.unwrap()), (2, 6));
+    a.announce("h1", 8, LONG).await.unwrap();
+    assert_eq!(hosts(b.snapshot().await.unwrap()), (2, 10), "announcing again refreshes, it adds no host");
+    b.leave("h2").await.unwrap();
+    b.leave("h2").await.unwrap();
+    b.leave("nobody").await.unwrap();
+    assert_eq!(hosts(a.snapshot().await.unwrap()), (1, 8));
+    assert!(matches!(a.announce("", 1, LONG).await, Err(QueueError::Invalid(_))));
+
+    // h2 comes back for a short while, and lapses by the queue's clock.
+    const TTL: Duration = Duration::from_millis(500);
+    let announced = Instant::now();
+    b.announce("h2", 3, TTL).await.unwrap();
+    let during = hosts(a.snapshot().await.unwrap());
+    // On the real clock, only while the ttl cannot have run out yet.
+    if h.manual() || announced.elapsed() < TTL {
+        assert_eq!(during, (2, 11));
+    }
+    h.pass(TTL);
+    let started = Instant::now();
+    loop {
+        let now = hosts(a.snapshot().await.unwrap());
+        if now == (1, 8) {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "h2 still counted {DEADLINE:?} after its ttl: {now:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Lapsed, it may announce again; a host with no capacity counts as a host.
+    b.announce("h2", 5, LONG).await.unwrap();
+    b.announce("h3", 0, LONG).await.unwrap();
+    assert_eq!(hosts(b.snapshot().await.unwrap()), (3, 13));
+    let snapshot = b.snapshot().await.unwrap();
+    assert_eq!((snapshot.queued.len(), snapshot.leased), (0, 0), "hosts are not requests");
 }

@@ -11,17 +11,31 @@ mod redis_server;
 use std::sync::Arc;
 
 use behaviour::Harness;
-use claude_session_spawner::pool::queue::{LocalQueue, RequestQueue};
+use claude_session_spawner::pool::queue::{LocalQueue, ManualClock, RequestQueue};
 
 fn local() -> Harness {
-    let queue: Arc<dyn RequestQueue> = Arc::new(LocalQueue::new());
-    Harness::new(
+    local_on(LocalQueue::new(), None)
+}
+
+/// On a clock that moves only when the test says time passes ([`Harness::pass`]).
+fn local_manual() -> Harness {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    local_on(LocalQueue::with_clock(clock.clone()), Some(clock))
+}
+
+fn local_on(queue: LocalQueue, clock: Option<Arc<ManualClock>>) -> Harness {
+    let queue: Arc<dyn RequestQueue> = Arc::new(queue);
+    let harness = Harness::new(
         Box::new(move || {
             let queue = Arc::clone(&queue);
             Box::pin(async move { queue })
         }),
         (),
-    )
+    );
+    match clock {
+        Some(clock) => harness.with_manual_clock(clock),
+        None => harness,
+    }
 }
 
 /// A server of its own per test, and a handle (a connection) per host.
@@ -43,13 +57,21 @@ fn redis() -> Harness {
     )
 }
 
+/// Each test on both queues; the `manual_clock` ones run locally on a [`ManualClock`]
+/// (Redis's clock is real: they wait for it, with a deadline).
 macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
+    (real_clock: [$($name:ident),* $(,)?], manual_clock: [$($manual:ident),* $(,)?] $(,)?) => {
         mod local {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     crate::behaviour::$name(crate::local()).await
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $manual() {
+                    crate::behaviour::$manual(crate::local_manual()).await
                 }
             )*
         }
@@ -61,11 +83,18 @@ macro_rules! on_both {
                     crate::behaviour::$name(crate::redis()).await
                 }
             )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $manual() {
+                    crate::behaviour::$manual(crate::redis()).await
+                }
+            )*
         }
     };
 }
 
 on_both!(
+    real_clock: [
     priority_then_arrival,
     duplicate_ids_are_refused_while_queued_or_leased,
     concurrent_hosts_never_take_the_same_request,
@@ -76,4 +105,10 @@ on_both!(
     release_goes_to_the_front_of_its_class,
     snapshot_shows_order_leases_and_mean_execution,
     events_reach_every_host,
+    started_leaves_a_note_for_the_next_attempt,
+    only_the_holder_says_started,
+    the_note_goes_with_the_request,
+    started_and_queued_events,
+    ],
+    manual_clock: [announced_hosts_make_up_the_capacity],
 );

@@ -63,6 +63,15 @@ struct Record {
     enqueued_ms: u64,
     lease: Option<Lease>,
     cancel_requested: bool,
+    /// Set by [`RequestQueue::started`]; kept across lapse and release.
+    note: Option<String>,
+}
+
+/// An announced host.
+#[derive(Debug)]
+struct Member {
+    capacity: u32,
+    expires_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +83,7 @@ struct State {
     durations: VecDeque<u64>,
     /// Queued requests of each priority class, for positions in O(1).
     per_class: [usize; 4],
+    hosts: HashMap<String, Member>,
 }
 
 impl State {
@@ -90,6 +100,11 @@ impl State {
             *n -= 1;
         }
         Some(id)
+    }
+
+    /// Forgets the hosts whose announcement lapsed by `now`.
+    fn prune_hosts(&mut self, now: u64) {
+        self.hosts.retain(|_, m| m.expires_ms > now);
     }
 
     fn class_count(&mut self, at: u64) -> Option<&mut usize> {
@@ -139,9 +154,20 @@ impl LocalQueue {
         s.enqueue(place, request.id.clone());
         // A push goes behind everything of its class and those ahead of it.
         let position = s.per_class[..=score::class(request.priority) as usize].iter().sum();
-        let record = Record { request, place, queued_at_score: Some(place), enqueued_ms: now, lease: None, cancel_requested: false };
-        s.records.insert(record.request.id.clone(), record);
-        Ok(Pushed { position, queue_length: s.order.len() })
+        let (id, priority) = (request.id.clone(), request.priority);
+        let record = Record {
+            request,
+            place,
+            queued_at_score: Some(place),
+            enqueued_ms: now,
+            lease: None,
+            cancel_requested: false,
+            note: None,
+        };
+        s.records.insert(id.clone(), record);
+        let pushed = Pushed { position, queue_length: s.order.len() };
+        self.publish(QueueEvent::Queued { id, priority });
+        Ok(pushed)
     }
 
     fn take_now(&self, host: &str, lease: Duration) -> Option<Taken> {
@@ -157,6 +183,7 @@ impl LocalQueue {
             request: record.request.clone(),
             enqueued_at: time_from_ms(record.enqueued_ms),
             lease_expires_at: time_from_ms(expires_ms),
+            note: record.note.clone(),
         };
         self.publish(QueueEvent::Allocated { id, host: host.to_owned(), attempt: taken.request.attempt });
         Some(taken)
@@ -179,6 +206,18 @@ impl LocalQueue {
             None => false,
         };
         Renewal { held, cancel_requested }
+    }
+
+    fn started_now(&self, host: &str, id: &str, detail: &str) -> Result<(), QueueError> {
+        let now = self.clock.now_ms();
+        let mut s = self.state.lock();
+        let Some(record) = Self::held(&mut s, host, id, now) else {
+            return Err(QueueError::NotHolder { host: host.to_owned(), id: id.to_owned() });
+        };
+        record.note = Some(detail.to_owned());
+        let attempt = record.request.attempt;
+        self.publish(QueueEvent::Started { id: id.to_owned(), host: host.to_owned(), attempt, detail: detail.to_owned() });
+        Ok(())
     }
 
     fn finish_now(&self, host: &str, id: &str, outcome: FinishOutcome, execution_ms: u64) -> Result<(), QueueError> {
@@ -218,6 +257,7 @@ impl LocalQueue {
             r.lease = None;
             r.queued_at_score = Some(at);
         }
+        self.publish(QueueEvent::Queued { id: id.to_owned(), priority });
         Ok(())
     }
 
@@ -274,8 +314,24 @@ impl LocalQueue {
         }
     }
 
+    fn announce_now(&self, host: &str, capacity: u32, ttl: Duration) -> Result<(), QueueError> {
+        check_host(host)?;
+        let now = self.clock.now_ms();
+        let mut s = self.state.lock();
+        s.prune_hosts(now);
+        s.hosts.insert(host.to_owned(), Member { capacity, expires_ms: now.saturating_add(lease_ms(ttl)) });
+        Ok(())
+    }
+
+    fn leave_now(&self, host: &str) {
+        self.state.lock().hosts.remove(host);
+    }
+
     fn snapshot_now(&self) -> QueueSnapshot {
-        let s = self.state.lock();
+        let now = self.clock.now_ms();
+        let mut s = self.state.lock();
+        s.prune_hosts(now);
+        let s = &*s;
         let queued = s
             .order
             .values()
@@ -290,7 +346,8 @@ impl LocalQueue {
         let leased = s.records.values().filter(|r| r.lease.is_some()).count();
         let mean_execution_ms = (!s.durations.is_empty())
             .then(|| s.durations.iter().map(|&ms| ms as f64).sum::<f64>() / s.durations.len() as f64);
-        QueueSnapshot { queued, leased, mean_execution_ms }
+        let capacity = s.hosts.values().map(|m| m.capacity as usize).sum();
+        QueueSnapshot { queued, leased, mean_execution_ms, hosts: s.hosts.len(), capacity }
     }
 }
 
@@ -305,6 +362,10 @@ impl RequestQueue for LocalQueue {
 
     fn renew<'a>(&'a self, host: &'a str, id: &'a str, lease: Duration) -> QueueFuture<'a, Renewal> {
         Box::pin(async move { Ok(self.renew_now(host, id, lease)) })
+    }
+
+    fn started<'a>(&'a self, host: &'a str, id: &'a str, detail: &'a str) -> QueueFuture<'a, ()> {
+        Box::pin(async move { self.started_now(host, id, detail) })
     }
 
     fn finish<'a>(&'a self, host: &'a str, id: &'a str, outcome: FinishOutcome, execution_ms: u64) -> QueueFuture<'a, ()> {
@@ -325,6 +386,17 @@ impl RequestQueue for LocalQueue {
 
     fn snapshot(&self) -> QueueFuture<'_, QueueSnapshot> {
         Box::pin(async move { Ok(self.snapshot_now()) })
+    }
+
+    fn announce<'a>(&'a self, host: &'a str, capacity: u32, ttl: Duration) -> QueueFuture<'a, ()> {
+        Box::pin(async move { self.announce_now(host, capacity, ttl) })
+    }
+
+    fn leave<'a>(&'a self, host: &'a str) -> QueueFuture<'a, ()> {
+        Box::pin(async move {
+            self.leave_now(host);
+            Ok(())
+        })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<QueueEvent> {

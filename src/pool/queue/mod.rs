@@ -69,6 +69,10 @@ pub struct Taken {
     pub enqueued_at: SystemTime,
     /// By the queue's clock.
     pub lease_expires_at: SystemTime,
+    /// What the host of an earlier attempt said when its session started
+    /// ([`RequestQueue::started`]), e.g. the conversation to resume; `None` if no
+    /// host said anything yet.
+    pub note: Option<String>,
 }
 
 /// What a renewal found.
@@ -142,12 +146,20 @@ pub struct QueueSnapshot {
     /// Mean execution time of the last [`EXECUTION_SAMPLES`] finished requests, in
     /// milliseconds; `None` until one finished.
     pub mean_execution_ms: Option<f64>,
+    /// Hosts whose [`RequestQueue::announce`] has not lapsed.
+    pub hosts: usize,
+    /// The sum of those hosts' announced capacities.
+    pub capacity: usize,
 }
 
 /// What a queue publishes to every subscriber (on every host, for Redis).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueEvent {
+    /// Pushed, or released back to the queue: there is something to take.
+    Queued { id: String, priority: Priority },
     Allocated { id: String, host: String, attempt: u32 },
+    /// The holder's session started ([`RequestQueue::started`]); `detail` is its note.
+    Started { id: String, host: String, attempt: u32, detail: String },
     Completed { id: String, host: String, detail: String },
     /// `host` is `None` when the queue itself failed it (attempts exhausted).
     Failed { id: String, host: Option<String>, detail: String },
@@ -158,7 +170,9 @@ pub enum QueueEvent {
 impl QueueEvent {
     pub fn id(&self) -> &str {
         match self {
-            Self::Allocated { id, .. }
+            Self::Queued { id, .. }
+            | Self::Allocated { id, .. }
+            | Self::Started { id, .. }
             | Self::Completed { id, .. }
             | Self::Failed { id, .. }
             | Self::Cancelled { id }
@@ -202,16 +216,25 @@ impl QueueError {
 
 /// A priority queue of requests shared by the pools that use it. See the module docs.
 pub trait RequestQueue: Send + Sync {
-    /// Appends a request behind everything of its priority or higher. A duplicate id
-    /// is [`QueueError::Duplicate`].
+    /// Appends a request behind everything of its priority or higher and publishes
+    /// [`QueueEvent::Queued`]. A duplicate id is [`QueueError::Duplicate`].
     fn push(&self, request: QueuedRequest) -> QueueFuture<'_, Pushed>;
 
     /// Pops the highest-priority, oldest request and gives `host` a lease of `lease`
-    /// on it, in one step; `None` when the queue is empty.
+    /// on it, in one step; `None` when the queue is empty. The request's note, if an
+    /// earlier attempt left one, comes with it ([`Taken::note`]).
     fn take<'a>(&'a self, host: &'a str, lease: Duration) -> QueueFuture<'a, Option<Taken>>;
 
     /// Extends `host`'s lease on `id` to `lease` from now, if it still holds one.
     fn renew<'a>(&'a self, host: &'a str, id: &'a str, lease: Duration) -> QueueFuture<'a, Renewal>;
+
+    /// The holder's session on `id` started: `detail` becomes the request's note
+    /// (replacing an earlier one) and goes out in [`QueueEvent::Started`] with the
+    /// current attempt. The note stays with the request when its lease lapses and it
+    /// is requeued, or it is released, so the next host's [`Taken::note`] has it; it is
+    /// dropped when the request is finished, cancelled or failed by the queue. Anyone
+    /// but the holder gets [`QueueError::NotHolder`].
+    fn started<'a>(&'a self, host: &'a str, id: &'a str, detail: &'a str) -> QueueFuture<'a, ()>;
 
     /// The holder's request is over: removes it, records `execution_ms` for the wait
     /// estimate and publishes the outcome. Anyone but the holder gets
@@ -220,9 +243,10 @@ pub trait RequestQueue: Send + Sync {
         -> QueueFuture<'a, ()>;
 
     /// The holder gives the request back unstarted (draining, say): it goes to the
-    /// front of its priority, its attempt unchanged. A host releasing several should
-    /// release the last it took first, as each goes ahead of the one before. One with a
-    /// cancel pending is cancelled instead.
+    /// front of its priority, its attempt unchanged, and [`QueueEvent::Queued`] is
+    /// published. A host releasing several should release the last it took first, as
+    /// each goes ahead of the one before. One with a cancel pending is cancelled
+    /// instead (publishing [`QueueEvent::Cancelled`]).
     fn release<'a>(&'a self, host: &'a str, id: &'a str) -> QueueFuture<'a, ()>;
 
     /// Lapsed leases: back to the queue at their original place with their attempt
@@ -234,6 +258,15 @@ pub trait RequestQueue: Send + Sync {
     fn cancel<'a>(&'a self, id: &'a str) -> QueueFuture<'a, CancelResult>;
 
     fn snapshot(&self) -> QueueFuture<'_, QueueSnapshot>;
+
+    /// `host` is live, with `capacity` sessions, for `ttl` from now by the queue's
+    /// clock; announcing again refreshes both. Live hosts are counted in
+    /// [`QueueSnapshot::hosts`] and [`QueueSnapshot::capacity`]; lapsed ones are
+    /// ignored (and cleaned up lazily). An empty host is [`QueueError::Invalid`].
+    fn announce<'a>(&'a self, host: &'a str, capacity: u32, ttl: Duration) -> QueueFuture<'a, ()>;
+
+    /// `host` is no longer live (nothing happens if it was not).
+    fn leave<'a>(&'a self, host: &'a str) -> QueueFuture<'a, ()>;
 
     /// Events published from now on, by every host using the queue. A receiver that
     /// falls behind misses the oldest (`RecvError::Lagged`).
@@ -282,6 +315,13 @@ pub(crate) fn lease_ms(lease: Duration) -> u64 {
 
 pub(crate) fn time_from_ms(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+pub(crate) fn check_host(host: &str) -> Result<(), QueueError> {
+    if host.is_empty() {
+        return Err(QueueError::Invalid("host is empty".into()));
+    }
+    Ok(())
 }
 
 pub(crate) fn check_request(request: &QueuedRequest) -> Result<(), QueueError> {

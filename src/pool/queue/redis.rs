@@ -69,11 +69,14 @@ struct Scripts {
     push: Script,
     take: Script,
     renew: Script,
+    started: Script,
     finish: Script,
     release: Script,
     requeue_expired: Script,
     cancel: Script,
     snapshot: Script,
+    announce: Script,
+    leave: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
@@ -82,17 +85,22 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         push: with_common(include_str!("scripts/push.lua")),
         take: with_common(include_str!("scripts/take.lua")),
         renew: with_common(include_str!("scripts/renew.lua")),
+        started: with_common(include_str!("scripts/started.lua")),
         finish: with_common(include_str!("scripts/finish.lua")),
         release: with_common(include_str!("scripts/release.lua")),
         requeue_expired: with_common(include_str!("scripts/requeue_expired.lua")),
         cancel: with_common(include_str!("scripts/cancel.lua")),
         snapshot: with_common(include_str!("scripts/snapshot.lua")),
+        announce: with_common(include_str!("scripts/announce.lua")),
+        leave: with_common(include_str!("scripts/leave.lua")),
     }
 });
 
 /// The keys every script gets, in the order `scripts/common.lua` lists.
-const KEY_NAMES: [&str; 11] =
-    ["queue", "leases", "holder", "payload", "place", "attempt", "enqueued", "cancel", "counters", "durations", "events"];
+const KEY_NAMES: [&str; 14] = [
+    "queue", "leases", "holder", "payload", "place", "attempt", "enqueued", "cancel", "counters", "durations", "events",
+    "notes", "hosts", "capacity",
+];
 
 /// One host's handle on a shared queue.
 pub struct RedisQueue {
@@ -282,6 +290,12 @@ impl RedisQueue {
         if reply.is_empty() {
             return Ok(None);
         }
+        let mut reply = reply;
+        // A seventh item is the note of an earlier attempt.
+        let note = match reply.len() {
+            7 => reply.pop().map(|n| self.text(&n, "take note")).transpose()?,
+            _ => None,
+        };
         let [id, payload, place, attempt, enqueued, expires] =
             self.tuple(Value::Array(reply), "take")?;
         Ok(Some(Taken {
@@ -293,6 +307,7 @@ impl RedisQueue {
             },
             enqueued_at: time_from_ms(self.int(&enqueued, "take enqueued")?),
             lease_expires_at: time_from_ms(self.int(&expires, "take expiry")?),
+            note,
         }))
     }
 
@@ -301,6 +316,28 @@ impl RedisQueue {
         invocation.arg(host).arg(id).arg(lease_ms(lease));
         let [held, cancel] = self.tuple(self.run(&invocation).await?, "renew")?;
         Ok(Renewal { held: self.int(&held, "renew held")? == 1, cancel_requested: self.int(&cancel, "renew cancel")? == 1 })
+    }
+
+    async fn mark_started(&self, host: &str, id: &str, detail: &str) -> Result<(), QueueError> {
+        let mut invocation = self.invocation(&SCRIPTS.started);
+        invocation.arg(host).arg(id).arg(detail);
+        match self.int(&self.run(&invocation).await?, "started")? {
+            1 => Ok(()),
+            _ => Err(Self::not_holder(host, id)),
+        }
+    }
+
+    async fn announce_host(&self, host: &str, capacity: u32, ttl: Duration) -> Result<(), QueueError> {
+        check_host(host)?;
+        let mut invocation = self.invocation(&SCRIPTS.announce);
+        invocation.arg(host).arg(capacity).arg(lease_ms(ttl));
+        self.run(&invocation).await.map(drop)
+    }
+
+    async fn leave_host(&self, host: &str) -> Result<(), QueueError> {
+        let mut invocation = self.invocation(&SCRIPTS.leave);
+        invocation.arg(host);
+        self.run(&invocation).await.map(drop)
     }
 
     async fn finish_request(&self, host: &str, id: &str, outcome: FinishOutcome, execution_ms: u64) -> Result<(), QueueError> {
@@ -359,7 +396,7 @@ impl RedisQueue {
 
     async fn take_snapshot(&self) -> Result<QueueSnapshot, QueueError> {
         let invocation = self.invocation(&SCRIPTS.snapshot);
-        let [queued, leased, durations] = self.tuple(self.run(&invocation).await?, "snapshot")?;
+        let [queued, leased, durations, hosts, capacity] = self.tuple(self.run(&invocation).await?, "snapshot")?;
         let queued = self
             .array(queued, "snapshot queue")?
             .into_iter()
@@ -380,7 +417,13 @@ impl RedisQueue {
             .collect::<Result<Vec<_>, QueueError>>()?;
         let mean_execution_ms =
             (!durations.is_empty()).then(|| durations.iter().map(|&ms| ms as f64).sum::<f64>() / durations.len() as f64);
-        Ok(QueueSnapshot { queued, leased: self.int(&leased, "snapshot leases")? as usize, mean_execution_ms })
+        Ok(QueueSnapshot {
+            queued,
+            leased: self.int(&leased, "snapshot leases")? as usize,
+            mean_execution_ms,
+            hosts: self.int(&hosts, "snapshot hosts")? as usize,
+            capacity: self.int(&capacity, "snapshot capacity")? as usize,
+        })
     }
 }
 
@@ -395,6 +438,10 @@ impl RequestQueue for RedisQueue {
 
     fn renew<'a>(&'a self, host: &'a str, id: &'a str, lease: Duration) -> QueueFuture<'a, Renewal> {
         Box::pin(self.renew_lease(host, id, lease))
+    }
+
+    fn started<'a>(&'a self, host: &'a str, id: &'a str, detail: &'a str) -> QueueFuture<'a, ()> {
+        Box::pin(self.mark_started(host, id, detail))
     }
 
     fn finish<'a>(&'a self, host: &'a str, id: &'a str, outcome: FinishOutcome, execution_ms: u64) -> QueueFuture<'a, ()> {
@@ -415,6 +462,14 @@ impl RequestQueue for RedisQueue {
 
     fn snapshot(&self) -> QueueFuture<'_, QueueSnapshot> {
         Box::pin(self.take_snapshot())
+    }
+
+    fn announce<'a>(&'a self, host: &'a str, capacity: u32, ttl: Duration) -> QueueFuture<'a, ()> {
+        Box::pin(self.announce_host(host, capacity, ttl))
+    }
+
+    fn leave<'a>(&'a self, host: &'a str) -> QueueFuture<'a, ()> {
+        Box::pin(self.leave_host(host))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<QueueEvent> {
@@ -548,7 +603,15 @@ fn decode_event(text: &str) -> Result<QueueEvent, String> {
     };
     let id = need("id")?;
     match need("event")?.as_str() {
+        "queued" => {
+            let name = need("priority")?;
+            let priority = name.parse().map_err(|()| format!("unknown priority {name:?} in {text:?}"))?;
+            Ok(QueueEvent::Queued { id, priority })
+        }
         "allocated" => Ok(QueueEvent::Allocated { id, host: need("host")?, attempt: attempt()? }),
+        "started" => {
+            Ok(QueueEvent::Started { id, host: need("host")?, attempt: attempt()?, detail: need("detail")? })
+        }
         "completed" => Ok(QueueEvent::Completed { id, host: need("host")?, detail: need("detail")? }),
         "failed" => Ok(QueueEvent::Failed { id, host: field("host"), detail: need("detail")? }),
         "cancelled" => Ok(QueueEvent::Cancelled { id }),
@@ -603,6 +666,18 @@ mod tests {
             decode_event(r#"{"event":"failed","id":"a","detail":"gave up"}"#),
             Ok(QueueEvent::Failed { id: "a".into(), host: None, detail: "gave up".into() })
         );
+        assert_eq!(
+            decode_event(r#"{"event":"started","id":"a","host":"h","attempt":3,"detail":"{\"conversation\":\"c1\"}"}"#),
+            Ok(QueueEvent::Started { id: "a".into(), host: "h".into(), attempt: 3, detail: r#"{"conversation":"c1"}"#.into() })
+        );
+        // The scripts name priorities as Priority::as_str does.
+        for p in Priority::ALL {
+            let text = format!(r#"{{"event":"queued","id":"a","priority":"{p}"}}"#);
+            assert_eq!(decode_event(&text), Ok(QueueEvent::Queued { id: "a".into(), priority: p }));
+        }
+        assert!(include_str!("scripts/common.lua").contains("{'critical', 'high', 'medium', 'low'}"));
+        assert!(decode_event(r#"{"event":"queued","id":"a","priority":"urgent"}"#).is_err());
+        assert!(decode_event(r#"{"event":"started","id":"a","host":"h","attempt":1}"#).is_err());
         assert!(decode_event("not json").is_err());
         assert!(decode_event(r#"{"event":"allocated","id":"a"}"#).is_err());
         assert!(decode_event(r#"{"event":"exploded","id":"a"}"#).is_err());

@@ -1,5 +1,5 @@
 -- ARGV: events kept, id, payload, class, attempt. Returns {0} for a duplicate, else
--- {1, position, length}.
+-- {1, position, length}; publishes queued.
 local id = ARGV[2]
 if redis.call('HEXISTS', KEYS[4], id) == 1 then return {0} end
 local seq = redis.call('HINCRBY', KEYS[9], 'pushes', 1)
@@ -9,4 +9,5 @@ redis.call('HSET', KEYS[4], id, ARGV[3])
 redis.call('HSET', KEYS[5], id, place)
 redis.call('HSET', KEYS[6], id, ARGV[5])
 redis.call('HSET', KEYS[7], id, now_ms())
+publish({event = 'queued', id = id, priority = PRIORITIES[tonumber(ARGV[4]) + 1]})
 return {1, redis.call('ZRANK', KEYS[1], id) + 1, redis.call('ZCARD', KEYS[1])}

@@ -1,5 +1,5 @@
 -- ARGV: events kept, host, id. Returns 1, or 0 when host holds no live lease. A request
--- released with a cancel pending is cancelled instead.
+-- released with a cancel pending is cancelled instead; otherwise it publishes queued.
 local host, id = ARGV[2], ARGV[3]
 if not held(host, id, now_ms()) then return 0 end
 if redis.call('SISMEMBER', KEYS[8], id) == 1 then
@@ -12,4 +12,5 @@ redis.call('HDEL', KEYS[3], id)
 local n = redis.call('HINCRBY', KEYS[9], 'releases', 1)
 local class = math.floor(tonumber(redis.call('HGET', KEYS[5], id)) / SPAN)
 redis.call('ZADD', KEYS[1], class * SPAN + MIDDLE - n, id)
+publish({event = 'queued', id = id, priority = PRIORITIES[class + 1]})
 return 1

@@ -1,5 +1,5 @@
 -- ARGV: events kept, host, lease ms. Returns {} when empty, else
--- {id, payload, place, attempt, enqueued, expires}.
+-- {id, payload, place, attempt, enqueued, expires[, note]} (no note: six items).
 local first = redis.call('ZRANGE', KEYS[1], 0, 0)
 if #first == 0 then return {} end
 local id = first[1]
@@ -9,5 +9,8 @@ redis.call('ZADD', KEYS[2], expires, id)
 redis.call('HSET', KEYS[3], id, ARGV[2])
 local attempt = redis.call('HGET', KEYS[6], id)
 publish({event = 'allocated', id = id, host = ARGV[2], attempt = tonumber(attempt)})
-return {id, redis.call('HGET', KEYS[4], id), redis.call('HGET', KEYS[5], id), attempt,
+local out = {id, redis.call('HGET', KEYS[4], id), redis.call('HGET', KEYS[5], id), attempt,
   redis.call('HGET', KEYS[7], id), expires}
+local note = redis.call('HGET', KEYS[12], id)
+if note then table.insert(out, note) end
+return out
