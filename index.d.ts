@@ -357,6 +357,30 @@ export interface SessionPoolConfig {
   maxRequestAttempts?: number
   /** Added: pause admission while Claude Code reports rate limits (default true). */
   respectRateLimits?: boolean
+  /**
+   * Added: a queue shared with the pools of other hosts (default: this pool's own,
+   * in-process queue). See "Pools on many hosts" in the README.
+   */
+  queue?: SharedQueueConfig
+}
+
+/** Added: where a shared queue lives and how this host takes part in it. */
+export interface SharedQueueConfig {
+  kind: 'redis'
+  /** `redis://[user:password@]host:port/[db]` or `rediss://…`. */
+  url: string
+  /** Pools with the same URL and name share one queue. */
+  name: string
+  /** This host's name in the queue, unique per pool (default `<hostname>/<pid>/<random>`). */
+  host?: string
+  /** How long a taken request stays this host's without a renewal (ms, default 30000, at least 300). */
+  leaseMs?: number
+  /** How often the host renews leases, looks for work and for lapsed leases (ms, default 1000). */
+  pollIntervalMs?: number
+  /** Ms to connect to Redis (default 2000). */
+  connectTimeoutMs?: number
+  /** Ms for Redis to answer (default 2000). */
+  responseTimeoutMs?: number
 }
 
 export interface PooledSessionRequest {
@@ -375,6 +399,24 @@ export interface QueuedRequestInfo {
   queuedAt: Date
   /** Milliseconds. */
   estimatedWaitTime: number
+  /** Added, with a shared queue: the attempt about to be made (2 or more after a host died). */
+  attempt?: number
+}
+
+/** Added, with a shared queue: the queue as all hosts see it. */
+export interface SharedQueueStatus {
+  /** This host's name in the queue. */
+  host: string
+  /** Hosts that announced themselves within their lease. */
+  hosts: number
+  /** Their sessions at once, together. */
+  capacity: number
+  /** Requests running on some host. */
+  leased: number
+  /** False while Redis cannot be reached. */
+  reachable: boolean
+  /** When the queue part of this status was read. */
+  asOf: Date
 }
 
 export interface PoolStatus {
@@ -386,6 +428,8 @@ export interface PoolStatus {
   utilization: number
   activeSessions: ClaudeSessionStatus[]
   queuedRequests: QueuedRequestInfo[]
+  /** Added, with a shared queue (`capacity`, `activeCount`, `activeSessions` are this host's). */
+  shared?: SharedQueueStatus
 }
 
 export interface PoolMetrics extends SessionMetricsSummary {
@@ -410,8 +454,9 @@ export interface CallbackErrorEvent {
 
 /** The pool's events and their payloads. */
 export interface SessionPoolEvents {
-  'session-allocated': [event: { requestId: string; sessionId: string }]
-  'session-released': [event: { sessionId: string; status: ClaudeSessionStatus }]
+  /** With a shared queue, `host` (added) is the host that runs the session. */
+  'session-allocated': [event: { requestId: string; sessionId: string; host?: string }]
+  'session-released': [event: { sessionId: string; status: ClaudeSessionStatus; requestId?: string; host?: string }]
   'request-queued': [event: { requestId: string; position: number; queueLength: number }]
   'request-cancelled': [event: { requestId: string }]
   /** `attempt` (added) is the attempt about to be made, 2 or more. */
@@ -421,6 +466,16 @@ export interface SessionPoolEvents {
   'pool-throttled': [event: PoolThrottledEvent]
   'pool-resumed': []
   'callback-error': [event: CallbackErrorEvent]
+  /** Added, shared queue: Redis stopped answering (requests reject; sessions keep running). */
+  'queue-unavailable': [event: { error: Error; host: string }]
+  /** Added, shared queue: Redis answers again. */
+  'queue-reconnected': [event: { host: string }]
+  /** Added, shared queue: this host lost a lease (lapsed, or taken over) and stopped the session. */
+  'lease-lost': [event: { requestId: string; sessionId: string | null; host: string }]
+  /** Added, shared queue: an unexpected queue error (not an outage). */
+  'queue-error': [event: { error: Error }]
+  /** Added, shared queue: this host fell so far behind that it missed queue events. */
+  'queue-lagged': [event: { missed: number }]
 }
 
 export declare class SessionPool extends TypedEmitter<SessionPoolEvents> {
@@ -431,11 +486,31 @@ export declare class SessionPool extends TypedEmitter<SessionPoolEvents> {
    * from the queue); rejects when the queue is full, the pool is draining, the request
    * is cancelled or its spawn fails. `queuedAt` may be omitted at run time (now).
    */
-  requestSession(request: PooledSessionRequest): Promise<SpawnResult>
+  requestSession(request: PooledSessionRequest): Promise<PooledSpawnResult>
+  /** With a shared queue, the queue part is as of the last tick (see `getPoolStatusAsync`). */
   getPoolStatus(): PoolStatus
+  /**
+   * Without a shared queue: removes a queued request. With one: true when this host
+   * made or runs the request, and the cancel goes to the queue (a running request is
+   * stopped by its host); for requests made elsewhere use `cancelRequestAsync`.
+   */
   cancelRequest(requestId: string): boolean
+  /** With a shared queue: hands queued work to the other hosts and running work, past `timeoutMs`, too. */
   drain(timeoutMs?: number): Promise<void>
   getMetrics(): PoolMetrics
+  /** Added: the status with the shared queue read now. */
+  getPoolStatusAsync(): Promise<PoolStatus>
+  /** Added: cancels a request made on any host, queued or running; true if there was one. */
+  cancelRequestAsync(requestId: string): Promise<boolean>
+  /** Added: with a shared queue, hands back what this host holds and disconnects; otherwise `drain(0)`. */
+  close(): Promise<void>
+  /** Added: this pool's host name in its shared queue, or null. */
+  readonly host: string | null
+}
+
+/** What `requestSession` resolves with; `host` (shared queue) is where the session runs. */
+export interface PooledSpawnResult extends SpawnResult {
+  host?: string
 }
 
 // ---- SessionRecoveryManager ----

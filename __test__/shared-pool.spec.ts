@@ -339,6 +339,7 @@ const spawner = new ClaudeSessionSpawner({ claudePath: ${JSON.stringify(FAKE_AGE
 const pool = new SessionPool(spawner, { maxConcurrentSessions: 1, defaultSessionTimeout: 0, maxQueueSize: 10,
   queue: { kind: 'redis', url: ${JSON.stringify(redis.url)}, name: ${JSON.stringify(freshName())} } })
 const config = ${JSON.stringify(config(dir, ['out:hello', 'exit:0']))}
+config.charter.constraints.forbiddenPatterns = [/secret/i]
 pool.requestSession({ requestId: 'one', priority: 'high', queuedAt: new Date(), config, onCompleted: (s) => console.log('completed', s.state, s.stdout.trim(), s.startTime instanceof Date) })
   .then((r) => r.completion).then((s) => console.log('completion', s.state))
 `,

@@ -9,4 +9,7 @@ export type {
   SessionPoolEvents,
   PoolThrottledEvent,
   CallbackErrorEvent,
+  SharedQueueConfig,
+  SharedQueueStatus,
+  PooledSpawnResult,
 } from '../index'

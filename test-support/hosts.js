@@ -1,7 +1,8 @@
 'use strict'
 // Pool hosts (test-support/pool-host.js) as child Node processes, for the
 // multi-host tests and the shared-queue benchmark: start them, send them work,
-// wait for what they report (with a deadline), SIGKILL one.
+// wait for what they report (with a deadline), SIGKILL one. Messages are structured
+// clones, so a config's RegExps and Dates reach the host as they are.
 
 const { fork } = require('node:child_process')
 const path = require('node:path')
@@ -15,7 +16,7 @@ class Host {
     this.messages = []
     this.waiters = []
     this.stderr = ''
-    this.child = fork(HOST_SCRIPT, [JSON.stringify(options)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] })
+    this.child = fork(HOST_SCRIPT, [JSON.stringify(options)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], serialization: 'advanced' })
     this.child.stderr.on('data', (d) => (this.stderr += d))
     this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })))
     this.child.on('message', (m) => {
