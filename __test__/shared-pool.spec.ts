@@ -36,7 +36,11 @@ function freshName(): string {
 
 const started: any[] = []
 afterEach(async () => {
-  for (const h of started.splice(0)) await within(h.stop(), `host ${h.name} to exit`)
+  // A host that does not exit once disconnected fails the test, and is killed.
+  for (const h of started.splice(0)) await within(h.stop(), `host ${h.name} to exit`).catch(async (e) => {
+    await h.kill()
+    throw e
+  })
 })
 
 async function hosts(count: number, options: Record<string, unknown>) {

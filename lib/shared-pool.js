@@ -436,10 +436,10 @@ class SharedPool {
     const ending = run.ending
     if (ending === null || this.#queue === null || run.sending) return
     run.sending = true
-    const op =
-      ending.outcome === 'release'
-        ? this.#queue.release(this.#host, run.id)
-        : this.#queue.finish(this.#host, run.id, ending.outcome, ending.executionMs, ending.detail)
+    let op
+    if (ending.outcome === 'release') op = this.#queue.release(this.#host, run.id)
+    else if (ending.outcome === 'cancelled') op = this.#queue.finish(this.#host, run.id, 'cancelled', ending.executionMs)
+    else op = this.#queue.finish(this.#host, run.id, ending.outcome, ending.executionMs, ending.detail)
     op.then(
       () => {
         run.sending = false
@@ -447,9 +447,10 @@ class SharedPool {
       },
       (error) => {
         run.sending = false
-        // Not ours any more: the lease lapsed meanwhile and the queue moved on.
-        if (isNotHolder(error)) this.#drop(run)
-        else this.#opFailed(error)
+        this.#opFailed(error)
+        // Only an outage is worth another try; otherwise (not ours any more, the lease
+        // lapsed and the queue moved on; or a refusal) the queue's lease rules decide.
+        if (error?.code !== 'ERR_QUEUE_UNAVAILABLE') this.#drop(run)
       },
     )
   }
@@ -622,7 +623,8 @@ class SharedPool {
 
   #opFailed(error) {
     if (error?.code !== 'ERR_QUEUE_UNAVAILABLE') {
-      if (error?.code !== 'ERR_QUEUE_CLOSED' && error?.code !== 'ERR_POOL_CLOSED') this.#pool.emit('queue-error', { error })
+      const expected = ['ERR_QUEUE_CLOSED', 'ERR_POOL_CLOSED', 'ERR_QUEUE_NOT_HOLDER']
+      if (!expected.includes(error?.code)) this.#pool.emit('queue-error', { error })
       return
     }
     this.#reachableSince = 0
