@@ -5,6 +5,7 @@
 // clones, so a config's RegExps and Dates reach the host as they are.
 
 const { fork } = require('node:child_process')
+const { EventEmitter } = require('node:events')
 const path = require('node:path')
 
 const HOST_SCRIPT = path.join(__dirname, 'pool-host.js')
@@ -81,6 +82,53 @@ class Host {
   }
 }
 
+/**
+ * The queue's own events (through the internal SharedQueue), in the order Redis
+ * recorded them: the record of who took, started and finished what. Resolves once
+ * the watcher is live (a probe's event came through). `until(what, check, ms)`
+ * waits for `check()` to hold as events arrive.
+ */
+async function watchQueue(url, name) {
+  const { SharedQueue } = require('../lib/shared-queue')
+  const queue = await SharedQueue.connectRedis(url, name)
+  const events = []
+  const emitter = new EventEmitter()
+  for (const event of ['allocated', 'started', 'completed', 'failed', 'cancelled', 'requeued']) {
+    queue.on(event, (e) => {
+      events.push({ name: event, ...e })
+      emitter.emit('event')
+    })
+  }
+  const until = (what, check, ms = 30_000) =>
+    new Promise((resolve, reject) => {
+      const test = () => {
+        if (!check()) return
+        clearTimeout(timer)
+        emitter.off('event', test)
+        resolve()
+      }
+      const timer = setTimeout(() => {
+        emitter.off('event', test)
+        reject(new Error(`no ${what} within ${ms} ms; the queue's events: ${JSON.stringify(events)}`))
+      }, ms)
+      emitter.on('event', test)
+      test()
+    })
+  for (let i = 0; ; i++) {
+    const probe = `probe-${i}`
+    await queue.push(probe, 'low', '{}', 1)
+    await queue.cancel(probe)
+    const seen = await until('probe', () => events.some((e) => e.name === 'cancelled' && e.id === probe), 300).then(
+      () => true,
+      () => false,
+    )
+    if (seen) break
+    if (i === 50) throw new Error('the queue watcher never saw its own events')
+  }
+  events.splice(0)
+  return { queue, events, until, close: () => queue.close() }
+}
+
 /** `count` hosts on the queue `name`; resolves once each is ready. */
 async function startHosts(count, options) {
   const hosts = Array.from({ length: count }, (_, i) => new Host({ ...options, host: `${options.name}-h${i}`, capacity: options.capacities?.[i] ?? options.capacity }))
@@ -88,4 +136,4 @@ async function startHosts(count, options) {
   return hosts
 }
 
-module.exports = { Host, startHosts }
+module.exports = { Host, startHosts, watchQueue }

@@ -1,7 +1,8 @@
 'use strict'
 // One host of a shared-queue pool, as its own Node process, driven over IPC by a
 // test or benchmark (`child_process.fork`). Argument: JSON
-// `{ url, name, host, capacity, leaseMs, pollIntervalMs, agent, protocol }`.
+// `{ url, name, host, capacity, leaseMs, pollIntervalMs, agent }`, or `spawner` (its
+// options) in place of `agent`.
 //
 // In:  { op: 'request', requestId, priority, config }   -> 'queued' | 'rejected'
 //      { op: 'cancel', requestId }                        -> 'cancel-result'
@@ -14,7 +15,8 @@
 const { ClaudeSessionSpawner, SessionPool } = require('..')
 
 const options = JSON.parse(process.argv[2])
-const spawner = new ClaudeSessionSpawner({ claudePath: options.agent, protocol: options.protocol ?? 'text', extraArgs: options.extraArgs ?? ['env-steps'] })
+// The fake agent running the steps in each request's FAKE_AGENT_STEPS, unless told otherwise.
+const spawner = new ClaudeSessionSpawner(options.spawner ?? { claudePath: options.agent, protocol: 'text', extraArgs: ['env-steps'] })
 const pool = new SessionPool(spawner, {
   maxConcurrentSessions: options.capacity,
   defaultSessionTimeout: 0,

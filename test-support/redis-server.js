@@ -96,6 +96,12 @@ class RedisServer {
     await this.#spawn()
   }
 
+  /** Started again after `kill()`, on the same port, from its append-only file. */
+  async revive() {
+    if (this.child !== null) throw new Error('redis-server is running')
+    await this.#spawn()
+  }
+
   async stop() {
     await this.kill()
     fs.rmSync(this.dir, { recursive: true, force: true })
