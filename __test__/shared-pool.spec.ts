@@ -47,7 +47,14 @@ async function hosts(count: number, options: Record<string, unknown>) {
   return list
 }
 
-function watch(name: string) {
+type Watcher = {
+  events: Array<{ name: string; [key: string]: any }>
+  until(what: string, check: () => boolean, ms?: number): Promise<void>
+  close(): void
+}
+
+/** The queue's own events, in the order Redis recorded them. */
+function watch(name: string): Promise<Watcher> {
   return watchQueue(redis.url, name)
 }
 
