@@ -6,9 +6,10 @@
 //
 //   npm run bench                       (builds first)
 //   ROUNDS=7 SESSIONS=500 node benches/run.js
-//   ONLY=pool node benches/run.js        (one section: spawner, pool, scale or claude)
+//   ONLY=pool node benches/run.js        (one section: spawner, pool, scale, claude or shared)
 //   SCALE_SESSIONS=1000 ONLY=scale node benches/run.js
 //   CLAUDE_ROUNDS=21 ONLY=claude node benches/run.js
+//   ONLY=shared node benches/run.js      (needs redis-server on PATH)
 const { execFileSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
@@ -20,6 +21,7 @@ const SESSIONS = Number(process.env.SESSIONS ?? 300)
 const BYTES = Number(process.env.BYTES ?? 256 * 1024 * 1024)
 const SCALE_SESSIONS = Number(process.env.SCALE_SESSIONS ?? 500)
 const CLAUDE_ROUNDS = Number(process.env.CLAUDE_ROUNDS ?? 11)
+const SHARED_REQUESTS = Number(process.env.SHARED_REQUESTS ?? 600)
 const EXAMPLES = path.join(ROOT, 'target', 'release', 'examples')
 
 function json(file, args, env = {}) {
@@ -45,7 +47,7 @@ for (const needed of [AGENT, path.join(EXAMPLES, 'spawn_loop'), path.join(EXAMPL
 }
 
 const figures = {}
-const sections = { spawner: spawnerSection, pool: poolSection, scale: scaleSection, claude: claudeSection }
+const sections = { spawner: spawnerSection, pool: poolSection, scale: scaleSection, claude: claudeSection, shared: sharedSection }
 const only = process.env.ONLY
 if (only && !(only in sections)) throw new Error(`ONLY=${only}: no such section (${Object.keys(sections).join(', ')})`)
 
@@ -269,6 +271,46 @@ Per-round differences for the first \`POST /v1/messages\` ranged from ${f0(Math.
 start (${f0(med('direct', 'firstMessagesMs'))} ms to its first model request) varies far more from one launch to the next than
 what the spawner adds before the agent runs (the first row).
 `
+}
+
+/** Requests per second through the shared queue (three hosts, Redis) and the in-process queue. */
+function sharedSection() {
+  const requests = SHARED_REQUESTS
+  const capacity = 6
+  const variants = ['in-process', 'redis-1-host', 'redis-3-hosts']
+  const runs = Object.fromEntries(variants.map((v) => [v, []]))
+  const fsyncRuns = []
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const v of rotate(variants, round)) runs[v].push(json(process.execPath, [path.join(__dirname, 'shared-queue.js'), v, String(requests), String(capacity)]))
+    fsyncRuns.push(json(process.execPath, [path.join(__dirname, 'shared-queue.js'), 'redis-3-hosts', String(requests), String(capacity)], { REDIS_FSYNC: 'always' }))
+    process.stderr.write(`shared queue, round ${round + 1}/${ROUNDS}\n`)
+  }
+  figures.shared = { requests, capacity, runs, fsyncRuns }
+  const rate = (v) => median(runs[v].map((r) => r.rate))
+  const ratio = (v) => median(runs[v].map((r, i) => r.rate / runs['in-process'][i].rate))
+  const fsyncRatio = median(fsyncRuns.map((r, i) => r.rate / runs['in-process'][i].rate))
+  const spread = runs['redis-3-hosts'].map((r) => r.ran.join(' / '))
+  return `Measured ${new Date().toISOString().slice(0, 10)} on ${machine}, ${redisVersion()}.
+${ROUNDS} rounds, variants in rotating order, each in fresh processes; medians, ratios are medians of per-round
+ratios. ${requests} requests submitted at once (priorities mixed), each a trivial agent (\`fake_agent exit:0\`), timed
+from the first submission to the last \`onCompleted\`; ${capacity} sessions at once in all. The redis-server runs on
+this machine (127.0.0.1), append-only file fsynced every second, and shares the 2 cores with the hosts and agents.
+
+| variant | requests/s (median) | ratio to the in-process queue |
+|---|---:|---:|
+| in-process queue, one pool (\`SessionPool\` without \`queue\`) | ${f0(rate('in-process'))} | 1.00 |
+| shared queue in Redis, one host (capacity ${capacity}) | ${f0(rate('redis-1-host'))} | ${f2(ratio('redis-1-host'))} |
+| **shared queue in Redis, three hosts** (three Node processes, capacity ${capacity / 3} each) | ${f0(rate('redis-3-hosts'))} | **${f2(ratio('redis-3-hosts'))}** |
+| three hosts, Redis fsyncing every write (\`appendfsync always\`) | ${f0(median(fsyncRuns.map((r) => r.rate)))} | ${f2(fsyncRatio)} |
+
+Requests run per host in the three-host rounds: ${spread.join('; ')}.
+Command: \`ONLY=shared node benches/run.js\` (\`benches/shared-queue.js <variant> <requests> <capacity>\` for one run).
+`
+}
+
+function redisVersion() {
+  const v = execFileSync('redis-server', ['--version'], { encoding: 'utf8' })
+  return `Redis ${/v=(\S+)/.exec(v)?.[1] ?? v.trim()}`
 }
 
 const page = path.join(ROOT, 'BENCHMARKS.md')

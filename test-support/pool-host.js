@@ -8,6 +8,7 @@
 //      { op: 'cancel', requestId }                        -> 'cancel-result'
 //      { op: 'status' }                                   -> 'status'
 //      { op: 'drain', timeoutMs } | { op: 'close' }       -> 'drained' | 'closed'
+//      { op: 'burst', count, prefix, config }             -> 'burst-done' { ms }
 // Out: 'ready', 'queued', 'rejected', 'allocated', 'completed', 'failed', and
 //      'active' (this host's live sessions, on every change, with their request ids).
 // It exits when the parent disconnects.
@@ -58,6 +59,26 @@ process.on('message', (m) => {
         (result) => send({ ev: 'resolved', requestId: m.requestId, sessionId: result.sessionId, host: result.host }),
         (error) => send({ ev: 'rejected', requestId: m.requestId, code: error.code, message: error.message, type: error.constructor.name }),
       )
+      break
+    }
+    case 'burst': {
+      // `count` requests at once, all from here; reports when the last has completed.
+      const started = process.hrtime.bigint()
+      let left = m.count
+      for (let i = 0; i < m.count; i++) {
+        pool
+          .requestSession({
+            requestId: `${m.prefix}-${i}`,
+            priority: ['critical', 'high', 'medium', 'low'][i % 4],
+            queuedAt: new Date(),
+            config: m.config,
+            onCompleted: () => {
+              if (--left === 0) send({ ev: 'burst-done', ms: Number(process.hrtime.bigint() - started) / 1e6 })
+            },
+            onFailed: (error) => send({ ev: 'burst-failed', requestId: `${m.prefix}-${i}`, message: error.message }),
+          })
+          .catch(() => {})
+      }
       break
     }
     case 'cancel':

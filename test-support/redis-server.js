@@ -1,7 +1,7 @@
 'use strict'
 // A real redis-server for tests and benchmarks: 127.0.0.1, a free port, its own
-// directory, append-only persistence with an fsync per write (so a SIGKILL loses
-// nothing that was acknowledged); stopped by its pid. `restart()` brings it back on
+// directory, append-only persistence with, unless told otherwise, an fsync per write
+// (so a SIGKILL loses nothing that was acknowledged); stopped by its pid. `restart()` brings it back on
 // the same port with the same data.
 
 const { spawn } = require('node:child_process')
@@ -41,7 +41,8 @@ function ping(port) {
 }
 
 class RedisServer {
-  constructor(port, dir) {
+  constructor(port, dir, fsync) {
+    this.fsync = fsync
     this.port = port
     this.dir = dir
     this.url = `redis://127.0.0.1:${port}/`
@@ -49,9 +50,10 @@ class RedisServer {
     this.exited = null
   }
 
-  static async start() {
+  /** `fsync`: Redis's `appendfsync`, `always` unless told (`everysec`, `no`). */
+  static async start({ fsync = 'always' } = {}) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'css-redis-'))
-    const server = new RedisServer(await freePort(), dir)
+    const server = new RedisServer(await freePort(), dir, fsync)
     await server.#spawn()
     return server
   }
@@ -66,7 +68,7 @@ class RedisServer {
 
   async #spawn() {
     const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes',
-      '--appendfsync', 'always', '--save', '', '--logfile', this.log]
+      '--appendfsync', this.fsync, '--save', '', '--logfile', this.log]
     const child = spawn('redis-server', args, { stdio: 'ignore' })
     this.child = child
     this.exited = new Promise((resolve) => child.on('exit', () => resolve()))
