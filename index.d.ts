@@ -460,7 +460,7 @@ export interface SessionPoolEvents {
   'request-queued': [event: { requestId: string; position: number; queueLength: number }]
   'request-cancelled': [event: { requestId: string }]
   /** `attempt` (added) is the attempt about to be made, 2 or more. */
-  'session-recovering': [event: { sessionId: string; requestId: string; attempt: number }]
+  'session-recovering': [event: { sessionId: string; requestId: string; attempt: number; host?: string }]
   'pool-draining': []
   'pool-drained': []
   'pool-throttled': [event: PoolThrottledEvent]

@@ -258,6 +258,67 @@ test('draining a host hands its queued and running work to the others instead of
   // The requester still hears of its requests' ends after it drained.
   const requester = a
   await requester.waitFor('held completed', (m: any) => m.ev === 'completed' && m.requestId === 'held')
+  // A drained host has left: the queue counts the other one only.
+  other.send({ op: 'status' })
+  const { status } = await other.waitFor('the status', (m: any) => m.ev === 'status')
+  expect(status.shared).toMatchObject({ hosts: 1, capacity: 1, leased: 0, reachable: true })
+  expect(status.queuedRequests).toEqual([])
+  watcher.close()
+})
+
+/**
+ * A TCP relay to Redis that can be cut like a network partition: while cut, bytes in
+ * both directions are dropped and connections stay open, so the host's requests go
+ * unanswered (no refusal it could notice at once).
+ */
+async function relay(port: number) {
+  const net = require('node:net')
+  const sockets = new Set<any>()
+  let cut = false
+  const server = net.createServer((client: any) => {
+    const upstream = net.connect(port, '127.0.0.1')
+    sockets.add(client).add(upstream)
+    client.on('data', (d: Buffer) => cut || upstream.write(d))
+    upstream.on('data', (d: Buffer) => cut || client.write(d))
+    const close = () => {
+      client.destroy()
+      upstream.destroy()
+    }
+    client.on('error', close).on('close', close)
+    upstream.on('error', close).on('close', close)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `redis://127.0.0.1:${server.address().port}/`,
+    cut: () => (cut = true),
+    close: () => {
+      for (const s of sockets) s.destroy()
+      return new Promise((resolve) => server.close(resolve))
+    },
+  }
+}
+
+test('a host cut off from Redis stops its session before its lease lapses, so the host that takes over never runs it at the same time', async () => {
+  const name = freshName()
+  const dir = tempDir()
+  const watcher = await watch(name)
+  const path = await relay(redis.port)
+  const [cutOff] = await hosts(1, { name, capacity: 1, leaseMs: 1500, url: path.url, connectTimeoutMs: 300, responseTimeoutMs: 300 })
+  await submit(cutOff, 'held', 'high', config(dir, ['sleep:4000', 'exit:0']))
+  await watcher.until('held to start', () => watcher.events.some((e) => e.name === 'started' && e.id === 'held'))
+  const [other] = await hosts(1, { name, hostPrefix: `${name}-other`, capacity: 1, leaseMs: 1500 })
+  path.cut()
+  await watcher.until('held to start on the other host', () => watcher.events.some((e) => e.name === 'started' && e.id === 'held' && e.host === other.name), 30_000)
+  const takenAt = (await other.waitFor('its session', (m: any) => m.ev === 'active' && m.change === 'spawned')).at
+  const lost = await cutOff.waitFor('lease-lost', (m: any) => m.ev === 'lease-lost')
+  const ended = await cutOff.waitFor('its session to end', (m: any) => m.ev === 'active' && m.change === 'ended')
+  expect(lost.detail).toBe('held')
+  expect(ended.state).toBe('terminated')
+  expect(ended.at).toBeLessThan(takenAt)
+  await watcher.until('held to complete', () => watcher.events.some((e) => e.name === 'completed' && e.id === 'held'), 30_000)
+  expect(watcher.events.filter((e) => e.name === 'completed').map((e) => e.host)).toEqual([other.name])
+  await cutOff.kill()
+  await path.close()
   watcher.close()
 })
 

@@ -94,6 +94,11 @@ class SharedPool {
   #pausedUntil = 0
   #resumeTimer
   #idleWaiters = []
+  /** How long before a lease lapses (by our clock) its session is stopped if not renewed. */
+  #margin
+  #closing = false
+  #closingDone = null
+  #listeners
 
   constructor(pool, spawner, poolConfig, queueConfig, scheduler) {
     this.#pool = pool
@@ -106,10 +111,17 @@ class SharedPool {
     this.#retries = poolConfig.autoRecovery !== false
     this.#host = queueConfig.host ?? `${os.hostname()}/${process.pid}/${crypto.randomBytes(4).toString('hex')}`
     this.#tickMs = Math.max(50, Math.min(queueConfig.pollIntervalMs, Math.floor(queueConfig.leaseMs / 3)))
+    // Renewals go out every tick; a run whose lease is not renewed within a margin of
+    // two ticks before it lapses is stopped, so it is never running when another host
+    // may take the request.
+    this.#margin = Math.min(Math.floor(queueConfig.leaseMs / 3), Math.max(2 * this.#tickMs, 500))
     this.#ticker = setInterval(() => this.#tick(), this.#tickMs)
     this.#ticker.unref()
-    spawner.on('session-ended', (event) => this.#onEnded(event))
-    spawner.on('session-rate-limited', (event) => this.#onRateLimited(event))
+    this.#listeners = {
+      'session-ended': (event) => this.#onEnded(event),
+      'session-rate-limited': (event) => this.#onRateLimited(event),
+    }
+    for (const [name, listener] of Object.entries(this.#listeners)) spawner.on(name, listener)
     this.#connect().catch(() => {})
   }
 
@@ -124,7 +136,8 @@ class SharedPool {
   }
 
   async request(request, queuedAt) {
-    if (this.#closed) throw poolError('Pool is closed', 'ERR_POOL_CLOSED')
+    if (this.#closed || this.#closing) throw poolError('Pool is closed', 'ERR_POOL_CLOSED')
+    if (this.#draining) throw poolError('Pool is draining: it admits no new requests', 'ERR_POOL_DRAINING')
     let config = request.config
     if (!(config.timeout > 0) && this.#defaultTimeout > 0) config = { ...config, timeout: this.#defaultTimeout }
     const configJson = encodeConfig(config)
@@ -148,7 +161,7 @@ class SharedPool {
       pushed = await queue.push(requestId, request.priority, encodePayload(header, configJson), 1)
     } catch (error) {
       this.#forget(entry)
-      this.#opFailed(error)
+      if (error?.code === 'ERR_QUEUE_UNAVAILABLE') this.#opFailed(error)
       throw error
     }
     this.#answered()
@@ -194,6 +207,8 @@ class SharedPool {
     const entry = this.#own.get(id)
     if (entry === undefined) return
     const d = JSON.parse(detail)
+    // Said twice (a retry of a `started` whose answer was lost): once is enough.
+    if (d.sessionId === entry.sessionId) return
     const status = reviveStatus(d.status)
     const requestId = entry.requestId
     if (d.previous) {
@@ -202,13 +217,17 @@ class SharedPool {
     if (entry.sessionId !== null && entry.sessionId !== d.sessionId) {
       this.#pool.emit('session-recovering', { sessionId: entry.sessionId, requestId, attempt: d.attempt, host: d.host })
     }
-    entry.sessionId = d.sessionId
+    this.#allocate(entry, d.sessionId, status, d.host)
+  }
+
+  #allocate(entry, sessionId, status, host) {
+    entry.sessionId = sessionId
     entry.status = status
-    this.#pool.emit('session-allocated', { requestId, sessionId: d.sessionId, host: d.host })
+    this.#pool.emit('session-allocated', { requestId: entry.requestId, sessionId, host })
     if (!entry.allocated) {
       entry.allocated = true
-      this.#call(entry, 'onAllocated', d.sessionId)
-      entry.resolve({ sessionId: d.sessionId, status, completion: entry.completion, host: d.host })
+      this.#call(entry, 'onAllocated', sessionId)
+      entry.resolve({ sessionId, status, completion: entry.completion, host })
     }
   }
 
@@ -217,6 +236,8 @@ class SharedPool {
     if (entry === undefined) return
     const d = JSON.parse(detail)
     const status = reviveStatus(d.status)
+    // Its `started` never got through: the session is known only from here.
+    if (!entry.allocated) this.#allocate(entry, d.sessionId, status, d.host)
     this.#pool.emit('session-released', { sessionId: d.sessionId, status, requestId: id, host: d.host })
     this.#forget(entry)
     this.#call(entry, 'onCompleted', status)
@@ -233,6 +254,7 @@ class SharedPool {
       d = { message: String(detail) }
     }
     const status = reviveStatus(d.status ?? null)
+    if (d.sessionId && status && !entry.allocated) this.#allocate(entry, d.sessionId, status, host)
     if (d.sessionId && status) this.#pool.emit('session-released', { sessionId: d.sessionId, status, requestId: id, host })
     const message = host === null ? `Request ${id} failed: ${d.message ?? 'its attempts ran out'}` : d.message
     this.#fail(entry, poolError(message, d.code ?? 'ERR_POOL_GAVE_UP', status ? { status } : {}), status)
@@ -276,6 +298,7 @@ class SharedPool {
     return (
       this.#queue !== null &&
       !this.#closed &&
+      !this.#closing &&
       !this.#draining &&
       Date.now() >= this.#pausedUntil &&
       this.#running() + this.#taking < this.#capacity
@@ -298,7 +321,7 @@ class SharedPool {
       do {
         this.#pumpAgain = false
         while (this.#canTake()) {
-          const sentAt = Date.now()
+          const sentAt = performance.now()
           let taken
           this.#taking++
           try {
@@ -316,6 +339,7 @@ class SharedPool {
       } while (this.#pumpAgain && this.#canTake())
     } finally {
       this.#pumping = false
+      this.#wakeIdle()
     }
   }
 
@@ -324,34 +348,59 @@ class SharedPool {
       id: taken.id,
       attempt: taken.attempt,
       configJson: null,
-      header: null,
       sessionId: null,
       claudeSessionId: null,
       phase: 'running',
       stopping: null,
+      // By our monotonic clock, from before the take was sent: never later than Redis's.
       heldUntil: sentAt + this.#queueConfig.leaseMs,
+      fence: null,
+      renewing: false,
       unannounced: null,
+      announcing: false,
       ending: null,
+      sending: false,
       previous: null,
+      retry: null,
     }
     this.#held.set(run.id, run)
     this.#hold()
-    try {
-      const { header, configJson } = decodePayload(taken.payload)
-      run.header = header
-      run.configJson = configJson
-      const note = taken.note ? JSON.parse(taken.note) : null
-      this.#start(run, note ? { conversation: note.claudeSessionId ?? null, host: note.host } : null)
-    } catch (error) {
-      this.#end(run, 'failed', 0, { message: `Request ${run.id} could not start on host ${this.#host}: ${error.message}`, code: error.code ?? 'ERR_SPAWN_FAILED' })
+    // Taken while this host began to drain or close: straight back, unstarted.
+    if (this.#draining || this.#closing || this.#closed) {
+      this.#end(run, 'release', 0, null)
+      return
     }
+    this.#arm(run)
+    let note = null
+    try {
+      run.configJson = decodePayload(taken.payload).configJson
+      note = taken.note ? JSON.parse(taken.note) : null
+    } catch (error) {
+      this.#end(run, 'failed', 0, { message: `Request ${run.id} could not be read on host ${this.#host}: ${error.message}`, code: 'ERR_QUEUE_MALFORMED' })
+      return
+    }
+    // In-place retries on the host that died counted too (the queue counts lapses).
+    if (note && typeof note.attempt === 'number') run.attempt = Math.max(run.attempt, note.attempt + 1)
+    if (run.attempt > this.#queueConfig.maxRequestAttempts) {
+      const message = `Request ${run.id} failed: its session on host ${note.host} did not finish and no attempt is left`
+      this.#end(run, 'failed', 0, { message, code: 'ERR_POOL_GAVE_UP' })
+      return
+    }
+    this.#launch(run, note ? { conversation: note.claudeSessionId ?? null, host: note.host } : null)
   }
 
   /** Starts the run's session; `takeover`: an earlier attempt's conversation and host. */
-  #start(run, takeover) {
-    const started = takeover
-      ? this.#hooks.spawnTakenOver(run.configJson, takeover.conversation, takeover.host)
-      : this.#hooks.spawnJson(run.configJson)
+  #launch(run, takeover) {
+    let started
+    try {
+      started = takeover
+        ? this.#hooks.spawnTakenOver(run.configJson, takeover.conversation, takeover.host)
+        : this.#hooks.spawnJson(run.configJson)
+    } catch (error) {
+      const ended = run.previous ?? {}
+      this.#end(run, 'failed', 0, { ...ended, message: `Request ${run.id} could not start on host ${this.#host}: ${error.message}`, code: error.code ?? 'ERR_SPAWN_FAILED' })
+      return
+    }
     run.sessionId = started.sessionId
     run.claudeSessionId = started.status.claudeSessionId ?? null
     this.#bySession.set(started.sessionId, run)
@@ -373,12 +422,15 @@ class SharedPool {
 
   #announce(run) {
     const detail = run.unannounced
-    if (detail === null || this.#queue === null) return
+    if (detail === null || this.#queue === null || run.announcing) return
+    run.announcing = true
     this.#queue.started(this.#host, run.id, detail).then(
       () => {
+        run.announcing = false
         if (run.unannounced === detail) run.unannounced = null
       },
       (error) => {
+        run.announcing = false
         if (isNotHolder(error)) this.#lost(run)
         else this.#opFailed(error)
       },
@@ -390,43 +442,64 @@ class SharedPool {
     if (run === undefined) return
     this.#bySession.delete(sessionId)
     if (this.#retries) releaseRecovery(this.#spawner, sessionId)
+    run.sessionId = null
     const executionMs = status.executionTime ?? 0
     const ended = { sessionId, status, host: this.#host }
     if (run.stopping === 'lost') {
       this.#drop(run)
       return
     }
-    if (run.stopping === 'cancel') {
-      this.#end(run, 'cancelled', executionMs, ended)
-      return
-    }
-    if (run.stopping === 'release' || (this.#draining && status.state !== 'completed' && RETRIED_STATES.includes(status.state))) {
-      this.#end(run, 'release', executionMs, ended)
-      return
-    }
+    // A session that got to its end is done, whatever was asked of it meanwhile.
     if (status.state === 'completed') {
       this.#end(run, 'completed', executionMs, ended)
       return
     }
-    if (this.#retries && RETRIED_STATES.includes(status.state) && run.attempt < this.#queueConfig.maxRequestAttempts) {
-      run.attempt += 1
+    if (run.stopping === 'cancel') {
+      this.#end(run, 'cancelled', executionMs, ended)
+      return
+    }
+    const retried = RETRIED_STATES.includes(status.state)
+    if (run.stopping === 'release' || (retried && (this.#draining || this.#closing))) {
+      this.#end(run, 'release', executionMs, ended)
+      return
+    }
+    if (this.#retries && retried && run.attempt < this.#queueConfig.maxRequestAttempts) {
       run.previous = { sessionId, status }
-      try {
-        this.#start(run, run.claudeSessionId ? { conversation: run.claudeSessionId, host: this.#host } : { conversation: null, host: this.#host })
-        return
-      } catch (error) {
-        this.#end(run, 'failed', executionMs, { ...ended, message: `Request ${run.id} could not restart on host ${this.#host}: ${error.message}`, code: error.code ?? 'ERR_SPAWN_FAILED' })
-        return
+      run.attempt += 1
+      // Not before a rate-limit pause is over: the retry would meet the same limit.
+      const wait = this.#pausedUntil - Date.now()
+      if (wait > 0) {
+        run.retry = setTimeout(() => this.#retry(run), wait)
+        run.retry.unref()
+      } else {
+        this.#retry(run)
       }
+      return
     }
     const why = status.errorMessage ? ` (${status.errorMessage})` : ''
     const message = `Request ${run.id} failed: its session ended ${status.state}${why} and no attempt is left`
     this.#end(run, 'failed', executionMs, { ...ended, message, code: 'ERR_POOL_GAVE_UP' })
   }
 
-  /** Reports how the run ended (retried on every tick until the queue takes it). */
+  /** The in-place retry of a crashed or timed-out session, if the run is still ours to run. */
+  #retry(run) {
+    run.retry = null
+    if (this.#held.get(run.id) !== run || run.phase === 'finishing') return
+    const previous = run.previous
+    if (run.stopping === 'lost' || performance.now() >= run.heldUntil - this.#margin) {
+      this.#stop(run, 'lost')
+      this.#drop(run)
+      return
+    }
+    if (run.stopping === 'cancel') return this.#end(run, 'cancelled', 0, previous)
+    if (run.stopping === 'release') return this.#end(run, 'release', 0, previous)
+    this.#launch(run, { conversation: run.claudeSessionId, host: this.#host })
+  }
+
+  /** Reports how the run ended (retried on every tick while Redis cannot be reached). */
   #end(run, outcome, executionMs, detail) {
     run.phase = 'finishing'
+    clearTimeout(run.fence)
     run.ending = { outcome, executionMs, detail: JSON.stringify(detail) }
     this.#sendEnding(run)
     this.#pump()
@@ -436,27 +509,39 @@ class SharedPool {
     const ending = run.ending
     if (ending === null || this.#queue === null || run.sending) return
     run.sending = true
-    let op
-    if (ending.outcome === 'release') op = this.#queue.release(this.#host, run.id)
-    else if (ending.outcome === 'cancelled') op = this.#queue.finish(this.#host, run.id, 'cancelled', ending.executionMs)
-    else op = this.#queue.finish(this.#host, run.id, ending.outcome, ending.executionMs, ending.detail)
-    op.then(
-      () => {
-        run.sending = false
-        this.#drop(run)
-      },
-      (error) => {
-        run.sending = false
-        this.#opFailed(error)
-        // Only an outage is worth another try; otherwise (not ours any more, the lease
-        // lapsed and the queue moved on; or a refusal) the queue's lease rules decide.
-        if (error?.code !== 'ERR_QUEUE_UNAVAILABLE') this.#drop(run)
-      },
-    )
+    const queue = this.#queue
+    // A `started` that has not got through goes first, so the requester learns of the session.
+    const announced =
+      run.unannounced !== null && ending.outcome !== 'release'
+        ? queue.started(this.#host, run.id, run.unannounced).then(() => {
+            run.unannounced = null
+          })
+        : Promise.resolve()
+    announced
+      .then(() => {
+        if (ending.outcome === 'release') return queue.release(this.#host, run.id)
+        if (ending.outcome === 'cancelled') return queue.finish(this.#host, run.id, 'cancelled', ending.executionMs)
+        return queue.finish(this.#host, run.id, ending.outcome, ending.executionMs, ending.detail)
+      })
+      .then(
+        () => {
+          run.sending = false
+          this.#drop(run)
+        },
+        (error) => {
+          run.sending = false
+          this.#opFailed(error)
+          // Only an outage is worth another try; otherwise (not ours any more: the lease
+          // lapsed and the queue moved on; or a refusal) the queue's lease rules decide.
+          if (error?.code !== 'ERR_QUEUE_UNAVAILABLE') this.#drop(run)
+        },
+      )
   }
 
   #drop(run) {
     if (this.#held.get(run.id) !== run) return
+    clearTimeout(run.fence)
+    clearTimeout(run.retry)
     this.#held.delete(run.id)
     this.#hold()
     this.#wakeIdle()
@@ -467,8 +552,16 @@ class SharedPool {
   #stop(run, why) {
     if (run.stopping === 'lost' || run.phase === 'finishing') return
     run.stopping = why
-    if (why === 'lost') this.#pool.emit('lease-lost', { requestId: run.id, sessionId: run.sessionId, host: this.#host })
+    if (why === 'lost') {
+      clearTimeout(run.fence)
+      this.#pool.emit('lease-lost', { requestId: run.id, sessionId: run.sessionId, host: this.#host })
+    }
     if (run.sessionId !== null) this.#spawner.terminateSession(run.sessionId, why !== 'lost').catch(() => {})
+    else if (run.retry !== null) {
+      // Between two sessions: nothing to stop, the retry is not made.
+      clearTimeout(run.retry)
+      this.#retry(run)
+    }
   }
 
   #lost(run) {
@@ -477,6 +570,16 @@ class SharedPool {
       return
     }
     this.#stop(run, 'lost')
+  }
+
+  /** The run's fence: stopped when its lease is about to lapse without a renewal. */
+  #arm(run) {
+    clearTimeout(run.fence)
+    run.fence = setTimeout(() => {
+      run.fence = null
+      if (this.#held.get(run.id) === run && run.phase !== 'finishing') this.#stop(run, 'lost')
+    }, Math.max(0, run.heldUntil - this.#margin - performance.now()))
+    run.fence.unref()
   }
 
   #onRateLimited({ sessionId, until, reason }) {
@@ -493,34 +596,34 @@ class SharedPool {
     this.#resumeTimer.unref()
   }
 
-  // ---- the tick: leases, retries, membership, lapsed leases, status ----
+  // ---- the tick: leases, ends to report, membership, lapsed leases, status ----
 
-  async #tick() {
-    if (this.#ticking || this.#closed) return
+  #tick() {
+    if (this.#closed) return
+    if (this.#queue === null) {
+      this.#connect().catch(() => {})
+      return
+    }
+    // Renewals do not wait on each other or on the rest of the tick.
+    for (const run of this.#held.values()) {
+      if (run.phase === 'finishing') this.#sendEnding(run)
+      else if (run.stopping !== 'lost') {
+        this.#announce(run)
+        this.#renew(run)
+      }
+    }
+    this.#housekeeping()
+  }
+
+  async #housekeeping() {
+    if (this.#ticking) return
     this.#ticking = true
     try {
-      const queue = this.#queue ?? (await this.#connect().catch(() => null))
-      if (queue === null) return
+      const queue = this.#queue
       const lease = this.#queueConfig.leaseMs
-      const now = Date.now()
-      // A lease that could not be renewed in time may be someone else's by now.
-      const margin = Math.min(1000, lease / 5)
-      const renewals = []
-      for (const run of this.#held.values()) {
-        if (run.phase === 'finishing') {
-          this.#sendEnding(run)
-          continue
-        }
-        if (run.stopping === 'lost') continue
-        if (now > run.heldUntil - margin) {
-          this.#stop(run, 'lost')
-          continue
-        }
-        this.#announce(run)
-        renewals.push(this.#renew(run))
+      if (!this.#draining && !this.#closing) {
+        await queue.announce(this.#host, this.#capacity, lease).then(() => this.#answered(), (e) => this.#opFailed(e))
       }
-      await Promise.all(renewals)
-      await queue.announce(this.#host, this.#capacity, lease).then(() => this.#answered(), (e) => this.#opFailed(e))
       // Right after an outage, holders renew first: their leases ran on Redis's clock.
       if (this.#reachableSince > 0 && Date.now() - this.#reachableSince >= lease / 2) {
         await queue.requeueExpired(this.#queueConfig.maxRequestAttempts).catch((e) => this.#opFailed(e))
@@ -533,17 +636,22 @@ class SharedPool {
   }
 
   async #renew(run) {
-    const sentAt = Date.now()
+    if (run.renewing) return
+    run.renewing = true
+    const sentAt = performance.now()
     try {
       const { held, cancelRequested } = await this.#queue.renew(this.#host, run.id, this.#queueConfig.leaseMs)
       this.#answered()
       if (!held) this.#lost(run)
-      else {
+      else if (run.stopping !== 'lost' && run.phase !== 'finishing') {
         run.heldUntil = sentAt + this.#queueConfig.leaseMs
+        this.#arm(run)
         if (cancelRequested) this.#stop(run, 'cancel')
       }
     } catch (error) {
       this.#opFailed(error)
+    } finally {
+      run.renewing = false
     }
   }
 
@@ -705,30 +813,43 @@ class SharedPool {
   async #drain(timeoutMs) {
     this.#pool.emit('pool-draining')
     this.#hold()
-    let timer
-    const deadline = new Promise((resolve) => {
-      timer = setTimeout(resolve, timeoutMs, 'deadline')
-    })
-    const outcome = await Promise.race([this.#idle(), deadline])
-    clearTimeout(timer)
-    if (outcome === 'deadline') {
-      // Handed over, not dropped: each goes back to the front of its priority, and
-      // the host that takes it continues the conversation where it can.
-      for (const run of this.#held.values()) this.#stop(run, 'release')
-      await this.#idle()
+    if ((await this.#idleWithin(timeoutMs)) === 'deadline') this.#handBack()
+    // Ends that cannot be reported (Redis away) are given up after a lease: by then
+    // the queue hands those requests on by itself.
+    if ((await this.#idleWithin(this.#queueConfig.leaseMs)) === 'deadline') {
+      for (const run of [...this.#held.values()]) this.#drop(run)
     }
     if (this.#queue !== null) await this.#queue.leave(this.#host).catch((e) => this.#opFailed(e))
     this.#pool.emit('pool-drained')
     this.#hold()
   }
 
+  /**
+   * Handed over, not dropped: each running request goes back to the front of its
+   * priority (the last taken first, so their order stays), and the host that takes it
+   * continues the conversation where it can.
+   */
+  #handBack() {
+    for (const run of [...this.#held.values()].reverse()) this.#stop(run, 'release')
+  }
+
+  async #idleWithin(ms) {
+    let timer
+    const deadline = new Promise((resolve) => {
+      timer = setTimeout(resolve, ms, 'deadline')
+    })
+    const outcome = await Promise.race([this.#idle(), deadline])
+    clearTimeout(timer)
+    return outcome
+  }
+
   #idle() {
-    if (this.#held.size === 0) return Promise.resolve('idle')
+    if (this.#held.size === 0 && this.#taking === 0) return Promise.resolve('idle')
     return new Promise((resolve) => this.#idleWaiters.push(resolve))
   }
 
   #wakeIdle() {
-    if (this.#held.size !== 0) return
+    if (this.#held.size !== 0 || this.#taking !== 0) return
     for (const resolve of this.#idleWaiters.splice(0)) resolve('idle')
   }
 
@@ -737,12 +858,19 @@ class SharedPool {
    * closes the connection. Requests made here that are not settled reject with
    * ERR_POOL_CLOSED: they stay in the shared queue and run elsewhere.
    */
-  async close() {
-    if (this.#closed) return
-    await this.drain(0)
+  close() {
+    return (this.#closingDone ??= this.#close())
+  }
+
+  async #close() {
+    this.#closing = true
+    const draining = this.drain(0)
+    this.#handBack()
+    await draining
     this.#closed = true
     clearInterval(this.#ticker)
     clearTimeout(this.#resumeTimer)
+    for (const [name, listener] of Object.entries(this.#listeners)) this.#spawner.off(name, listener)
     for (const entry of [...this.#own.values()]) {
       this.#fail(entry, poolError(`Pool is closed: request ${entry.requestId} stays in the shared queue for the other hosts`, 'ERR_POOL_CLOSED'))
     }

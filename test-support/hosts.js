@@ -129,9 +129,9 @@ async function watchQueue(url, name) {
   return { queue, events, until, close: () => queue.close() }
 }
 
-/** `count` hosts on the queue `name`; resolves once each is ready. */
+/** `count` hosts on the queue `name`, named `<hostPrefix or name>-h<i>`; resolves once each is ready. */
 async function startHosts(count, options) {
-  const hosts = Array.from({ length: count }, (_, i) => new Host({ ...options, host: `${options.name}-h${i}`, capacity: options.capacities?.[i] ?? options.capacity }))
+  const hosts = Array.from({ length: count }, (_, i) => new Host({ ...options, host: `${options.hostPrefix ?? options.name}-h${i}`, capacity: options.capacities?.[i] ?? options.capacity }))
   await Promise.all(hosts.map((h) => h.waitFor('ready', (m) => m.ev === 'ready')))
   return hosts
 }

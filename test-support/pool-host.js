@@ -9,8 +9,9 @@
 //      { op: 'status' }                                   -> 'status'
 //      { op: 'drain', timeoutMs } | { op: 'close' }       -> 'drained' | 'closed'
 //      { op: 'burst', count, prefix, config }             -> 'burst-done' { ms }
-// Out: 'ready', 'queued', 'rejected', 'allocated', 'completed', 'failed', and
-//      'active' (this host's live sessions, on every change, with their request ids).
+// Out: 'ready', 'queued', 'rejected', 'allocated', 'completed', 'failed', the pool's
+//      queue events, and 'active' (this host's live sessions, on every change), with
+//      the time (`at`, ms since the epoch) where it matters.
 // It exits when the parent disconnects.
 
 const { ClaudeSessionSpawner, SessionPool } = require('..')
@@ -22,7 +23,16 @@ const pool = new SessionPool(spawner, {
   maxConcurrentSessions: options.capacity,
   defaultSessionTimeout: 0,
   maxQueueSize: options.maxQueueSize ?? 10_000,
-  queue: { kind: 'redis', url: options.url, name: options.name, host: options.host, leaseMs: options.leaseMs, pollIntervalMs: options.pollIntervalMs },
+  queue: {
+    kind: 'redis',
+    url: options.url,
+    name: options.name,
+    host: options.host,
+    leaseMs: options.leaseMs,
+    pollIntervalMs: options.pollIntervalMs,
+    connectTimeoutMs: options.connectTimeoutMs,
+    responseTimeoutMs: options.responseTimeoutMs,
+  },
 })
 
 function send(message) {
@@ -30,10 +40,10 @@ function send(message) {
 }
 
 let active = 0
-spawner.on('session-spawned', ({ sessionId }) => send({ ev: 'active', n: ++active, sessionId, change: 'spawned' }))
-spawner.on('session-ended', ({ sessionId, status }) => send({ ev: 'active', n: --active, sessionId, change: 'ended', state: status.state }))
+spawner.on('session-spawned', ({ sessionId }) => send({ ev: 'active', n: ++active, sessionId, change: 'spawned', at: Date.now() }))
+spawner.on('session-ended', ({ sessionId, status }) => send({ ev: 'active', n: --active, sessionId, change: 'ended', state: status.state, at: Date.now() }))
 for (const name of ['queue-unavailable', 'queue-reconnected', 'lease-lost', 'queue-error']) {
-  pool.on(name, (e) => send({ ev: name, detail: e.error ? `${e.error.code}: ${e.error.message}` : e.requestId ?? null }))
+  pool.on(name, (e) => send({ ev: name, detail: e.error ? `${e.error.code}: ${e.error.message}` : e.requestId ?? null, at: Date.now() }))
 }
 
 const dateless = (status) => ({ state: status.state, sessionId: status.sessionId, exitCode: status.exitCode ?? null })
