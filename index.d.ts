@@ -123,6 +123,12 @@ export interface ClaudeSessionStatus {
   modifiedFiles?: string[]
   /** Added: tool calls the charter (or Claude Code) refused, newest last, at most 100 (always present). */
   violations?: PolicyViolation[]
+  /** Added, a status from a shared-queue pool's event: the host that ran the session. */
+  host?: string
+  /** Added, likewise: `stdout` holds only its newest 16 KiB (all of it is in the session directory on `host`). */
+  stdoutTruncated?: boolean
+  /** Added, likewise, for `stderr`. */
+  stderrTruncated?: boolean
 }
 
 /** Added: which charter rule refused a tool call (`claude-code`: Claude Code refused it itself). */

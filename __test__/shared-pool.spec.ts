@@ -363,7 +363,7 @@ describe('in this process', () => {
     await pool.close()
   })
 
-  test('one pool on a shared queue runs a request and resolves like the in-process pool; it does not keep Node alive once idle', async () => {
+  test('one pool on a shared queue runs requests and resolves like the in-process pool (output cut to 16 KiB in transit); it does not keep Node alive once idle', async () => {
     const dir = tempDir()
     const script = `${dir}/host.js`
     require('node:fs').writeFileSync(
@@ -376,6 +376,9 @@ const config = ${JSON.stringify(config(dir, ['out:hello', 'exit:0']))}
 config.charter.constraints.forbiddenPatterns = [/secret/i]
 pool.requestSession({ requestId: 'one', priority: 'high', queuedAt: new Date(), config, onCompleted: (s) => console.log('completed', s.state, s.stdout.trim(), s.startTime instanceof Date) })
   .then((r) => r.completion).then((s) => console.log('completion', s.state))
+const flood = { ...config, environmentVariables: { FAKE_AGENT_STEPS: 'flood-out:200000;out:the-end;exit:0' } }
+pool.requestSession({ requestId: 'flood', priority: 'low', queuedAt: new Date(), config: flood, onCompleted: (s) =>
+  console.log('flood', s.stdout.length, s.stdoutTruncated, s.stdout.trimEnd().endsWith('the-end'), s.host === pool.host) })
 `,
     )
     const run = await runNode(script, 20_000)
@@ -383,5 +386,7 @@ pool.requestSession({ requestId: 'one', priority: 'high', queuedAt: new Date(), 
     expect(run.code).toBe(0)
     expect(run.stdout).toContain('completed completed hello true')
     expect(run.stdout).toContain('completion completed')
+    // What crosses hosts keeps the newest 16 KiB of the output.
+    expect(run.stdout).toContain(`flood ${16 * 1024} true true true`)
   })
 })

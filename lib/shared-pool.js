@@ -25,6 +25,12 @@ const { kShared, claimRecovery, releaseRecovery } = require('./internal')
 
 const RETRIED_STATES = ['timeout', 'crashed']
 const DEFAULT_EXECUTION_MS = 60_000
+/**
+ * Characters of stdout and stderr a status keeps when it travels to the requesting
+ * host: every end goes through Redis's event stream, which keeps thousands of them.
+ * The whole output is in the session directory on the host that ran it.
+ */
+const PORTABLE_OUTPUT = 16 * 1024
 
 function poolError(message, code, extra) {
   return Object.assign(new Error(message), { code }, extra)
@@ -32,6 +38,19 @@ function poolError(message, code, extra) {
 
 function isNotHolder(error) {
   return error?.code === 'ERR_QUEUE_NOT_HOLDER'
+}
+
+/** A status fit to travel: its output cut to the newest PORTABLE_OUTPUT characters. */
+function portable(status, host) {
+  const copy = { ...status, host }
+  for (const key of ['stdout', 'stderr']) {
+    const text = status[key]
+    if (typeof text === 'string' && text.length > PORTABLE_OUTPUT) {
+      copy[key] = text.slice(-PORTABLE_OUTPUT)
+      copy[`${key}Truncated`] = true
+    }
+  }
+  return copy
 }
 
 /** A status that travelled as JSON: its times are Dates again. */
@@ -410,7 +429,7 @@ class SharedPool {
       host: this.#host,
       attempt: run.attempt,
       claudeSessionId: run.claudeSessionId,
-      status: started.status,
+      status: portable(started.status, this.#host),
       resumed: started.resumed ?? false,
       note: started.note ?? null,
       previous: run.previous,
@@ -444,6 +463,7 @@ class SharedPool {
     if (this.#retries) releaseRecovery(this.#spawner, sessionId)
     run.sessionId = null
     const executionMs = status.executionTime ?? 0
+    status = portable(status, this.#host)
     const ended = { sessionId, status, host: this.#host }
     if (run.stopping === 'lost') {
       this.#drop(run)
