@@ -267,20 +267,24 @@ test('draining a host hands its queued and running work to the others instead of
 })
 
 /**
- * A TCP relay to Redis that can be cut like a network partition: while cut, bytes in
- * both directions are dropped and connections stay open, so the host's requests go
- * unanswered (no refusal it could notice at once).
+ * A TCP relay to Redis that can be cut like a network: `silent`, bytes both ways are
+ * dropped and connections stay open (requests go unanswered, nothing is refused);
+ * `refuse`, open connections are reset and new ones closed at once. `restore()`
+ * relays again.
  */
 async function relay(port: number) {
   const net = require('node:net')
   const sockets = new Set<any>()
-  let cut = false
+  let cut: false | 'silent' | 'refuse' = false
   const server = net.createServer((client: any) => {
+    if (cut === 'refuse') return client.destroy()
     const upstream = net.connect(port, '127.0.0.1')
     sockets.add(client).add(upstream)
     client.on('data', (d: Buffer) => cut || upstream.write(d))
     upstream.on('data', (d: Buffer) => cut || client.write(d))
     const close = () => {
+      sockets.delete(client)
+      sockets.delete(upstream)
       client.destroy()
       upstream.destroy()
     }
@@ -290,7 +294,11 @@ async function relay(port: number) {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return {
     url: `redis://127.0.0.1:${server.address().port}/`,
-    cut: () => (cut = true),
+    cut: (mode: 'silent' | 'refuse' = 'silent') => {
+      cut = mode
+      if (mode === 'refuse') for (const s of [...sockets]) s.destroy()
+    },
+    restore: () => (cut = false),
     close: () => {
       for (const s of sockets) s.destroy()
       return new Promise((resolve) => server.close(resolve))
@@ -318,6 +326,34 @@ test('a host cut off from Redis stops its session before its lease lapses, so th
   await watcher.until('held to complete', () => watcher.events.some((e) => e.name === 'completed' && e.id === 'held'), 30_000)
   expect(watcher.events.filter((e) => e.name === 'completed').map((e) => e.host)).toEqual([other.name])
   await cutOff.kill()
+  await path.close()
+  watcher.close()
+})
+
+test('a requesting host that missed the end of its request (cut off while the event stream was trimmed) learns it from the queue once back', async () => {
+  const name = freshName()
+  const dir = tempDir()
+  const gate = `${dir}/open`
+  const watcher = await watch(name)
+  const path = await relay(redis.port)
+  const [requester] = await hosts(1, { name, hostPrefix: `${name}-r`, capacity: 1, url: path.url, connectTimeoutMs: 300, responseTimeoutMs: 300 })
+  // Its own slot is taken, so its next request runs on the other host.
+  await submit(requester, 'blocker', 'low', config(dir, ['hang']))
+  await watcher.until('the blocker to start', () => watcher.events.some((e) => e.name === 'started' && e.id === 'blocker'))
+  const [worker] = await hosts(1, { name, hostPrefix: `${name}-w`, capacity: 1 })
+  await submit(requester, 'task', 'high', config(dir, [`wait-file:${gate}`, 'exit:0']))
+  await watcher.until('task to start on the worker', () => watcher.events.some((e) => e.name === 'started' && e.id === 'task' && e.host === worker.name))
+
+  path.cut('refuse')
+  await requester.waitFor('the outage', (m: any) => m.ev === 'queue-unavailable')
+  require('node:fs').writeFileSync(gate, '')
+  await watcher.until('task to complete', () => watcher.events.some((e) => e.name === 'completed' && e.id === 'task'))
+  expect(await redis.command('XTRIM', `css:{${name}}:events`, 'MAXLEN', '0')).toMatch(/^:[1-9]/)
+  expect(requester.messages.some((m: any) => m.ev === 'completed' && m.requestId === 'task')).toBe(false)
+
+  path.restore()
+  const done = await requester.waitFor('task completed on the requester', (m: any) => m.ev === 'completed' && m.requestId === 'task', 30_000)
+  expect(done.status.state).toBe('completed')
   await path.close()
   watcher.close()
 })

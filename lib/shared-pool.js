@@ -31,6 +31,8 @@ const DEFAULT_EXECUTION_MS = 60_000
  * The whole output is in the session directory on the host that ran it.
  */
 const PORTABLE_OUTPUT = 16 * 1024
+/** How often a host asks the queue about its unsettled requests, events or not. */
+const RECONCILE_EVERY_MS = 60_000
 
 function poolError(message, code, extra) {
   return Object.assign(new Error(message), { code }, extra)
@@ -116,6 +118,8 @@ class SharedPool {
   /** How long before a lease lapses (by our clock) its session is stopped if not renewed. */
   #margin
   #closing = false
+  #reconciling = false
+  #lastReconcile = 0
   #closingDone = null
   #listeners
 
@@ -136,6 +140,7 @@ class SharedPool {
     this.#margin = Math.min(Math.floor(queueConfig.leaseMs / 3), Math.max(2 * this.#tickMs, 500))
     this.#ticker = setInterval(() => this.#tick(), this.#tickMs)
     this.#ticker.unref()
+    this.#lastReconcile = Date.now()
     this.#listeners = {
       'session-ended': (event) => this.#onEnded(event),
       'session-rate-limited': (event) => this.#onRateLimited(event),
@@ -164,7 +169,7 @@ class SharedPool {
     convert.call(() => native.checkSessionConfig(configJson))
     const requestId = request.requestId
     const header = { v: 1, requestId, priority: request.priority, queuedAt: queuedAt.toISOString(), origin: this.#host }
-    const entry = { request, requestId, queuedAt, allocated: false, done: false, sessionId: null, status: null }
+    const entry = { request, requestId, queuedAt, allocated: false, done: false, pushed: false, sessionId: null, status: null }
     const promise = new Promise((resolve, reject) => {
       entry.resolve = resolve
       entry.reject = reject
@@ -184,6 +189,7 @@ class SharedPool {
       throw error
     }
     this.#answered()
+    entry.pushed = true
     if (pushed.queueLength > this.#maxQueueSize) {
       this.#forget(entry)
       this.#queue.cancel(requestId).catch((e) => this.#opFailed(e))
@@ -309,6 +315,44 @@ class SharedPool {
     // A leased request: its holder learns it on its next renewal; if that is us, now.
     const run = this.#held.get(requestId)
     if (result === 'flagged' && run !== undefined) this.#stop(run, 'cancel')
+  }
+
+  /**
+   * Asks the queue what became of this host's unsettled requests, for ends whose
+   * events it may have missed (it fell behind, was cut off past the stream's length,
+   * or Redis lost the newest writes): after `queue-lagged`, after an outage, and once
+   * a minute.
+   */
+  async #reconcile() {
+    if (this.#reconciling || this.#queue === null) return
+    this.#reconciling = true
+    this.#lastReconcile = Date.now()
+    try {
+      for (const entry of [...this.#own.values()]) {
+        if (entry.done || !entry.pushed) continue
+        let found
+        try {
+          found = await this.#queue.lookup(entry.requestId)
+        } catch (error) {
+          this.#opFailed(error)
+          return
+        }
+        if (entry.done) continue
+        if (found.state === 'finished') this.#replay(found.event)
+        else if (found.state === 'unknown') {
+          const message = `Request ${entry.requestId} is no longer in the shared queue and its end is not known there (Redis lost it, or its end is older than the queue keeps)`
+          this.#fail(entry, poolError(message, 'ERR_QUEUE_LOST'))
+        }
+      }
+    } finally {
+      this.#reconciling = false
+    }
+  }
+
+  #replay(event) {
+    if (event.name === 'completed') this.#onCompleted(event)
+    else if (event.name === 'failed') this.#onFailed(event)
+    else if (event.name === 'cancelled') this.#onCancelled(event)
   }
 
   // ---- worker ----
@@ -650,6 +694,7 @@ class SharedPool {
       }
       await this.#refresh().catch(() => {})
       this.#pump()
+      if (this.#own.size > 0 && Date.now() - this.#lastReconcile >= RECONCILE_EVERY_MS) await this.#reconcile()
     } finally {
       this.#ticking = false
     }
@@ -732,7 +777,10 @@ class SharedPool {
     queue.on('cancelled', (e) => this.#onCancelled(e))
     queue.on('queued', () => this.#pump())
     queue.on('requeued', () => this.#pump())
-    queue.on('lagged', ({ missed }) => this.#pool.emit('queue-lagged', { missed }))
+    queue.on('lagged', ({ missed }) => {
+      this.#pool.emit('queue-lagged', { missed })
+      this.#reconcile()
+    })
     queue.on('error', (error) => this.#pool.emit('queue-error', { error }))
   }
 
@@ -746,6 +794,7 @@ class SharedPool {
     if (this.#outage) {
       this.#outage = false
       this.#pool.emit('queue-reconnected', { host: this.#host })
+      this.#reconcile()
     }
   }
 

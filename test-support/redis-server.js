@@ -104,6 +104,23 @@ class RedisServer {
     await this.#spawn()
   }
 
+  /** Sends one command (strings), resolves with the first line of the reply. */
+  command(...args) {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(this.port, '127.0.0.1')
+      let reply = ''
+      socket.on('error', reject)
+      socket.on('connect', () => socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`))
+      socket.on('data', (d) => {
+        reply += d
+        if (reply.includes('\r\n')) {
+          socket.destroy()
+          resolve(reply.slice(0, reply.indexOf('\r\n')))
+        }
+      })
+    })
+  }
+
   async stop() {
     await this.kill()
     fs.rmSync(this.dir, { recursive: true, force: true })
