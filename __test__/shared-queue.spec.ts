@@ -28,6 +28,7 @@ type Queue = EventEmitter & {
   requeueExpired(maxAttempts: number): Promise<any[]>
   cancel(id: string): Promise<string>
   snapshot(): Promise<any>
+  lookup(id: string): Promise<any>
   announce(host: string, capacity: number, ttlMs: number): Promise<void>
   leave(host: string): Promise<void>
   close(): void
@@ -360,6 +361,8 @@ describe.each<Kind>(['local', 'redis'])('SharedQueue (%s)', (kind) => {
       ['capacity', () => queue.announce('host-a', 1.5, 1000)],
       ['ttlMs', () => queue.announce('host-a', 1, 0)],
       ['host', () => queue.leave('')],
+      ['id', () => queue.lookup('')],
+      ['id', () => queue.lookup(7 as any)],
     ]
     for (const [field, call] of cases) {
       const attempt = call()
@@ -419,6 +422,47 @@ describe.each<Kind>(['local', 'redis'])('SharedQueue (%s)', (kind) => {
       ['cancelled', { id: 'ev-cancelled' }],
     ])
     expect(seen.every(([, p]) => Object.getPrototypeOf(p) === Object.prototype)).toBe(true)
+  })
+
+  it('lookup tells where a request stands, or how it ended', async () => {
+    const [a, b] = await twoHosts(kind)
+    expect(await a.lookup('nobody')).toEqual({ state: 'unknown' })
+    await a.push('first', 'high', '{}', 1)
+    await a.push('second', 'high', '{}', 2)
+    expect(await b.lookup('second')).toEqual({ state: 'queued', position: 2, attempt: 2 })
+    await b.take('host-b', LONG_LEASE)
+    expect(await a.lookup('first')).toEqual({ state: 'leased', host: 'host-b', attempt: 1 })
+    expect(await a.lookup('second')).toEqual({ state: 'queued', position: 1, attempt: 2 })
+
+    await b.finish('host-b', 'first', 'completed', 5, '{"state":"completed"}')
+    const completed = await a.lookup('first')
+    expect(completed).toEqual({
+      state: 'finished',
+      event: { name: 'completed', id: 'first', host: 'host-b', detail: '{"state":"completed"}' },
+    })
+    expect(Object.getPrototypeOf(completed) === Object.prototype && Object.getPrototypeOf(completed.event) === Object.prototype).toBe(true)
+    await b.take('host-b', LONG_LEASE)
+    await b.finish('host-b', 'second', 'failed', 5, '{"message":"boom"}')
+    expect(await a.lookup('second')).toEqual({
+      state: 'finished',
+      event: { name: 'failed', id: 'second', host: 'host-b', detail: '{"message":"boom"}' },
+    })
+    await a.push('gone', 'low', '{}', 1)
+    expect(await a.cancel('gone')).toBe('removed')
+    expect(await b.lookup('gone')).toEqual({ state: 'finished', event: { name: 'cancelled', id: 'gone' } })
+
+    // Failed by the queue after its last attempt: no host.
+    await a.push('lapsing', 'medium', '{}', 1)
+    await b.take('host-b', SHORT_LEASE)
+    expect(await untilExpired(a, 1)).toEqual([{ id: 'lapsing', host: 'host-b', fate: 'failed', attempts: 1 }])
+    expect(await b.lookup('lapsing')).toEqual({
+      state: 'finished',
+      event: { name: 'failed', id: 'lapsing', host: null, detail: 'gave up after 1 attempts: the lease of host host-b lapsed' },
+    })
+
+    // Pushed again, the id is live: its old end is forgotten.
+    await a.push('first', 'low', '{}', 1)
+    expect(await a.lookup('first')).toEqual({ state: 'queued', position: 1, attempt: 1 })
   })
 
   it('announced hosts make up the capacity until they leave or lapse', async () => {

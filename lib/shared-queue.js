@@ -160,6 +160,29 @@ class SharedQueue extends EventEmitter {
     return settle(() => this.#native.cancel(id))
   }
 
+  /**
+   * Where request `id` stands, or how it ended, for a host that may have missed its
+   * events: `{ state: 'queued', position, attempt }` (position from 1),
+   * `{ state: 'leased', host, attempt }`, `{ state: 'finished', event }` with the
+   * terminal event as listeners get it plus its `name` (`{ name: 'completed', id, host,
+   * detail }`, `{ name: 'failed', id, host, detail }` with host null when the queue
+   * failed it, or `{ name: 'cancelled', id }`), kept for an hour by the queue's clock,
+   * or `{ state: 'unknown' }`.
+   */
+  async lookup(id) {
+    const s = await settle(() => this.#native.lookup(id))
+    switch (s.state) {
+      case 'queued':
+        return { state: s.state, position: s.position, attempt: s.attempt }
+      case 'leased':
+        return { state: s.state, host: s.host, attempt: s.attempt }
+      case 'finished':
+        return { state: s.state, event: { name: s.event.name, ...eventPayload(s.event.name, s.event) } }
+      default:
+        return { state: 'unknown' }
+    }
+  }
+
   /** `host` is live with `capacity` sessions for `ttlMs` from now (by the queue's clock); again refreshes. */
   async announce(host, capacity, ttlMs) {
     await settle(() => this.#native.announce(host, capacity, ttlMs))

@@ -31,7 +31,7 @@ use super::{thrown, thrown_as};
 use crate::config::Priority;
 use crate::pool::queue::{
     CancelResult, Expired, ExpiredFate, FinishOutcome, LocalQueue, QueueError, QueueEvent, QueueSnapshot,
-    QueuedRequest, RequestQueue, Taken,
+    QueuedRequest, RequestQueue, RequestState, Taken,
 };
 
 /// In-process queues by name; the handles own them, so a name nobody holds is free.
@@ -100,6 +100,54 @@ pub struct JsQueueEvent {
     pub attempt: Option<u32>,
     pub detail: Option<String>,
     pub missed: Option<f64>,
+}
+
+/// An event as `lookup` gives it: its `name` with the fields its payload has.
+#[napi(object, js_name = "NativeQueueNamedEvent", object_from_js = false)]
+pub struct JsNamedEvent {
+    pub name: String,
+    pub id: Option<String>,
+    pub priority: Option<String>,
+    pub host: Option<String>,
+    pub attempt: Option<u32>,
+    pub detail: Option<String>,
+}
+
+/// `state` is `queued` (with `position`, from 1, and `attempt`), `leased` (with `host`
+/// and `attempt`), `finished` (with `event`, the terminal one: `completed`, `failed`,
+/// whose `host` is missing when the queue failed it, or `cancelled`) or `unknown`.
+#[napi(object, js_name = "NativeQueueRequestState", object_from_js = false)]
+pub struct JsRequestState {
+    pub state: String,
+    pub position: Option<u32>,
+    pub attempt: Option<u32>,
+    pub host: Option<String>,
+    pub event: Option<JsNamedEvent>,
+}
+
+impl From<RequestState> for JsRequestState {
+    fn from(state: RequestState) -> Self {
+        let empty = |state: &str| Self { state: state.to_owned(), position: None, attempt: None, host: None, event: None };
+        match state {
+            RequestState::Queued { position, attempt } => {
+                Self { position: Some(count(position)), attempt: Some(attempt), ..empty("queued") }
+            }
+            RequestState::Leased { host, attempt } => Self { host: Some(host), attempt: Some(attempt), ..empty("leased") },
+            RequestState::Finished { event } => {
+                let (name, p) = event_to_js(event);
+                let event = JsNamedEvent {
+                    name: name.to_owned(),
+                    id: p.id,
+                    priority: p.priority,
+                    host: p.host,
+                    attempt: p.attempt,
+                    detail: p.detail,
+                };
+                Self { event: Some(event), ..empty("finished") }
+            }
+            RequestState::Unknown => empty("unknown"),
+        }
+    }
 }
 
 fn count(n: usize) -> u32 {
@@ -310,32 +358,35 @@ enum Notice {
 
 type QueueFn = ThreadsafeFunction<Notice, Unknown<'static>, FnArgs<(RawValue, RawValue)>, Status, false, true>;
 
+const NO_EVENT: JsQueueEvent = JsQueueEvent { id: None, priority: None, host: None, attempt: None, detail: None, missed: None };
+
+/// An event's name and payload, as listeners and `lookup` get them.
+fn event_to_js(event: QueueEvent) -> (&'static str, JsQueueEvent) {
+    let empty = NO_EVENT;
+    match event {
+        QueueEvent::Queued { id, priority } => {
+            ("queued", JsQueueEvent { id: Some(id), priority: Some(priority.as_str().to_owned()), ..empty })
+        }
+        QueueEvent::Allocated { id, host, attempt } => {
+            ("allocated", JsQueueEvent { id: Some(id), host: Some(host), attempt: Some(attempt), ..empty })
+        }
+        QueueEvent::Started { id, host, attempt, detail } => (
+            "started",
+            JsQueueEvent { id: Some(id), host: Some(host), attempt: Some(attempt), detail: Some(detail), ..empty },
+        ),
+        QueueEvent::Completed { id, host, detail } => {
+            ("completed", JsQueueEvent { id: Some(id), host: Some(host), detail: Some(detail), ..empty })
+        }
+        QueueEvent::Failed { id, host, detail } => ("failed", JsQueueEvent { id: Some(id), host, detail: Some(detail), ..empty }),
+        QueueEvent::Cancelled { id } => ("cancelled", JsQueueEvent { id: Some(id), ..empty }),
+        QueueEvent::Requeued { id, attempt } => ("requeued", JsQueueEvent { id: Some(id), attempt: Some(attempt), ..empty }),
+    }
+}
+
 fn notice_to_js(env: &Env, notice: Notice) -> Result<FnArgs<(RawValue, RawValue)>> {
-    let empty = JsQueueEvent { id: None, priority: None, host: None, attempt: None, detail: None, missed: None };
     let (name, payload) = match notice {
-        Notice::Lagged(missed) => ("lagged", JsQueueEvent { missed: Some(missed as f64), ..empty }),
-        Notice::Event(event) => match event {
-            QueueEvent::Queued { id, priority } => {
-                ("queued", JsQueueEvent { id: Some(id), priority: Some(priority.as_str().to_owned()), ..empty })
-            }
-            QueueEvent::Allocated { id, host, attempt } => {
-                ("allocated", JsQueueEvent { id: Some(id), host: Some(host), attempt: Some(attempt), ..empty })
-            }
-            QueueEvent::Started { id, host, attempt, detail } => (
-                "started",
-                JsQueueEvent { id: Some(id), host: Some(host), attempt: Some(attempt), detail: Some(detail), ..empty },
-            ),
-            QueueEvent::Completed { id, host, detail } => {
-                ("completed", JsQueueEvent { id: Some(id), host: Some(host), detail: Some(detail), ..empty })
-            }
-            QueueEvent::Failed { id, host, detail } => {
-                ("failed", JsQueueEvent { id: Some(id), host, detail: Some(detail), ..empty })
-            }
-            QueueEvent::Cancelled { id } => ("cancelled", JsQueueEvent { id: Some(id), ..empty }),
-            QueueEvent::Requeued { id, attempt } => {
-                ("requeued", JsQueueEvent { id: Some(id), attempt: Some(attempt), ..empty })
-            }
-        },
+        Notice::Lagged(missed) => ("lagged", JsQueueEvent { missed: Some(missed as f64), ..NO_EVENT }),
+        Notice::Event(event) => event_to_js(event),
     };
     let raw = env.raw();
     // SAFETY: on JavaScript's thread, inside the thread-safe function's call scope.
@@ -607,6 +658,15 @@ impl NativeSharedQueue {
     pub fn snapshot<'e>(&self, env: &'e Env) -> Result<Object<'e>> {
         let queue = self.queue(env)?;
         start(env, "snapshot", async move { queue.snapshot().await }, |_, s| Ok(JsQueueSnapshot::from(s)))
+    }
+
+    /// Where request `id` stands, or how it ended (its terminal event, kept for an hour
+    /// by the queue's clock): for a host that may have missed the event.
+    #[napi(catch_unwind, ts_return_type = "Promise<NativeQueueRequestState>")]
+    pub fn lookup<'e>(&self, env: &'e Env, id: Unknown<'_>) -> Result<Object<'e>> {
+        let id = id_arg(env, id, "id")?;
+        let queue = self.queue(env)?;
+        start(env, "lookup", async move { queue.lookup(&id).await }, |_, state| Ok(JsRequestState::from(state)))
     }
 
     /// `host` is live with `capacity` sessions for `ttlMs` from now, by the queue's

@@ -20,11 +20,25 @@ pub struct Harness {
     _keep: Box<dyn Send + Sync>,
     /// The queue's clock, when the test moves it.
     clock: Option<Arc<ManualClock>>,
+    /// How long and how many the queue keeps ended requests' results.
+    results_kept: Duration,
+    results_limit: usize,
 }
 
 impl Harness {
     pub fn new(open: Open, keep: impl Send + Sync + 'static) -> Self {
-        Self { open, _keep: Box::new(keep), clock: None }
+        Self {
+            open,
+            _keep: Box::new(keep),
+            clock: None,
+            results_kept: Duration::from_millis(RESULTS_KEPT_MS),
+            results_limit: RESULTS_LIMIT,
+        }
+    }
+
+    /// The queue was opened keeping results for `kept`, at most `limit` of them.
+    pub fn with_results(self, kept: Duration, limit: usize) -> Self {
+        Self { results_kept: kept, results_limit: limit, ..self }
     }
 
     pub fn with_manual_clock(self, clock: Arc<ManualClock>) -> Self {
@@ -526,4 +540,197 @@ pub async fn announced_hosts_make_up_the_capacity(h: Harness) {
     assert_eq!(hosts(b.snapshot().await.unwrap()), (3, 13));
     let snapshot = b.snapshot().await.unwrap();
     assert_eq!((snapshot.queued.len(), snapshot.leased), (0, 0), "hosts are not requests");
+}
+
+/// How many results the `retention` harnesses keep.
+pub const FEW_RESULTS: usize = 5;
+
+fn finished(event: QueueEvent) -> RequestState {
+    RequestState::Finished { event }
+}
+
+pub async fn lookup_follows_a_request_to_its_end(h: Harness) {
+    let (requester, worker) = (h.host().await, h.host().await);
+    assert_eq!(requester.lookup("nobody").await.unwrap(), RequestState::Unknown);
+    requester.push(request("a", Priority::Medium)).await.unwrap();
+    requester.push(request("b", Priority::High)).await.unwrap();
+    requester.push(QueuedRequest { attempt: 3, ..request("c", Priority::Medium) }).await.unwrap();
+    assert_eq!(requester.lookup("b").await.unwrap(), RequestState::Queued { position: 1, attempt: 1 });
+    assert_eq!(requester.lookup("a").await.unwrap(), RequestState::Queued { position: 2, attempt: 1 });
+    assert_eq!(worker.lookup("c").await.unwrap(), RequestState::Queued { position: 3, attempt: 3 }, "from any host");
+
+    assert_eq!(worker.take("worker", LONG).await.unwrap().unwrap().request.id, "b");
+    assert_eq!(requester.lookup("b").await.unwrap(), RequestState::Leased { host: "worker".into(), attempt: 1 });
+    assert_eq!(requester.lookup("a").await.unwrap(), RequestState::Queued { position: 1, attempt: 1 });
+    worker.started("worker", "b", "note").await.unwrap();
+    worker.finish("worker", "b", FinishOutcome::Completed(r#"{"state":"completed"}"#.into()), 5).await.unwrap();
+    assert_eq!(
+        requester.lookup("b").await.unwrap(),
+        finished(QueueEvent::Completed { id: "b".into(), host: "worker".into(), detail: r#"{"state":"completed"}"#.into() })
+    );
+
+    assert_eq!(worker.take("worker", LONG).await.unwrap().unwrap().request.id, "a");
+    worker.finish("worker", "a", FinishOutcome::Failed("spawn failed: ENOENT".into()), 5).await.unwrap();
+    assert_eq!(
+        requester.lookup("a").await.unwrap(),
+        finished(QueueEvent::Failed { id: "a".into(), host: Some("worker".into()), detail: "spawn failed: ENOENT".into() })
+    );
+
+    // Cancelled while queued; while leased, finished as cancelled by its host, or
+    // released with the cancel pending.
+    assert_eq!(requester.cancel("c").await.unwrap(), CancelResult::Removed);
+    assert_eq!(requester.lookup("c").await.unwrap(), finished(QueueEvent::Cancelled { id: "c".into() }));
+    for (id, release) in [("d", false), ("e", true)] {
+        requester.push(request(id, Priority::Low)).await.unwrap();
+        worker.take("worker", LONG).await.unwrap().unwrap();
+        assert_eq!(requester.cancel(id).await.unwrap(), CancelResult::Flagged);
+        assert_eq!(
+            requester.lookup(id).await.unwrap(),
+            RequestState::Leased { host: "worker".into(), attempt: 1 },
+            "flagged, still running"
+        );
+        if release {
+            worker.release("worker", id).await.unwrap();
+        } else {
+            worker.finish("worker", id, FinishOutcome::Cancelled, 5).await.unwrap();
+        }
+        assert_eq!(requester.lookup(id).await.unwrap(), finished(QueueEvent::Cancelled { id: id.into() }));
+    }
+    let snapshot = requester.snapshot().await.unwrap();
+    assert_eq!((snapshot.queued.len(), snapshot.leased), (0, 0));
+    assert_eq!(requester.lookup("nobody").await.unwrap(), RequestState::Unknown);
+}
+
+pub async fn lookup_after_a_lapsed_lease(h: Harness) {
+    let (h1, h2) = (h.host().await, h.host().await);
+    let mut events = Events::of(&*h2);
+    h1.push(request("gave-up", Priority::Medium)).await.unwrap();
+    h1.push(request("cancelled", Priority::Low)).await.unwrap();
+    h1.take("h1", SHORT).await.unwrap().unwrap();
+    h1.take("h1", SHORT).await.unwrap().unwrap();
+    assert_eq!(h2.cancel("cancelled").await.unwrap(), CancelResult::Flagged);
+    // Whether or not it lapsed yet: nobody requeued it.
+    assert_eq!(h2.lookup("gave-up").await.unwrap(), RequestState::Leased { host: "h1".into(), attempt: 1 });
+
+    // Lapsed after its last attempt: failed by the queue; with a cancel pending: cancelled.
+    let mut expired = Vec::new();
+    let started = Instant::now();
+    while expired.len() < 2 {
+        expired.extend(h2.requeue_expired(1).await.unwrap());
+        assert!(started.elapsed() < DEADLINE, "the leases did not lapse within {DEADLINE:?}: {expired:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let gave_up = "gave up after 1 attempts: the lease of host h1 lapsed";
+    let failed = QueueEvent::Failed { id: "gave-up".into(), host: None, detail: gave_up.into() };
+    assert_eq!(h2.lookup("gave-up").await.unwrap(), finished(failed.clone()));
+    assert_eq!(h1.lookup("cancelled").await.unwrap(), finished(QueueEvent::Cancelled { id: "cancelled".into() }));
+    // The result is what was published.
+    assert!(matches!(events.next_about("gave-up").await, QueueEvent::Queued { .. }));
+    assert!(matches!(events.next_about("gave-up").await, QueueEvent::Allocated { .. }));
+    assert_eq!(events.next_about("gave-up").await, failed);
+
+    // With attempts left it is queued again, at its place, with its next attempt.
+    h1.push(request("again", Priority::Medium)).await.unwrap();
+    h1.push(request("behind", Priority::Medium)).await.unwrap();
+    h1.take("h1", SHORT).await.unwrap().unwrap();
+    let expired = until_expired(&*h2, 3).await;
+    assert_eq!(expired, [Expired { id: "again".into(), host: "h1".into(), fate: ExpiredFate::Requeued { attempt: 2 } }]);
+    assert_eq!(h2.lookup("again").await.unwrap(), RequestState::Queued { position: 1, attempt: 2 });
+    assert_eq!(h2.lookup("behind").await.unwrap(), RequestState::Queued { position: 2, attempt: 1 });
+    h2.take("h2", LONG).await.unwrap().unwrap();
+    assert_eq!(h1.lookup("again").await.unwrap(), RequestState::Leased { host: "h2".into(), attempt: 2 });
+}
+
+pub async fn a_push_forgets_how_the_id_ended_before(h: Harness) {
+    let q = h.host().await;
+    q.push(request("a", Priority::High)).await.unwrap();
+    q.take("h1", LONG).await.unwrap().unwrap();
+    q.finish("h1", "a", FinishOutcome::Completed("first".into()), 5).await.unwrap();
+    let first = finished(QueueEvent::Completed { id: "a".into(), host: "h1".into(), detail: "first".into() });
+    assert_eq!(q.lookup("a").await.unwrap(), first);
+    // Live again: queued, then leased, never the old result.
+    q.push(request("a", Priority::Low)).await.unwrap();
+    assert_eq!(q.lookup("a").await.unwrap(), RequestState::Queued { position: 1, attempt: 1 });
+    q.take("h2", LONG).await.unwrap().unwrap();
+    assert_eq!(q.lookup("a").await.unwrap(), RequestState::Leased { host: "h2".into(), attempt: 1 });
+    // Given back and cancelled while queued: that is its end now.
+    q.release("h2", "a").await.unwrap();
+    assert_eq!(q.cancel("a").await.unwrap(), CancelResult::Removed);
+    assert_eq!(q.lookup("a").await.unwrap(), finished(QueueEvent::Cancelled { id: "a".into() }));
+    // A push that is refused (a duplicate) forgets nothing.
+    q.push(request("b", Priority::High)).await.unwrap();
+    q.take("h1", LONG).await.unwrap().unwrap();
+    q.finish("h1", "b", FinishOutcome::Failed("boom".into()), 5).await.unwrap();
+    q.push(request("b", Priority::High)).await.unwrap();
+    assert_eq!(q.push(request("b", Priority::High)).await, Err(QueueError::Duplicate("b".into())));
+    assert_eq!(q.lookup("b").await.unwrap(), RequestState::Queued { position: 1, attempt: 1 });
+    assert_eq!(q.cancel("b").await.unwrap(), CancelResult::Removed);
+    assert_eq!(q.lookup("b").await.unwrap(), finished(QueueEvent::Cancelled { id: "b".into() }));
+}
+
+/// Results outlive the request by the retention, by the queue's clock, and not longer.
+pub async fn results_are_kept_for_their_retention(h: Harness) {
+    let q = h.host().await;
+    let kept = h.results_kept;
+    q.push(request("done", Priority::High)).await.unwrap();
+    q.take("h1", LONG).await.unwrap().unwrap();
+    let ended = Instant::now();
+    q.finish("h1", "done", FinishOutcome::Completed("{}".into()), 5).await.unwrap();
+    let done = finished(QueueEvent::Completed { id: "done".into(), host: "h1".into(), detail: "{}".into() });
+    let state = q.lookup("done").await.unwrap();
+    // On the real clock, only while the retention cannot have run out yet.
+    if h.manual() || ended.elapsed() < kept {
+        assert_eq!(state, done);
+    }
+    h.pass(kept - Duration::from_millis(1));
+    if h.manual() {
+        assert_eq!(q.lookup("done").await.unwrap(), done, "1 ms left");
+        // Another request ending meanwhile prunes nothing that is still kept.
+        q.push(request("later", Priority::High)).await.unwrap();
+        assert_eq!(q.cancel("later").await.unwrap(), CancelResult::Removed);
+        assert_eq!(q.lookup("done").await.unwrap(), done);
+    }
+    h.pass(Duration::from_millis(1));
+    let started = Instant::now();
+    loop {
+        let state = q.lookup("done").await.unwrap();
+        if state == RequestState::Unknown {
+            break;
+        }
+        assert_eq!(state, done);
+        assert!(started.elapsed() < DEADLINE, "still {state:?} {DEADLINE:?} after the retention of {kept:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if h.manual() {
+        assert_eq!(
+            q.lookup("later").await.unwrap(),
+            finished(QueueEvent::Cancelled { id: "later".into() }),
+            "it ended 1 ms later: still kept"
+        );
+    }
+    // Forgotten, the id is free and new.
+    q.push(request("done", Priority::Low)).await.unwrap();
+    assert_eq!(q.lookup("done").await.unwrap(), RequestState::Queued { position: 1, attempt: 1 });
+}
+
+/// However young, only the newest results are kept (ties in the same millisecond go by id).
+pub async fn only_the_newest_results_are_kept(h: Harness) {
+    let q = h.host().await;
+    let limit = h.results_limit;
+    let ids: Vec<String> = (0..limit + 3).map(|i| format!("r{i:02}")).collect();
+    let ended = Instant::now();
+    for id in &ids {
+        q.push(request(id, Priority::Medium)).await.unwrap();
+        assert_eq!(q.cancel(id).await.unwrap(), CancelResult::Removed);
+    }
+    let mut states = Vec::new();
+    for id in &ids {
+        states.push(q.lookup(id).await.unwrap());
+    }
+    // On the real clock, only while the retention cannot have run out yet.
+    if h.manual() || ended.elapsed() < h.results_kept {
+        let kept: Vec<_> = ids[3..].iter().map(|id| finished(QueueEvent::Cancelled { id: id.clone() })).collect();
+        assert_eq!(states[..3], [RequestState::Unknown, RequestState::Unknown, RequestState::Unknown]);
+        assert_eq!(states[3..], kept);
+    }
 }

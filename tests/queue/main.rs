@@ -11,7 +11,9 @@ mod redis_server;
 use std::sync::Arc;
 
 use behaviour::Harness;
-use claude_session_spawner::pool::queue::{LocalQueue, ManualClock, RequestQueue};
+use std::time::Duration;
+
+use claude_session_spawner::pool::queue::{LocalQueue, ManualClock, RequestQueue, RESULTS_KEPT_MS};
 
 fn local() -> Harness {
     local_on(LocalQueue::new(), None)
@@ -21,6 +23,14 @@ fn local() -> Harness {
 fn local_manual() -> Harness {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     local_on(LocalQueue::with_clock(clock.clone()), Some(clock))
+}
+
+/// On a manual clock, keeping results for the usual hour but only [`behaviour::FEW_RESULTS`].
+fn local_retention() -> Harness {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let kept = Duration::from_millis(RESULTS_KEPT_MS);
+    let queue = LocalQueue::with_clock(clock.clone()).keeping_results(kept, behaviour::FEW_RESULTS);
+    local_on(queue, Some(clock)).with_results(kept, behaviour::FEW_RESULTS)
 }
 
 fn local_on(queue: LocalQueue, clock: Option<Arc<ManualClock>>) -> Harness {
@@ -41,13 +51,33 @@ fn local_on(queue: LocalQueue, clock: Option<Arc<ManualClock>>) -> Harness {
 /// A server of its own per test, and a handle (a connection) per host.
 #[cfg(feature = "redis")]
 fn redis() -> Harness {
+    redis_with(|_| {})
+}
+
+/// Results kept for half a second (by Redis's clock, which the test waits for), only
+/// [`behaviour::FEW_RESULTS`] of them.
+#[cfg(feature = "redis")]
+fn redis_retention() -> Harness {
+    const KEPT: Duration = Duration::from_millis(500);
+    redis_with(|options| {
+        options.results_kept = KEPT;
+        options.results_limit = behaviour::FEW_RESULTS;
+    })
+    .with_results(KEPT, behaviour::FEW_RESULTS)
+}
+
+#[cfg(feature = "redis")]
+fn redis_with(
+    adjust: impl Fn(&mut claude_session_spawner::pool::queue::RedisQueueOptions) + Send + Sync + 'static,
+) -> Harness {
     use claude_session_spawner::pool::queue::{RedisQueue, RedisQueueOptions};
 
     let server = redis_server::RedisServer::start();
     let url = server.url();
     Harness::new(
         Box::new(move || {
-            let options = RedisQueueOptions::new(url.clone(), "behaviour");
+            let mut options = RedisQueueOptions::new(url.clone(), "behaviour");
+            adjust(&mut options);
             Box::pin(async move {
                 let queue = RedisQueue::connect(options).await.expect("connect to the test's redis-server");
                 Arc::new(queue) as Arc<dyn RequestQueue>
@@ -58,9 +88,14 @@ fn redis() -> Harness {
 }
 
 /// Each test on both queues; the `manual_clock` ones run locally on a [`ManualClock`]
-/// (Redis's clock is real: they wait for it, with a deadline).
+/// (Redis's clock is real: they wait for it, with a deadline), the `retention` ones too,
+/// on queues that keep few results (and on Redis, briefly).
 macro_rules! on_both {
-    (real_clock: [$($name:ident),* $(,)?], manual_clock: [$($manual:ident),* $(,)?] $(,)?) => {
+    (
+        real_clock: [$($name:ident),* $(,)?],
+        manual_clock: [$($manual:ident),* $(,)?],
+        retention: [$($retention:ident),* $(,)?] $(,)?
+    ) => {
         mod local {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -72,6 +107,12 @@ macro_rules! on_both {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $manual() {
                     crate::behaviour::$manual(crate::local_manual()).await
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $retention() {
+                    crate::behaviour::$retention(crate::local_retention()).await
                 }
             )*
         }
@@ -87,6 +128,12 @@ macro_rules! on_both {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $manual() {
                     crate::behaviour::$manual(crate::redis()).await
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $retention() {
+                    crate::behaviour::$retention(crate::redis_retention()).await
                 }
             )*
         }
@@ -109,6 +156,10 @@ on_both!(
     only_the_holder_says_started,
     the_note_goes_with_the_request,
     started_and_queued_events,
+    lookup_follows_a_request_to_its_end,
+    lookup_after_a_lapsed_lease,
+    a_push_forgets_how_the_id_ended_before,
     ],
     manual_clock: [announced_hosts_make_up_the_capacity],
+    retention: [results_are_kept_for_their_retention, only_the_newest_results_are_kept],
 );

@@ -187,3 +187,51 @@ async fn data_in_redis_that_is_not_ours_is_an_error_not_a_panic() {
     let error = q.push(request("b", Priority::High)).await.unwrap_err();
     assert!(matches!(error, QueueError::Refused { .. }), "a wrong type is refused by Redis: {error:?}");
 }
+
+/// Redis's clock, in milliseconds.
+async fn redis_now_ms(raw: &mut ::redis::aio::MultiplexedConnection) -> u64 {
+    let (secs, micros): (u64, u64) = ::redis::cmd("TIME").query_async(raw).await.unwrap();
+    secs * 1000 + micros / 1000
+}
+
+async fn count(raw: &mut ::redis::aio::MultiplexedConnection, command: &str, key: &str) -> usize {
+    ::redis::cmd(command).arg(key).query_async(raw).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outdated_results_are_forgotten_a_hundred_per_operation() {
+    const KEPT: Duration = Duration::from_millis(300);
+    let server = RedisServer::start();
+    let q = RedisQueue::connect(RedisQueueOptions { results_kept: KEPT, ..options(&server.url()) }).await.unwrap();
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    for i in 0..150 {
+        let id = format!("r{i:03}");
+        q.push(request(&id, Priority::Medium)).await.unwrap();
+        assert_eq!(q.cancel(&id).await.unwrap(), CancelResult::Removed);
+    }
+    assert_eq!(count(&mut raw, "HLEN", "css:{only}:results").await, 150);
+    // Wait, by Redis's clock and without touching the queue, until all are outdated.
+    let newest: Vec<(String, u64)> =
+        ::redis::cmd("ZRANGE").arg("css:{only}:ended").arg(-1).arg(-1).arg("WITHSCORES").query_async(&mut raw).await.unwrap();
+    let outdated_at = newest[0].1 + KEPT.as_millis() as u64;
+    let started = Instant::now();
+    while redis_now_ms(&mut raw).await < outdated_at {
+        assert!(started.elapsed() < Duration::from_secs(10), "Redis's clock did not move on");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(count(&mut raw, "ZCARD", "css:{only}:ended").await, 150, "nothing pruned them yet");
+    assert!(q.requeue_expired(3).await.unwrap().is_empty());
+    assert_eq!(count(&mut raw, "ZCARD", "css:{only}:ended").await, 50, "the oldest hundred");
+    assert_eq!(count(&mut raw, "HLEN", "css:{only}:results").await, 50);
+    assert_eq!(q.lookup("r149").await.unwrap(), RequestState::Unknown);
+    assert_eq!(count(&mut raw, "ZCARD", "css:{only}:ended").await, 0);
+    assert_eq!(count(&mut raw, "HLEN", "css:{only}:results").await, 0);
+
+    // A result that is not an event of ours is an error.
+    let _: () = ::redis::cmd("HSET").arg("css:{only}:results").arg("x").arg("garbage").query_async(&mut raw).await.unwrap();
+    let later = redis_now_ms(&mut raw).await + 60_000;
+    let _: () = ::redis::cmd("ZADD").arg("css:{only}:ended").arg(later).arg("x").query_async(&mut raw).await.unwrap();
+    let error = q.lookup("x").await.unwrap_err();
+    assert!(matches!(error, QueueError::Malformed { .. }), "{error:?}");
+}

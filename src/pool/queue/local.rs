@@ -1,7 +1,7 @@
 //! The in-process [`RequestQueue`]: one mutex over the whole state, so each operation
 //! is atomic as a Redis script is, and a [`Clock`] that tests can drive.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -84,6 +84,10 @@ struct State {
     /// Queued requests of each priority class, for positions in O(1).
     per_class: [usize; 4],
     hosts: HashMap<String, Member>,
+    /// How requests ended, for lookup: id -> (when, by the queue's clock; its terminal event).
+    ended: HashMap<String, (u64, QueueEvent)>,
+    /// (when, id) of `ended`: oldest first, ties by id, as in Redis's sorted set.
+    ended_order: BTreeSet<(u64, String)>,
 }
 
 impl State {
@@ -107,6 +111,34 @@ impl State {
         self.hosts.retain(|_, m| m.expires_ms > now);
     }
 
+    /// Remembers how `event`'s request ended, at `now`.
+    fn record_outcome(&mut self, now: u64, event: &QueueEvent) {
+        let id = event.id().to_owned();
+        self.forget_outcome(&id);
+        self.ended_order.insert((now, id.clone()));
+        self.ended.insert(id, (now, event.clone()));
+    }
+
+    fn forget_outcome(&mut self, id: &str) {
+        if let Some((at, _)) = self.ended.remove(id) {
+            self.ended_order.remove(&(at, id.to_owned()));
+        }
+    }
+
+    /// Forgets, oldest first and at most [`RESULTS_PRUNED_PER_CALL`], the outcomes older
+    /// than `kept_ms` or beyond the newest `limit`.
+    fn prune_outcomes(&mut self, now: u64, kept_ms: u64, limit: usize) {
+        for _ in 0..RESULTS_PRUNED_PER_CALL {
+            let Some((at, _)) = self.ended_order.first() else { return };
+            if at.saturating_add(kept_ms) > now && self.ended_order.len() <= limit {
+                return;
+            }
+            if let Some((_, id)) = self.ended_order.pop_first() {
+                self.ended.remove(&id);
+            }
+        }
+    }
+
     fn class_count(&mut self, at: u64) -> Option<&mut usize> {
         let class = score::class(score::priority_of(at)?);
         self.per_class.get_mut(usize::try_from(class).ok()?)
@@ -119,6 +151,9 @@ pub struct LocalQueue {
     state: Arc<Mutex<State>>,
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<QueueEvent>,
+    /// How long, and how many, outcomes are remembered for lookup.
+    results_kept_ms: u64,
+    results_limit: usize,
 }
 
 impl Default for LocalQueue {
@@ -134,12 +169,25 @@ impl LocalQueue {
 
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         let (events, _) = broadcast::channel(1024);
-        Self { state: Arc::default(), clock, events }
+        Self { state: Arc::default(), clock, events, results_kept_ms: RESULTS_KEPT_MS, results_limit: RESULTS_LIMIT }
+    }
+
+    /// Remembers how requests ended for `kept` (at least 1 ms), the newest `limit` of
+    /// them, instead of [`RESULTS_KEPT_MS`] and [`RESULTS_LIMIT`].
+    pub fn keeping_results(self, kept: Duration, limit: usize) -> Self {
+        Self { results_kept_ms: lease_ms(kept), results_limit: limit, ..self }
     }
 
     fn publish(&self, event: QueueEvent) {
         // No subscriber is not an error: nobody is waiting for this request's end.
         let _ = self.events.send(event);
+    }
+
+    /// Remembers how the request ended, forgets outdated outcomes, and publishes `event`.
+    fn conclude(&self, s: &mut State, now: u64, event: QueueEvent) {
+        s.record_outcome(now, &event);
+        s.prune_outcomes(now, self.results_kept_ms, self.results_limit);
+        self.publish(event);
     }
 
     fn push_now(&self, request: QueuedRequest) -> Result<Pushed, QueueError> {
@@ -149,6 +197,8 @@ impl LocalQueue {
         if s.records.contains_key(&request.id) {
             return Err(QueueError::Duplicate(request.id));
         }
+        // The id is live again: how it ended before is history.
+        s.forget_outcome(&request.id);
         s.pushes += 1;
         let place = score::pushed(request.priority, s.pushes);
         s.enqueue(place, request.id.clone());
@@ -230,11 +280,12 @@ impl LocalQueue {
         s.durations.push_front(execution_ms);
         s.durations.truncate(EXECUTION_SAMPLES);
         let (id, host) = (id.to_owned(), host.to_owned());
-        self.publish(match outcome {
+        let event = match outcome {
             FinishOutcome::Completed(detail) => QueueEvent::Completed { id, host, detail },
             FinishOutcome::Failed(detail) => QueueEvent::Failed { id, host: Some(host), detail },
             FinishOutcome::Cancelled => QueueEvent::Cancelled { id },
-        });
+        };
+        self.conclude(&mut s, now, event);
         Ok(())
     }
 
@@ -247,7 +298,7 @@ impl LocalQueue {
         };
         if cancel_requested {
             s.records.remove(id);
-            self.publish(QueueEvent::Cancelled { id: id.to_owned() });
+            self.conclude(&mut s, now, QueueEvent::Cancelled { id: id.to_owned() });
             return Ok(());
         }
         s.releases += 1;
@@ -264,6 +315,7 @@ impl LocalQueue {
     fn requeue_expired_now(&self, max_attempts: u32) -> Vec<Expired> {
         let now = self.clock.now_ms();
         let mut s = self.state.lock();
+        s.prune_outcomes(now, self.results_kept_ms, self.results_limit);
         let mut lapsed: Vec<(u64, String)> = s
             .records
             .values()
@@ -277,11 +329,11 @@ impl LocalQueue {
             let host = record.lease.take().map(|l| l.host).unwrap_or_default();
             let attempts = record.request.attempt;
             let fate = if record.cancel_requested {
-                self.publish(QueueEvent::Cancelled { id: id.clone() });
+                self.conclude(&mut s, now, QueueEvent::Cancelled { id: id.clone() });
                 ExpiredFate::Cancelled
             } else if attempts >= max_attempts {
                 let detail = format!("gave up after {attempts} attempts: the lease of host {host} lapsed");
-                self.publish(QueueEvent::Failed { id: id.clone(), host: None, detail });
+                self.conclude(&mut s, now, QueueEvent::Failed { id: id.clone(), host: None, detail });
                 ExpiredFate::Failed { attempts }
             } else {
                 record.request.attempt += 1;
@@ -298,13 +350,14 @@ impl LocalQueue {
     }
 
     fn cancel_now(&self, id: &str) -> CancelResult {
+        let now = self.clock.now_ms();
         let mut s = self.state.lock();
         let Some(record) = s.records.get_mut(id) else { return CancelResult::Unknown };
         match record.queued_at_score {
             Some(at) => {
                 s.dequeue(at);
                 s.records.remove(id);
-                self.publish(QueueEvent::Cancelled { id: id.to_owned() });
+                self.conclude(&mut s, now, QueueEvent::Cancelled { id: id.to_owned() });
                 CancelResult::Removed
             }
             None => {
@@ -325,6 +378,28 @@ impl LocalQueue {
 
     fn leave_now(&self, host: &str) {
         self.state.lock().hosts.remove(host);
+    }
+
+    fn lookup_now(&self, id: &str) -> RequestState {
+        let now = self.clock.now_ms();
+        let mut s = self.state.lock();
+        s.prune_outcomes(now, self.results_kept_ms, self.results_limit);
+        if let Some(record) = s.records.get(id) {
+            let attempt = record.request.attempt;
+            if let Some(at) = record.queued_at_score {
+                return RequestState::Queued { position: s.order.range(..at).count() + 1, attempt };
+            }
+            if let Some(lease) = &record.lease {
+                return RequestState::Leased { host: lease.host.clone(), attempt };
+            }
+        }
+        match s.ended.get(id) {
+            // One the bounded pruning did not reach yet is as good as forgotten.
+            Some((at, event)) if at.saturating_add(self.results_kept_ms) > now => {
+                RequestState::Finished { event: event.clone() }
+            }
+            _ => RequestState::Unknown,
+        }
     }
 
     fn snapshot_now(&self) -> QueueSnapshot {
@@ -388,6 +463,10 @@ impl RequestQueue for LocalQueue {
         Box::pin(async move { Ok(self.snapshot_now()) })
     }
 
+    fn lookup<'a>(&'a self, id: &'a str) -> QueueFuture<'a, RequestState> {
+        Box::pin(async move { Ok(self.lookup_now(id)) })
+    }
+
     fn announce<'a>(&'a self, host: &'a str, capacity: u32, ttl: Duration) -> QueueFuture<'a, ()> {
         Box::pin(async move { self.announce_now(host, capacity, ttl) })
     }
@@ -429,6 +508,27 @@ mod tests {
         let expired = q.requeue_expired_now(3);
         assert_eq!(expired, [Expired { id: "a".into(), host: "h1".into(), fate: ExpiredFate::Requeued { attempt: 2 } }]);
         assert_eq!(q.snapshot_now().queued[0].enqueued_at, time_from_ms(1_000_000), "the first push's time is kept");
+    }
+
+    #[test]
+    fn outdated_results_are_forgotten_a_hundred_per_operation() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let q = LocalQueue::with_clock(clock.clone());
+        for i in 0..150 {
+            let id = format!("r{i:03}");
+            q.push_now(request(&id, Priority::Low)).unwrap();
+            assert_eq!(q.cancel_now(&id), CancelResult::Removed);
+        }
+        let kept = |q: &LocalQueue| {
+            let s = q.state.lock();
+            (s.ended.len(), s.ended_order.len())
+        };
+        assert_eq!(kept(&q), (150, 150));
+        clock.advance(Duration::from_millis(RESULTS_KEPT_MS));
+        assert!(q.requeue_expired_now(3).is_empty());
+        assert_eq!(kept(&q), (50, 50), "the oldest hundred");
+        assert_eq!(q.lookup_now("r149"), RequestState::Unknown);
+        assert_eq!(kept(&q), (0, 0));
     }
 
     #[test]

@@ -38,6 +38,18 @@ pub use self::redis::{RedisQueue, RedisQueueOptions};
 /// How many finished sessions' execution times a queue keeps for its wait estimate.
 pub const EXECUTION_SAMPLES: usize = 100;
 
+/// How long, by the queue's clock, a queue remembers how a request ended (for
+/// [`RequestQueue::lookup`]): one hour.
+pub const RESULTS_KEPT_MS: u64 = 60 * 60 * 1000;
+
+/// At most this many ended requests are remembered (the newest), whatever their age,
+/// so that the store stays bounded.
+pub const RESULTS_LIMIT: usize = 100_000;
+
+/// How many outdated outcomes one operation forgets at most (the oldest first): the
+/// pruning is lazy and each call's share of it bounded.
+pub const RESULTS_PRUNED_PER_CALL: usize = 100;
+
 /// The future every [`RequestQueue`] operation returns; boxed so that the trait can be
 /// used as `Arc<dyn RequestQueue>`.
 pub type QueueFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, QueueError>> + Send + 'a>>;
@@ -181,6 +193,22 @@ impl QueueEvent {
     }
 }
 
+/// What became of a request, as [`RequestQueue::lookup`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestState {
+    /// Waiting; `position` is 1-based, as in [`QueueSnapshot::queued`].
+    Queued { position: usize, attempt: u32 },
+    /// Under `host`'s lease (which may have lapsed without being requeued yet).
+    Leased { host: String, attempt: u32 },
+    /// It ended within the retention ([`RESULTS_KEPT_MS`]): `event` is the terminal event
+    /// the queue published for it, [`QueueEvent::Completed`], [`QueueEvent::Failed`]
+    /// (`host: None` when the queue failed it after its last attempt) or
+    /// [`QueueEvent::Cancelled`].
+    Finished { event: QueueEvent },
+    /// Never pushed, or ended longer ago than the queue remembers.
+    Unknown,
+}
+
 /// Why a queue operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
@@ -258,6 +286,15 @@ pub trait RequestQueue: Send + Sync {
     fn cancel<'a>(&'a self, id: &'a str) -> QueueFuture<'a, CancelResult>;
 
     fn snapshot(&self) -> QueueFuture<'_, QueueSnapshot>;
+
+    /// Where `id` stands now, or how it ended: for a host that missed the terminal event
+    /// (its receiver lagged, or it was cut off from the queue for long). Every request
+    /// that ends (finished, cancelled, failed by the queue) leaves its terminal event for
+    /// [`RESULTS_KEPT_MS`] by the queue's clock, the newest [`RESULTS_LIMIT`] of them;
+    /// older ones are forgotten lazily (by the operations that end requests and by this
+    /// one, [`RESULTS_PRUNED_PER_CALL`] at a time) and are [`RequestState::Unknown`]. A
+    /// push of the same id forgets its earlier outcome.
+    fn lookup<'a>(&'a self, id: &'a str) -> QueueFuture<'a, RequestState>;
 
     /// `host` is live, with `capacity` sessions, for `ttl` from now by the queue's
     /// clock; announcing again refreshes both. Live hosts are counted in

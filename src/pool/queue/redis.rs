@@ -10,7 +10,10 @@
 //! kept) and read here by one blocking reader per queue handle, on a connection of
 //! its own. When that connection drops, the reader connects again and reads on from
 //! the last event it saw, so a host misses nothing published while it was cut off
-//! (unless more than the kept events went by).
+//! (unless more than the kept events went by). The scripts that end a request also
+//! keep its terminal event (hash `css:{<name>}:results`, ordered by the time it ended
+//! in the sorted set `css:{<name>}:ended`) for [`RequestQueue::lookup`], forgetting
+//! outdated ones a bounded number at a time.
 //!
 //! Commands go through the crate's `ConnectionManager`: a lost connection fails the
 //! commands in flight (with [`QueueError::Unavailable`], within the response
@@ -40,6 +43,13 @@ pub struct RedisQueueOptions {
     /// How long the events reader waits before connecting again after it lost its
     /// connection (doubling up to 5 s while it keeps failing).
     pub reconnect_delay: Duration,
+    /// How long, by Redis's clock, this handle's operations keep how a request ended for
+    /// [`RequestQueue::lookup`] ([`RESULTS_KEPT_MS`] by default; at least 1 ms). Hosts of
+    /// one queue should agree: each prunes by its own setting.
+    pub results_kept: Duration,
+    /// How many ended requests' results are kept at most, the newest ([`RESULTS_LIMIT`]
+    /// by default).
+    pub results_limit: usize,
 }
 
 impl RedisQueueOptions {
@@ -50,6 +60,8 @@ impl RedisQueueOptions {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(2),
             reconnect_delay: Duration::from_millis(100),
+            results_kept: Duration::from_millis(RESULTS_KEPT_MS),
+            results_limit: RESULTS_LIMIT,
         }
     }
 }
@@ -75,6 +87,7 @@ struct Scripts {
     requeue_expired: Script,
     cancel: Script,
     snapshot: Script,
+    lookup: Script,
     announce: Script,
     leave: Script,
 }
@@ -91,15 +104,16 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         requeue_expired: with_common(include_str!("scripts/requeue_expired.lua")),
         cancel: with_common(include_str!("scripts/cancel.lua")),
         snapshot: with_common(include_str!("scripts/snapshot.lua")),
+        lookup: with_common(include_str!("scripts/lookup.lua")),
         announce: with_common(include_str!("scripts/announce.lua")),
         leave: with_common(include_str!("scripts/leave.lua")),
     }
 });
 
 /// The keys every script gets, in the order `scripts/common.lua` lists.
-const KEY_NAMES: [&str; 14] = [
+const KEY_NAMES: [&str; 16] = [
     "queue", "leases", "holder", "payload", "place", "attempt", "enqueued", "cancel", "counters", "durations", "events",
-    "notes", "hosts", "capacity",
+    "notes", "hosts", "capacity", "results", "ended",
 ];
 
 /// One host's handle on a shared queue.
@@ -107,6 +121,9 @@ pub struct RedisQueue {
     /// Without credentials, for errors.
     url: String,
     keys: Vec<String>,
+    /// The retention of results, as the scripts' second and third arguments.
+    results_kept_ms: u64,
+    results_limit: usize,
     conn: ConnectionManager,
     events: broadcast::Sender<QueueEvent>,
     listener: JoinHandle<()>,
@@ -184,17 +201,18 @@ impl RedisQueue {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(unavailable("the events reader ended".into())),
         }
-        Ok(Self { url, keys, conn, events, listener })
+        let (results_kept_ms, results_limit) = (lease_ms(options.results_kept), options.results_limit);
+        Ok(Self { url, keys, results_kept_ms, results_limit, conn, events, listener })
     }
 
-    /// The invocation of `script` with the queue's keys and the events kept; the caller adds
-    /// the script's own arguments.
+    /// The invocation of `script` with the queue's keys and the three arguments every
+    /// script gets (`scripts/common.lua`); the caller adds the script's own.
     fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
         let mut invocation = script.prepare_invoke();
         for key in &self.keys {
             invocation.key(key);
         }
-        invocation.arg(EVENTS_KEPT);
+        invocation.arg(EVENTS_KEPT).arg(self.results_kept_ms).arg(self.results_limit);
         invocation
     }
 
@@ -394,6 +412,30 @@ impl RedisQueue {
         }
     }
 
+    async fn look_up(&self, id: &str) -> Result<RequestState, QueueError> {
+        let mut invocation = self.invocation(&SCRIPTS.lookup);
+        invocation.arg(id);
+        let reply = self.array(self.run(&invocation).await?, "lookup")?;
+        let Some(state) = reply.first() else { return Err(self.malformed("lookup: an empty reply")) };
+        match (self.text(state, "lookup state")?.as_str(), &reply[1..]) {
+            ("queued", [position, attempt]) => Ok(RequestState::Queued {
+                position: self.int(position, "lookup position")? as usize,
+                attempt: self.attempt(attempt, "lookup attempt")?,
+            }),
+            ("leased", [host, attempt]) => Ok(RequestState::Leased {
+                host: self.text(host, "lookup host")?,
+                attempt: self.attempt(attempt, "lookup attempt")?,
+            }),
+            ("finished", [event]) => {
+                let text = self.text(event, "lookup event")?;
+                let event = decode_event(&text).map_err(|e| self.malformed(format!("lookup: {e}")))?;
+                Ok(RequestState::Finished { event })
+            }
+            ("unknown", []) => Ok(RequestState::Unknown),
+            (state, rest) => Err(self.malformed(format!("lookup: {state:?} with {rest:?}"))),
+        }
+    }
+
     async fn take_snapshot(&self) -> Result<QueueSnapshot, QueueError> {
         let invocation = self.invocation(&SCRIPTS.snapshot);
         let [queued, leased, durations, hosts, capacity] = self.tuple(self.run(&invocation).await?, "snapshot")?;
@@ -462,6 +504,10 @@ impl RequestQueue for RedisQueue {
 
     fn snapshot(&self) -> QueueFuture<'_, QueueSnapshot> {
         Box::pin(self.take_snapshot())
+    }
+
+    fn lookup<'a>(&'a self, id: &'a str) -> QueueFuture<'a, RequestState> {
+        Box::pin(self.look_up(id))
     }
 
     fn announce<'a>(&'a self, host: &'a str, capacity: u32, ttl: Duration) -> QueueFuture<'a, ()> {

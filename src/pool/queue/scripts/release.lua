@@ -1,10 +1,11 @@
--- ARGV: events kept, host, id. Returns 1, or 0 when host holds no live lease. A request
+-- ARGV: the common three, then host, id. Returns 1, or 0 when host holds no live lease. A request
 -- released with a cancel pending is cancelled instead; otherwise it publishes queued.
-local host, id = ARGV[2], ARGV[3]
-if not held(host, id, now_ms()) then return 0 end
+local host, id = ARGV[4], ARGV[5]
+local now = now_ms()
+if not held(host, id, now) then return 0 end
 if redis.call('SISMEMBER', KEYS[8], id) == 1 then
   forget(id)
-  publish({event = 'cancelled', id = id})
+  conclude({event = 'cancelled', id = id}, now)
   return 1
 end
 redis.call('ZREM', KEYS[2], id)

@@ -1,4 +1,4 @@
--- ARGV: events kept (unused). Returns {{{id, score, attempt, enqueued}...}, leases, durations,
+-- ARGV: the common three. Returns {{{id, score, attempt, enqueued}...}, leases, durations,
 -- live hosts, their capacity}; forgets lapsed hosts.
 local now = now_ms()
 prune_hosts(now)

@@ -1,9 +1,9 @@
--- ARGV: events kept, host, id, detail. Returns 1, or 0 when host holds no live lease.
+-- ARGV: the common three, then host, id, detail. Returns 1, or 0 when host holds no live lease.
 -- The detail becomes the request's note (kept across lapse and release, dropped by
 -- forget) and goes out in a started event with the current attempt.
-local host, id = ARGV[2], ARGV[3]
+local host, id = ARGV[4], ARGV[5]
 if not held(host, id, now_ms()) then return 0 end
-redis.call('HSET', KEYS[12], id, ARGV[4])
+redis.call('HSET', KEYS[12], id, ARGV[6])
 publish({event = 'started', id = id, host = host, attempt = tonumber(redis.call('HGET', KEYS[6], id)),
-  detail = ARGV[4]})
+  detail = ARGV[6]})
 return 1
