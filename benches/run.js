@@ -304,6 +304,12 @@ this machine (127.0.0.1), append-only file fsynced every second, and shares the 
 | three hosts, Redis fsyncing every write (\`appendfsync always\`) | ${f0(median(fsyncRuns.map((r) => r.rate)))} | ${f2(fsyncRatio)} |
 
 Requests run per host in the three-host rounds: ${spread.join('; ')}.
+
+Where the difference goes (one host, CPU per request, medians): the pool's Node process (all its threads)
+${f2(median(runs['in-process'].map((r) => r.nodeCpuMsPerRequest)))} ms with the in-process queue, ${f2(median(runs['redis-1-host'].map((r) => r.nodeCpuMsPerRequest)))} ms with Redis; redis-server ${f2(median(runs['redis-1-host'].map((r) => r.redisCpuMsPerRequest)))} ms.
+Each request through Redis is five scripts (push, take, started, finish, and a renewal per tick while it
+runs) and four events (queued, allocated, started, completed) that every host reads; on 2 cores shared with
+Redis and the agents, that CPU is what the rate pays for. Spawning the agent is the same in both.
 Command: \`ONLY=shared node benches/run.js\` (\`benches/shared-queue.js <variant> <requests> <capacity>\` for one run).
 `
 }

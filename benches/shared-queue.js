@@ -16,12 +16,20 @@ const { startHosts } = require('../test-support/hosts')
 const PRIORITIES = ['critical', 'high', 'medium', 'low']
 const SPAWNER = { claudePath: AGENT, protocol: 'text', extraArgs: ['exit:0'] }
 
-async function onePool(count, capacity, queue) {
+/** CPU milliseconds of this process (all its threads) since `since`. */
+function cpuMs(since) {
+  const u = process.cpuUsage(since)
+  return (u.user + u.system) / 1000
+}
+
+async function onePool(count, capacity, queue, redis) {
   const { default: ClaudeSessionSpawner, SessionPool } = require('..')
   const spawner = new ClaudeSessionSpawner(SPAWNER)
   const pool = new SessionPool(spawner, { maxConcurrentSessions: capacity, defaultSessionTimeout: 0, maxQueueSize: count, ...(queue ? { queue } : {}) })
   const cfg = config(workDir('shared'))
   if (queue) await pool.getPoolStatusAsync() // connected before the clock starts
+  const redisCpu = redis ? await redis.cpuSeconds() : 0
+  const cpu = process.cpuUsage()
   const started = process.hrtime.bigint()
   await new Promise((resolve, reject) => {
     let left = count
@@ -32,8 +40,10 @@ async function onePool(count, capacity, queue) {
     }
   })
   const seconds = Number(process.hrtime.bigint() - started) / 1e9
+  const nodeCpuMs = cpuMs(cpu)
+  const redisCpuMs = redis ? ((await redis.cpuSeconds()) - redisCpu) * 1000 : 0
   await pool.close()
-  return seconds
+  return { seconds, nodeCpuMsPerRequest: nodeCpuMs / count, redisCpuMsPerRequest: redisCpuMs / count }
 }
 
 async function threeHosts(redis, count, capacity) {
@@ -58,14 +68,12 @@ async function main() {
   const capacity = Number(capacityText)
   let result
   if (variant === 'in-process') {
-    const seconds = await onePool(count, capacity)
-    result = { variant, requests: count, seconds }
+    result = { variant, requests: count, ...(await onePool(count, capacity)) }
   } else {
     const redis = await RedisServer.start({ fsync: process.env.REDIS_FSYNC ?? 'everysec' })
     try {
       if (variant === 'redis-1-host') {
-        const seconds = await onePool(count, capacity, { kind: 'redis', url: redis.url, name: `bench-${process.pid}` })
-        result = { variant, requests: count, seconds }
+        result = { variant, requests: count, ...(await onePool(count, capacity, { kind: 'redis', url: redis.url, name: `bench-${process.pid}` }, redis)) }
       } else if (variant === 'redis-3-hosts') {
         result = { variant, ...(await threeHosts(redis, count, capacity)) }
       } else {

@@ -121,6 +121,25 @@ class RedisServer {
     })
   }
 
+  /** CPU seconds the server has used (user + system), from INFO. */
+  cpuSeconds() {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(this.port, '127.0.0.1')
+      let reply = ''
+      socket.on('error', reject)
+      socket.on('connect', () => socket.write('INFO cpu\r\n'))
+      socket.on('data', (d) => {
+        reply += d
+        const user = /used_cpu_user:([\d.]+)/.exec(reply)
+        const sys = /used_cpu_sys:([\d.]+)/.exec(reply)
+        if (user && sys && reply.includes('used_cpu_user_children')) {
+          socket.destroy()
+          resolve(Number(user[1]) + Number(sys[1]))
+        }
+      })
+    })
+  }
+
   async stop() {
     await this.kill()
     fs.rmSync(this.dir, { recursive: true, force: true })
