@@ -2,13 +2,14 @@
 // native NativeSharedQueue): the same behaviour tests on the in-process queue and on
 // a real redis-server started here, then what only Redis has (an unreachable server,
 // a second process), and that a queue handle never keeps Node alive by itself.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import * as fs from 'node:fs'
 import * as net from 'node:net'
 import * as path from 'node:path'
 
 import { type NodeRun, nextEvent, runNode, tempDir, within } from './support'
+
+const { RedisServer, freePort } = require('../test-support/redis-server')
 
 // Internal, so not in the typings.
 const { SharedQueue } = require('../lib/shared-queue')
@@ -32,36 +33,6 @@ type Queue = EventEmitter & {
   announce(host: string, capacity: number, ttlMs: number): Promise<void>
   leave(host: string): Promise<void>
   close(): void
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.on('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-/** One PING; true when the server answered PONG (not LOADING, not an error). */
-function ping(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1')
-    let reply = ''
-    const done = (ok: boolean) => {
-      socket.destroy()
-      resolve(ok)
-    }
-    socket.setTimeout(500, () => done(false))
-    socket.on('error', () => done(false))
-    socket.on('connect', () => socket.write('PING\r\n'))
-    socket.on('data', (d) => {
-      reply += d
-      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'))
-    })
-  })
 }
 
 /** `connected_clients` from INFO (counting the connection that asks). */
@@ -91,39 +62,18 @@ async function eventually(what: string, check: () => Promise<boolean>, ms = 10_0
   }
 }
 
-let server: ChildProcess | undefined
-let serverExited: Promise<void> | undefined
+let server: any
 let redisUrl = ''
 let redisPort = 0
 
 beforeAll(async () => {
-  const port = await freePort()
-  const dir = tempDir()
-  server = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', '', '--logfile', path.join(dir, 'redis.log')],
-    { stdio: 'ignore' },
-  )
-  const started = server
-  serverExited = new Promise((resolve) => started.on('exit', () => resolve()))
-  let failed: Error | undefined
-  started.on('error', (e) => (failed = e))
-  const deadline = Date.now() + 15_000
-  while (!(await ping(port))) {
-    if (failed) throw new Error(`cannot start redis-server (is it on PATH?): ${failed.message}`)
-    if (started.exitCode !== null) throw new Error(`redis-server exited with ${started.exitCode}: ${fs.readFileSync(path.join(dir, 'redis.log'), 'utf8')}`)
-    if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within 15 s`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-  redisUrl = `redis://127.0.0.1:${port}/`
-  redisPort = port
+  server = await RedisServer.start()
+  redisUrl = server.url
+  redisPort = server.port
 })
 
 afterAll(async () => {
-  if (server?.pid !== undefined && server.exitCode === null) {
-    process.kill(server.pid, 'SIGKILL')
-    await within(serverExited!, 'redis-server to exit')
-  }
+  await within(server?.stop() ?? Promise.resolve(), 'redis-server to stop')
 })
 
 const opened: Queue[] = []

@@ -1,7 +1,7 @@
 'use strict'
 // What the package's classes tell each other and nobody else: the spawner's recovery
 // and shared-pool hooks (behind symbols) and which sessions a pool will retry itself, so the
-// recovery manager leaves those alone.
+// recovery manager leaves those alone; and how a pool runs a request's callbacks.
 
 const kRecovery = Symbol('claude-session-spawner.recovery')
 /** The spawner's hooks for a pool on a shared queue: spawning from config JSON. */
@@ -26,4 +26,15 @@ function recoveryClaim(spawner, sessionId) {
   return owners.get(spawner)?.get(sessionId)
 }
 
-module.exports = { kRecovery, kShared, claimRecovery, releaseRecovery, recoveryClaim }
+/** Runs a request's callback; one that throws is reported as `callback-error` on `pool` and changes nothing. */
+function runCallback(pool, request, name, argument) {
+  const callback = request[name]
+  if (!callback) return
+  try {
+    callback(argument)
+  } catch (error) {
+    pool.emit('callback-error', { requestId: request.requestId, callback: name, error })
+  }
+}
+
+module.exports = { kRecovery, kShared, runCallback, claimRecovery, releaseRecovery, recoveryClaim }

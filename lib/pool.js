@@ -11,7 +11,7 @@ const { EventEmitter } = require('node:events')
 const native = require('./native')
 const { ClaudeSessionSpawner } = require('./spawner')
 const convert = require('./convert')
-const { claimRecovery, releaseRecovery } = require('./internal')
+const { claimRecovery, releaseRecovery, runCallback } = require('./internal')
 const { SharedPool } = require('./shared-pool')
 
 /** Index of each priority in the core's `Priority::ALL`. */
@@ -240,13 +240,7 @@ class SessionPool extends EventEmitter {
 
   /** A callback that throws is reported and changes nothing. */
   #call(entry, name, argument) {
-    const callback = entry.request[name]
-    if (!callback) return
-    try {
-      callback(argument)
-    } catch (error) {
-      this.emit('callback-error', { requestId: entry.request.requestId, callback: name, error })
-    }
+    runCallback(this, entry.request, name, argument)
   }
 
   getPoolStatus() {

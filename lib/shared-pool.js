@@ -21,7 +21,7 @@ const native = require('./native')
 const convert = require('./convert')
 const { encodeConfig } = require('./encode')
 const { SharedQueue } = require('./shared-queue')
-const { kShared, claimRecovery, releaseRecovery } = require('./internal')
+const { kShared, claimRecovery, releaseRecovery, runCallback } = require('./internal')
 
 const RETRIED_STATES = ['timeout', 'crashed']
 const DEFAULT_EXECUTION_MS = 60_000
@@ -212,13 +212,7 @@ class SharedPool {
   }
 
   #call(entry, name, argument) {
-    const callback = entry.request[name]
-    if (!callback) return
-    try {
-      callback(argument)
-    } catch (error) {
-      this.#pool.emit('callback-error', { requestId: entry.requestId, callback: name, error })
-    }
+    runCallback(this.#pool, entry.request, name, argument)
   }
 
   #fail(entry, error, status) {

@@ -8,7 +8,7 @@ use napi_derive::napi;
 use std::path::Path;
 
 use super::convert::{JsCrashReport, JsSpawned};
-use super::spawner::{environment, parse_json, NativeSpawner};
+use super::spawner::{base_environment, inherited, parse_json, NativeSpawner};
 use super::{config_error, js_error, thrown};
 use crate::recovery::{self, CrashAnalysis, CrashFacts, RecoveryConfig};
 
@@ -83,14 +83,8 @@ impl NativeSpawner {
         env_json: Option<String>,
     ) -> Result<JsRespawned> {
         let analysis = CrashAnalysis::from_json(&parse_json(&env, &analysis_json, "analysis")?);
-        let base_env = match env_json {
-            Some(text) => Some(environment(&parse_json(&env, &text, "process.env")?)),
-            None => None,
-        };
-        let lookup = |name: &str| match &base_env {
-            Some(vars) => vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-            None => std::env::var(name).ok(),
-        };
+        let base_env = base_environment(&env, env_json)?;
+        let lookup = |name: &str| inherited(&base_env, name);
         let plan = self
             .inner
             .respawn_plan(&original_id, resume.then_some(latest_id.as_str()), &analysis, attempt, timeout_growth, &lookup)

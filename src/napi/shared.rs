@@ -8,7 +8,7 @@ use napi::{Env, Result};
 use napi_derive::napi;
 
 use super::recovery::JsRespawned;
-use super::spawner::{environment, parse_json, NativeSpawner};
+use super::spawner::{base_environment, inherited, parse_json, NativeSpawner};
 use super::{config_error, js_error};
 use crate::config::SessionConfig;
 use crate::pool::{takeover_config, PoolConfig};
@@ -67,14 +67,8 @@ impl NativeSpawner {
         env_json: Option<String>,
     ) -> Result<JsRespawned> {
         let config = SessionConfig::from_json(&parse_json(&env, &config_json, "config")?).map_err(|e| config_error(&env, e))?;
-        let base_env = match env_json {
-            Some(text) => Some(environment(&parse_json(&env, &text, "process.env")?)),
-            None => None,
-        };
-        let lookup = |name: &str| match &base_env {
-            Some(vars) => vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-            None => std::env::var(name).ok(),
-        };
+        let base_env = base_environment(&env, env_json)?;
+        let lookup = |name: &str| inherited(&base_env, name);
         let plan = takeover_config(&config, conversation.as_deref(), &previous_host, &lookup);
         let result = self.inner.spawn_session_now(plan.config, base_env).map_err(|e| js_error(&env, e))?;
         Ok(JsRespawned { spawned: result.into(), resumed: plan.resumed, note: plan.note })

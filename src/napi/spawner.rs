@@ -43,6 +43,19 @@ pub(super) fn environment(value: &serde_json::Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// `process.env` from its JSON (sent when Node's differs from the process's own), or none.
+pub(super) fn base_environment(env: &Env, env_json: Option<String>) -> Result<Option<Vec<(String, String)>>> {
+    env_json.map(|text| parse_json(env, &text, "process.env").map(|v| environment(&v))).transpose()
+}
+
+/// A variable of the environment an agent inherits: `base`, else this process's.
+pub(super) fn inherited(base: &Option<Vec<(String, String)>>, name: &str) -> Option<String> {
+    match base {
+        Some(vars) => vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+        None => std::env::var(name).ok(),
+    }
+}
+
 #[napi]
 impl NativeSpawner {
     /// `options_json`: the spawner options as JSON. `on_event(name, payload)` gets every
