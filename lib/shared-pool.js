@@ -222,10 +222,21 @@ class SharedPool {
     entry.complete(status ?? entry.status)
   }
 
+  /** An event's detail; one this code did not write is reported, not thrown from a listener. */
+  #detail(id, detail) {
+    try {
+      const d = JSON.parse(detail)
+      if (d !== null && typeof d === 'object') return d
+    } catch {}
+    this.#pool.emit('queue-error', { error: poolError(`request ${id}: an event's detail is not this package's JSON: ${String(detail).slice(0, 200)}`, 'ERR_QUEUE_MALFORMED') })
+    return null
+  }
+
   #onStarted({ id, detail }) {
     const entry = this.#own.get(id)
     if (entry === undefined) return
-    const d = JSON.parse(detail)
+    const d = this.#detail(id, detail)
+    if (d === null) return
     // Said twice (a retry of a `started` whose answer was lost): once is enough.
     if (d.sessionId === entry.sessionId) return
     const status = reviveStatus(d.status)
@@ -253,11 +264,15 @@ class SharedPool {
   #onCompleted({ id, detail }) {
     const entry = this.#own.get(id)
     if (entry === undefined) return
-    const d = JSON.parse(detail)
-    const status = reviveStatus(d.status)
+    const d = this.#detail(id, detail) ?? {}
+    const status = reviveStatus(d.status ?? null)
     // Its `started` never got through: the session is known only from here.
-    if (!entry.allocated) this.#allocate(entry, d.sessionId, status, d.host)
-    this.#pool.emit('session-released', { sessionId: d.sessionId, status, requestId: id, host: d.host })
+    if (!entry.allocated && d.sessionId) this.#allocate(entry, d.sessionId, status, d.host)
+    if (!entry.allocated) {
+      this.#fail(entry, poolError(`Request ${id} completed, but its end names no session`, 'ERR_QUEUE_MALFORMED'))
+      return
+    }
+    if (d.sessionId) this.#pool.emit('session-released', { sessionId: d.sessionId, status, requestId: id, host: d.host })
     this.#forget(entry)
     this.#call(entry, 'onCompleted', status)
     entry.complete(status)
