@@ -16,8 +16,11 @@
 //! host may call) hands the request to another host.
 //!
 //! This layer moves opaque payloads; what a request means (its `SessionConfig`, its
-//! callbacks) is the pool's business. The `Pool` and the JavaScript `SessionPool` do
-//! not use it yet.
+//! callbacks) is the pool's business. The npm package's `SessionPool` with a `queue`
+//! config runs on it (its host loop is `lib/shared-pool.js`); the Rust
+//! [`Pool`](crate::pool::Pool) does not, so a Rust program that shares a queue drives
+//! this trait itself, with [`takeover_config`](crate::pool::takeover_config) for a
+//! request another host began.
 
 mod local;
 #[cfg(feature = "redis")]
