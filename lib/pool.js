@@ -27,6 +27,12 @@ const RETRIED_STATES = ['timeout', 'crashed']
 
 const CALLBACKS = ['onAllocated', 'onCompleted', 'onFailed']
 
+/** The request's `queuedAt`, or now when it has none (the contract lets it be omitted). */
+function queuedAtOf(request) {
+  const at = request.queuedAt
+  return at instanceof Date && !Number.isNaN(at.getTime()) ? at : new Date()
+}
+
 function typeError(message, field) {
   const error = new TypeError(message)
   error.code = 'ERR_INVALID_CONFIG'
@@ -84,7 +90,7 @@ class SessionPool extends EventEmitter {
     let position
     try {
       const priority = this.#check(request)
-      const queuedAt = request.queuedAt instanceof Date && !Number.isNaN(request.queuedAt.getTime()) ? request.queuedAt : new Date()
+      const queuedAt = queuedAtOf(request)
       const number = this.#number()
       position = convert.call(() => native.schedulerSubmit(this.#h, number, priority, queuedAt.getTime()))
       entry = { number, request, requestId: request.requestId, priority: request.priority, queuedAt, allocated: false, done: false, resolve: null, reject: null }
@@ -111,7 +117,7 @@ class SessionPool extends EventEmitter {
 
   async #requestShared(request) {
     this.#check(request)
-    const queuedAt = request.queuedAt instanceof Date && !Number.isNaN(request.queuedAt.getTime()) ? request.queuedAt : new Date()
+    const queuedAt = queuedAtOf(request)
     return this.#shared.request(request, queuedAt)
   }
 

@@ -77,18 +77,34 @@ async fn ids(q: &dyn RequestQueue) -> Vec<String> {
     q.snapshot().await.unwrap().queued.into_iter().map(|e| e.id).collect()
 }
 
-/// Calls `requeue_expired` until it reports something, failing the test after the
-/// deadline: leases lapse by the queue's clock, which the test does not read.
-pub async fn until_expired(q: &dyn RequestQueue, max_attempts: u32) -> Vec<Expired> {
+/// Asks `check` every 10 ms until it gives `Ok`, failing the test after the deadline
+/// with `what` and the last `Err` (the state seen). Leases, host ttls and kept results
+/// run out by the queue's clock (Redis's `TIME`), which has no event to wait for.
+async fn poll<T, Fut>(what: &str, mut check: impl FnMut() -> Fut) -> T
+where
+    Fut: Future<Output = Result<T, String>>,
+{
     let started = Instant::now();
     loop {
-        let expired = q.requeue_expired(max_attempts).await.unwrap();
-        if !expired.is_empty() {
-            return expired;
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(started.elapsed() < DEADLINE, "no {what} within {DEADLINE:?}: {seen}"),
         }
-        assert!(started.elapsed() < DEADLINE, "no lease lapsed within {DEADLINE:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Calls `requeue_expired` until it reports something.
+pub async fn until_expired(q: &dyn RequestQueue, max_attempts: u32) -> Vec<Expired> {
+    poll("lapsed lease", || async move {
+        let expired = q.requeue_expired(max_attempts).await.unwrap();
+        if expired.is_empty() {
+            Err("none".into())
+        } else {
+            Ok(expired)
+        }
+    })
+    .await
 }
 
 /// A subscription read per request: events about other requests wait their turn.
@@ -525,15 +541,16 @@ pub async fn announced_hosts_make_up_the_capacity(h: Harness) {
         assert_eq!(during, (2, 11));
     }
     h.pass(TTL);
-    let started = Instant::now();
-    loop {
+    let a = &a;
+    poll("end of h2's ttl", || async move {
         let now = hosts(a.snapshot().await.unwrap());
         if now == (1, 8) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("(hosts, capacity) {now:?}"))
         }
-        assert!(started.elapsed() < DEADLINE, "h2 still counted {DEADLINE:?} after its ttl: {now:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     // Lapsed, it may announce again; a host with no capacity counts as a host.
     b.announce("h2", 5, LONG).await.unwrap();
     b.announce("h3", 0, LONG).await.unwrap();
@@ -613,13 +630,19 @@ pub async fn lookup_after_a_lapsed_lease(h: Harness) {
     assert_eq!(h2.lookup("gave-up").await.unwrap(), RequestState::Leased { host: "h1".into(), attempt: 1 });
 
     // Lapsed after its last attempt: failed by the queue; with a cancel pending: cancelled.
-    let mut expired = Vec::new();
-    let started = Instant::now();
-    while expired.len() < 2 {
-        expired.extend(h2.requeue_expired(1).await.unwrap());
-        assert!(started.elapsed() < DEADLINE, "the leases did not lapse within {DEADLINE:?}: {expired:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let seen = std::sync::Mutex::new(Vec::new());
+    let (h2_, seen_) = (&h2, &seen);
+    poll("two lapsed leases", || async move {
+        let more = h2_.requeue_expired(1).await.unwrap();
+        let mut all = seen_.lock().unwrap();
+        all.extend(more);
+        if all.len() >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{all:?}"))
+        }
+    })
+    .await;
     let gave_up = "gave up after 1 attempts: the lease of host h1 lapsed";
     let failed = QueueEvent::Failed { id: "gave-up".into(), host: None, detail: gave_up.into() };
     assert_eq!(h2.lookup("gave-up").await.unwrap(), finished(failed.clone()));
@@ -691,16 +714,16 @@ pub async fn results_are_kept_for_their_retention(h: Harness) {
         assert_eq!(q.lookup("done").await.unwrap(), done);
     }
     h.pass(Duration::from_millis(1));
-    let started = Instant::now();
-    loop {
-        let state = q.lookup("done").await.unwrap();
+    let (q_, done_) = (&q, &done);
+    poll("end of the retention", || async move {
+        let state = q_.lookup("done").await.unwrap();
         if state == RequestState::Unknown {
-            break;
+            return Ok(());
         }
-        assert_eq!(state, done);
-        assert!(started.elapsed() < DEADLINE, "still {state:?} {DEADLINE:?} after the retention of {kept:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        assert_eq!(&state, done_);
+        Err(format!("still {state:?} after the retention of {kept:?}"))
+    })
+    .await;
     if h.manual() {
         assert_eq!(
             q.lookup("later").await.unwrap(),
