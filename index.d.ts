@@ -214,8 +214,9 @@ export interface ClaudeSessionSpawnerOptions {
    */
   inheritEnv?: boolean | string[]
   /**
-   * Added: where each live session's state file goes (pid, process group, start times of
-   * the agent and of this daemon), so a later daemon can stop the agents of one that died.
+   * Added: where the spawner records each live session (pid, process group, start times of
+   * the agent and of this daemon; one file per spawner, a line per session), so a later
+   * daemon can stop the agents of one that died.
    * Default `$XDG_STATE_HOME` or `~/.local/state`, then `claude-session-spawner/`; `false`: none.
    */
   stateDir?: string | false
@@ -271,9 +272,9 @@ export interface ReapReport {
     /** Processes the session had started that were stopped, found by its id in their environment. */
     leftovers: number
   }>
-  /** State files of sessions whose daemon still runs (left alone). */
+  /** Recorded sessions whose daemon still runs (left alone). */
   ownedByLiveDaemons: number
-  /** Unreadable state files older than a few seconds (removed; younger ones may be being written). */
+  /** Unreadable records of dead daemons, and unreadable session files older than a few seconds (removed). */
   invalid: number
   stateDir?: string
 }

@@ -11,6 +11,24 @@ import { FAKE_AGENT, alive, fakeSpawner, groupMembers, makeConfig, nextEvent, pi
 
 const LIB = path.join(__dirname, '..', 'lib', 'index.js')
 
+/** Bytes per line in a spawner's file of slots (src/registry.rs). */
+const SLOT = 1024
+
+/** The sessions recorded in a state directory: each spawner's file of slots, one line each. */
+function recorded(stateDir: string): Array<Record<string, unknown>> {
+  const entries = []
+  for (const name of fs.readdirSync(stateDir).filter((n) => n.endsWith('.live'))) {
+    const bytes = fs.readFileSync(path.join(stateDir, name))
+    for (let at = 0; at < bytes.length; at += SLOT) {
+      const line = bytes.subarray(at, at + SLOT).toString('utf8').trim()
+      if (line !== '') entries.push(JSON.parse(line))
+    }
+  }
+  return entries
+}
+
+const SLOTS_FILE = /^daemon-\d+-\d+-\d+\.live$/
+
 /** A daemon process running `sessions` agents that each start two background sleepers. */
 function daemon(stateDir: string, dir: string, sessions: number) {
   const script = path.join(dir, 'daemon.js')
@@ -50,7 +68,9 @@ describe('a daemon that died', () => {
     const sleepers = pidsAfter('sleeper: ', out)
     expect(sessions).toHaveLength(3)
     expect(sleepers).toHaveLength(6)
-    expect(fs.readdirSync(stateDir).sort()).toEqual(sessions.map(([id]) => `${id}.json`).sort())
+    expect(recorded(stateDir).map((e) => e.sessionId).sort()).toEqual(sessions.map(([id]) => id).sort())
+    // One file of slots for the daemon's spawner, not a file per session.
+    expect(fs.readdirSync(stateDir)).toEqual([expect.stringMatching(SLOTS_FILE)])
     expect(fs.statSync(stateDir).mode & 0o777).toBe(0o700)
 
     child.kill('SIGKILL')
@@ -83,16 +103,16 @@ describe('a daemon that died', () => {
     expect((await next.reapOrphans()).orphans).toEqual([])
   })
 
-  it("leaves a live daemon's sessions alone, and removes each state file when its session ends", async () => {
+  it("leaves a live daemon's sessions alone, and blanks each session's line when it ends", async () => {
     const stateDir = path.join(tempDir(), 'state')
     const spawner = fakeSpawner(['hang'], { stateDir })
     const { sessionId } = await spawner.spawnSession(makeConfig(tempDir()))
     // Written by the session's supervisor, off the spawning thread.
-    await until('the state file', () => fs.existsSync(path.join(stateDir, `${sessionId}.json`)))
-    expect(fs.readdirSync(stateDir)).toEqual([`${sessionId}.json`])
-    const entry = JSON.parse(fs.readFileSync(path.join(stateDir, `${sessionId}.json`), 'utf8'))
-    expect(entry).toMatchObject({ sessionId, daemonPid: process.pid, pid: spawner.getSessionStatus(sessionId)!.pid })
-    expect(fs.statSync(path.join(stateDir, `${sessionId}.json`)).mode & 0o777).toBe(0o600)
+    await until('the session to be recorded', () => fs.existsSync(stateDir) && recorded(stateDir).length === 1)
+    const [file] = fs.readdirSync(stateDir)
+    expect(file).toMatch(SLOTS_FILE)
+    expect(recorded(stateDir)[0]).toMatchObject({ sessionId, daemonPid: process.pid, pid: spawner.getSessionStatus(sessionId)!.pid })
+    expect(fs.statSync(path.join(stateDir, file)).mode & 0o777).toBe(0o600)
 
     const other = new ClaudeSessionSpawner({ stateDir, reapOrphans: true })
     const report = await nextEvent<any>(other, 'orphans-reaped')
@@ -100,7 +120,7 @@ describe('a daemon that died', () => {
     expect(spawner.getSessionStatus(sessionId)!.state).toBe('running')
 
     await spawner.terminateSession(sessionId)
-    expect(fs.readdirSync(stateDir)).toEqual([])
+    expect(recorded(stateDir)).toEqual([])
   })
 
   it('can be turned off, and refuses a bad stateDir', () => {

@@ -58,8 +58,8 @@ pub struct SpawnerOptions {
     /// How long an approval may take before it counts as a no.
     pub approval_timeout: Duration,
     pub inherit_env: InheritEnv,
-    /// Where each live session's state file goes (see [`crate::registry`]), so a later
-    /// daemon can stop the agents of one that died. `None`: no state files.
+    /// Where the spawner records its live sessions (see [`crate::registry`]), so a
+    /// later daemon can stop the agents of one that died. `None`: not recorded.
     pub state_dir: Option<PathBuf>,
 }
 

@@ -1,21 +1,34 @@
 //! The registry of live sessions on disk, so that when a daemon dies without stopping
-//! its agents, the next one can find and stop them. One small JSON file per live
-//! session (`<stateDir>/<sessionId>.json`, 0600 in a 0700 directory): the agent's pid
-//! and process group, its start time from `/proc` (so a reused pid is never taken for
-//! it), and the owning daemon's pid and start time. Written when the agent starts,
-//! removed when the session ends.
+//! its agents, the next one can find and stop them. For each live session: the
+//! agent's pid and process group, its start time from `/proc` (so a reused pid is
+//! never taken for it), and the owning daemon's pid and start time, as JSON.
+//!
+//! Each spawner keeps them in one file of fixed-size slots,
+//! `<stateDir>/daemon-<pid>-<startTime>-<n>.live` (0600 in a 0700 directory): a
+//! session's line is written in place when its agent starts and blanked when it
+//! ends, two writes to a file already open. A file per session cost a create and an
+//! unlink in the directory for every session, about 35 µs on ext4 (BENCHMARKS.md).
+//! A line too long for a slot (a very long working directory) gets a file of its own,
+//! `<sessionId>.json`, which the sweep reads as well.
 
-use std::io;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde_json::{json, Value};
-
-use std::io::Write;
 
 use crate::paths::{new_private_file, private_dir_all};
 use crate::process;
 use crate::spawner::SESSION_ID_ENV;
+
+/// Bytes per slot, the last one a newline. A power of two, so no slot straddles a
+/// page and each is written by one copy into the page cache.
+const SLOT: usize = 1024;
 
 /// Where state files go by default: `$XDG_STATE_HOME` or `~/.local/state`, then
 /// `claude-session-spawner/`.
@@ -30,7 +43,19 @@ pub fn default_state_dir() -> Option<PathBuf> {
 /// A process's start time in clock ticks since boot (field 22 of `/proc/<pid>/stat`),
 /// `None` when it is gone (or a zombie: it runs nothing any more).
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // One read into a buffer on the stack: this runs for every session.
+    let mut buf = [0u8; 1024];
+    let mut file = File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let stat = std::str::from_utf8(&buf[..len]).ok()?;
     let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
     if fields.first() == Some(&"Z") {
         return None;
@@ -38,10 +63,17 @@ pub fn start_time(pid: u32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
-/// How long an unreadable state file is taken for one being written.
+/// A free slot.
+const BLANK: [u8; SLOT] = {
+    let mut line = [b' '; SLOT];
+    line[SLOT - 1] = b'\n';
+    line
+};
+
+/// How long an unreadable session file is taken for one being written.
 const UNREADABLE_GRACE: Duration = Duration::from_secs(10);
 
-/// One live session, as its state file has it.
+/// One live session, as recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveSession {
     pub session_id: String,
@@ -87,7 +119,7 @@ pub struct ReapReport {
     pub orphans: Vec<Orphan>,
     /// State files of sessions whose daemon still runs (left alone).
     pub owned_by_live_daemons: usize,
-    /// Unreadable state files, removed.
+    /// Unreadable records of dead daemons, and old unreadable session files; removed.
     pub invalid: usize,
 }
 
@@ -102,27 +134,53 @@ pub struct Orphan {
     pub leftovers: usize,
 }
 
-/// A directory of state files.
-#[derive(Debug, Clone)]
+/// A directory of state files, and this spawner's file of slots in it.
+#[derive(Debug)]
 pub struct Registry {
     dir: PathBuf,
     daemon_pid: u32,
     daemon_start_time: u64,
+    slots: Mutex<Slots>,
 }
+
+/// This spawner's file of slots, created with its first session.
+#[derive(Debug)]
+struct Slots {
+    path: PathBuf,
+    file: Option<File>,
+    /// Where each live session's line is.
+    taken: HashMap<String, Place>,
+    free: Vec<u64>,
+    next: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Slot(u64),
+    /// Too long for a slot: `<sessionId>.json`.
+    OwnFile,
+}
+
+/// Tells apart the files of several spawners in one process.
+static SPAWNERS: AtomicU64 = AtomicU64::new(0);
 
 impl Registry {
     /// Opens (creating, 0700) the registry in `dir`.
     pub fn open(dir: &Path) -> io::Result<Self> {
         private_dir_all(dir)?;
         let daemon_pid = std::process::id();
-        Ok(Self { dir: dir.to_owned(), daemon_pid, daemon_start_time: start_time(daemon_pid).unwrap_or(0) })
+        let daemon_start_time = start_time(daemon_pid).unwrap_or(0);
+        let n = SPAWNERS.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("daemon-{daemon_pid}-{daemon_start_time}-{n}.live"));
+        let slots = Slots { path, file: None, taken: HashMap::new(), free: Vec::new(), next: 0 };
+        Ok(Self { dir: dir.to_owned(), daemon_pid, daemon_start_time, slots: Mutex::new(slots) })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn file(&self, session_id: &str) -> PathBuf {
+    fn own_file(&self, session_id: &str) -> PathBuf {
         self.dir.join(format!("{session_id}.json"))
     }
 
@@ -137,62 +195,85 @@ impl Registry {
             daemon_start_time: self.daemon_start_time,
             working_directory: working_directory.to_owned(),
         };
-        // Written in place with one write, not through a renamed temporary file: this
-        // is on every session's path, and a reader that catches it half-written (or a
-        // daemon killed between open and write) leaves a young unreadable file, which
-        // `reap_orphans` leaves alone. Not synced: a state file matters after a daemon
-        // crash, not a machine crash (which ends the agents too).
-        let mut file = new_private_file(&self.file(session_id))?;
-        file.write_all(entry.to_json().to_string().as_bytes())
+        let mut line = entry.to_json().to_string().into_bytes();
+        let mut slots = self.slots.lock();
+        if line.len() >= SLOT {
+            // Written in one write, not through a renamed temporary file: a reader
+            // that catches it half-written leaves a young unreadable file alone. Not
+            // synced: a state file matters after a daemon crash, not a machine crash
+            // (which ends the agents too).
+            new_private_file(&self.own_file(session_id))?.write_all(&line)?;
+            slots.taken.insert(session_id.to_owned(), Place::OwnFile);
+            return Ok(());
+        }
+        line.resize(SLOT - 1, b' ');
+        line.push(b'\n');
+        if slots.file.is_none() {
+            slots.file = Some(new_private_file(&slots.path)?);
+        }
+        let slot = slots.free.pop().unwrap_or_else(|| {
+            slots.next += 1;
+            slots.next - 1
+        });
+        let written = slots.file.as_ref().map_or(Ok(()), |f| f.write_all_at(&line, slot * SLOT as u64));
+        match written {
+            Ok(()) => {
+                slots.taken.insert(session_id.to_owned(), Place::Slot(slot));
+                Ok(())
+            }
+            Err(e) => {
+                slots.free.push(slot);
+                Err(e)
+            }
+        }
     }
 
     /// Forgets a session that ended.
     pub fn remove(&self, session_id: &str) {
-        let _ = std::fs::remove_file(self.file(session_id));
+        let mut slots = self.slots.lock();
+        match slots.taken.remove(session_id) {
+            Some(Place::Slot(slot)) => {
+                if let Some(file) = &slots.file {
+                    if file.write_all_at(&BLANK, slot * SLOT as u64).is_ok() {
+                        slots.free.push(slot);
+                    }
+                }
+            }
+            Some(Place::OwnFile) => {
+                let _ = std::fs::remove_file(self.own_file(session_id));
+            }
+            None => {}
+        }
     }
 
     /// Finds sessions whose daemon is gone; stops what is left of each (SIGTERM to
     /// its process group when the pid still belongs to it, and to every process
-    /// tagged with its id; SIGKILL to both after `grace`); removes their state files.
+    /// tagged with its id; SIGKILL to both after `grace`); removes their records.
     pub fn reap_orphans(&self, grace: Duration) -> io::Result<ReapReport> {
         let mut report = ReapReport::default();
-        let mut running = Vec::new();
+        let mut found = Vec::new();
+        let mut spent = Vec::new();
         for item in std::fs::read_dir(&self.dir)? {
             let path = item?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("live") => read_slots(path, &mut report, &mut found, &mut spent),
+                Some("json") => read_own_file(path, &mut report, &mut found),
+                _ => {}
             }
-            let entry = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .and_then(|v| LiveSession::from_json(&v));
-            let Some(entry) = entry else {
-                // A young one may be a live daemon's, still being written.
-                let young = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().map_or(true, |age| age < UNREADABLE_GRACE));
-                if !young {
-                    report.invalid += 1;
-                    let _ = std::fs::remove_file(&path);
-                }
-                continue;
-            };
-            let daemon_alive = start_time(entry.daemon_pid) == Some(entry.daemon_start_time);
-            if daemon_alive {
-                report.owned_by_live_daemons += 1;
-                continue;
-            }
-            // The pid is the agent's only if it started when the agent did; and never
-            // signal this daemon's own group.
-            // SAFETY: getpgrp has no preconditions.
-            let own_group = unsafe { libc::getpgrp() } as u32;
+        }
+        // The pid is the agent's only if it started when the agent did; and never
+        // signal this daemon's own group.
+        // SAFETY: getpgrp has no preconditions.
+        let own_group = unsafe { libc::getpgrp() } as u32;
+        let mut running = Vec::new();
+        for (entry, own_file) in found {
             let alive = entry.start_time != 0
                 && entry.pgid != own_group
                 && start_time(entry.pid) == Some(entry.start_time);
             if alive {
                 let _ = process::signal_group(entry.pgid, libc::SIGTERM);
             }
-            running.push((path, entry, alive));
+            running.push((own_file, entry, alive));
         }
         // What the sessions started carries their ids, in the group or out of it, and
         // outlives a leader that is gone (or was killed by its parent-death signal).
@@ -214,8 +295,13 @@ impl Registry {
         for (id, pids) in process::signal_tagged(SESSION_ID_ENV, &ids, libc::SIGKILL) {
             tagged.entry(id).or_default().extend(pids);
         }
-        for (path, entry, was_running) in running {
+        for path in spent {
             let _ = std::fs::remove_file(path);
+        }
+        for (own_file, entry, was_running) in running {
+            if let Some(path) = own_file {
+                let _ = std::fs::remove_file(path);
+            }
             let mut pids = tagged.remove(&entry.session_id).unwrap_or_default();
             pids.sort_unstable();
             pids.dedup();
@@ -224,6 +310,101 @@ impl Registry {
         }
         Ok(report)
     }
+}
+
+impl Drop for Registry {
+    /// A spawner that goes away with no live session leaves no file behind.
+    fn drop(&mut self) {
+        let slots = self.slots.get_mut();
+        let live = slots.taken.values().any(|p| matches!(p, Place::Slot(_)));
+        if slots.file.is_some() && !live {
+            let _ = std::fs::remove_file(&slots.path);
+        }
+    }
+}
+
+/// The daemon that owns a file of slots, from its name.
+fn slots_owner(path: &Path) -> Option<(u32, u64)> {
+    let name = path.file_stem()?.to_str()?;
+    let mut parts = name.strip_prefix("daemon-")?.split('-');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+fn daemon_alive(pid: u32, started: u64) -> bool {
+    start_time(pid) == Some(started)
+}
+
+/// A file of slots: a live daemon's lines are counted; a dead one's are orphans, and
+/// the file goes once they are dealt with.
+fn read_slots(path: PathBuf, report: &mut ReapReport, found: &mut Vec<(LiveSession, Option<PathBuf>)>, spent: &mut Vec<PathBuf>) {
+    let Some((pid, started)) = slots_owner(&path) else {
+        return;
+    };
+    let Ok(bytes) = std::fs::read(&path) else {
+        return;
+    };
+    let alive = daemon_alive(pid, started);
+    for line in bytes.chunks(SLOT) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let entry = serde_json::from_str::<Value>(text).ok().and_then(|v| LiveSession::from_json(&v));
+        match (entry, alive) {
+            (Some(_), true) => report.owned_by_live_daemons += 1,
+            (Some(entry), false) => found.push((entry, None)),
+            // A live daemon may be writing it right now.
+            (None, true) => {}
+            (None, false) => report.invalid += 1,
+        }
+    }
+    if !alive {
+        spent.push(path);
+    }
+}
+
+/// A session's own file (one too long for a slot).
+fn read_own_file(path: PathBuf, report: &mut ReapReport, found: &mut Vec<(LiveSession, Option<PathBuf>)>) {
+    let entry = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| LiveSession::from_json(&v));
+    let Some(entry) = entry else {
+        // A young one may be a live daemon's, still being written.
+        let young = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().map_or(true, |age| age < UNREADABLE_GRACE));
+        if !young {
+            report.invalid += 1;
+            let _ = std::fs::remove_file(&path);
+        }
+        return;
+    };
+    if daemon_alive(entry.daemon_pid, entry.daemon_start_time) {
+        report.owned_by_live_daemons += 1;
+    } else {
+        found.push((entry, Some(path)));
+    }
+}
+
+/// The sessions recorded in the state directory `dir`, live daemons' and dead ones'.
+pub fn recorded_sessions(dir: &Path) -> io::Result<Vec<LiveSession>> {
+    let mut sessions = Vec::new();
+    for item in std::fs::read_dir(dir)? {
+        let path = item?.path();
+        let text = match path.extension().and_then(|e| e.to_str()) {
+            Some("live" | "json") => std::fs::read(&path)?,
+            _ => continue,
+        };
+        let lines: Vec<&[u8]> = if path.extension().is_some_and(|e| e == "live") { text.chunks(SLOT).collect() } else { vec![&text] };
+        for line in lines {
+            if let Some(entry) = serde_json::from_slice::<Value>(line).ok().and_then(|v| LiveSession::from_json(&v)) {
+                sessions.push(entry);
+            }
+        }
+    }
+    Ok(sessions)
 }
 
 #[cfg(test)]
@@ -238,22 +419,93 @@ mod tests {
         assert_eq!(start_time(u32::MAX - 1), None);
     }
 
+    fn slots_file(reg: &Registry) -> PathBuf {
+        reg.slots.lock().path.clone()
+    }
+
     #[test]
     fn entries_round_trip_and_files_are_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(&dir.path().join("state")).unwrap();
         reg.add("claude-session-x", std::process::id(), Path::new("/srv")).unwrap();
-        let file = reg.file("claude-session-x");
+        let file = slots_file(&reg);
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::metadata(reg.dir()).unwrap().permissions().mode() & 0o777, 0o700);
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-        let entry = LiveSession::from_json(&v).unwrap();
-        assert_eq!((entry.pid, entry.daemon_pid), (std::process::id(), std::process::id()));
+        let entries = recorded_sessions(reg.dir()).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!((entries[0].pid, entries[0].daemon_pid), (std::process::id(), std::process::id()));
+        assert_eq!(entries[0].working_directory, Path::new("/srv"));
         // Our own daemon is alive: its sessions are not orphans.
         let report = reg.reap_orphans(Duration::ZERO).unwrap();
         assert_eq!((report.orphans.len(), report.owned_by_live_daemons), (0, 1));
         reg.remove("claude-session-x");
+        assert_eq!(recorded_sessions(reg.dir()).unwrap(), vec![]);
+        // Gone with its spawner, having no live session.
+        drop(reg);
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn slots_are_reused_and_written_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        for id in ["a", "b", "c"] {
+            reg.add(id, std::process::id(), Path::new("/srv")).unwrap();
+        }
+        reg.remove("b");
+        reg.add("d", std::process::id(), Path::new("/srv")).unwrap();
+        let file = slots_file(&reg);
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 3 * SLOT as u64);
+        let mut ids: Vec<String> = recorded_sessions(dir.path()).unwrap().into_iter().map(|e| e.session_id).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "c", "d"]);
+        // Only this spawner's file is in the directory: no file per session.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A spawner dropped with sessions still recorded leaves them for the next sweep.
+        drop(reg);
+        assert!(file.exists());
+    }
+
+    #[test]
+    fn a_line_too_long_for_a_slot_gets_a_file_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        let deep = PathBuf::from(format!("/{}", "d".repeat(SLOT)));
+        reg.add("claude-session-deep", std::process::id(), &deep).unwrap();
+        let own = dir.path().join("claude-session-deep.json");
+        assert!(own.exists());
+        assert_eq!(recorded_sessions(dir.path()).unwrap()[0].working_directory, deep);
+        assert_eq!(reg.reap_orphans(Duration::ZERO).unwrap().owned_by_live_daemons, 1);
+        reg.remove("claude-session-deep");
+        assert!(!own.exists());
+    }
+
+    #[test]
+    fn a_dead_daemons_slots_are_reaped_and_its_file_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        // A daemon that is gone, whose agent pid now belongs to someone else (us).
+        let stale = LiveSession {
+            session_id: "claude-session-old".into(),
+            pid: std::process::id(),
+            pgid: std::process::id(),
+            start_time: 1,
+            daemon_pid: u32::MAX - 1,
+            daemon_start_time: 5,
+            working_directory: "/srv".into(),
+        };
+        let mut line = stale.to_json().to_string().into_bytes();
+        line.resize(SLOT - 1, b' ');
+        line.push(b'\n');
+        let mut bytes = BLANK.to_vec();
+        bytes.extend(&line);
+        bytes.extend(b"{\"torn");
+        let file = dir.path().join(format!("daemon-{}-5-0.live", u32::MAX - 1));
+        std::fs::write(&file, bytes).unwrap();
+        let report = reg.reap_orphans(Duration::ZERO).unwrap();
+        assert_eq!(report.orphans, vec![Orphan { session: stale, was_running: false, leftovers: 0 }]);
+        assert_eq!((report.invalid, report.owned_by_live_daemons), (1, 0));
         assert!(!file.exists());
     }
 

@@ -54,12 +54,12 @@ pub(crate) struct Running {
 /// `failed` and its group is killed, so nobody waits for it forever.
 pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     let pid = running.pid;
-    // The state file and the OOM baseline are written here, off the spawning thread
+    // The session's record and the OOM baseline are written here, off the spawning thread
     // (JavaScript's, for the Node binding), before anything can end the session.
     session.record.lock().oom = process::OomCounter::for_child();
     if let Some(registry) = &shared.registry {
         if let Err(e) = registry.add(&session.id, pid, &session.config.working_directory) {
-            tracing::warn!(error = %e, "cannot write the session's state file");
+            tracing::warn!(error = %e, "cannot record the session in the state directory");
         }
     }
     let span = tracing::info_span!("session", id = %session.id, pid);
