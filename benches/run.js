@@ -42,7 +42,7 @@ function rotate(list, by) {
   return list.slice(by % list.length).concat(list.slice(0, by % list.length))
 }
 
-for (const needed of [AGENT, path.join(EXAMPLES, 'spawn_loop'), path.join(EXAMPLES, 'core_loop')]) {
+for (const needed of [AGENT, ...['spawn_loop', 'core_loop', 'wake_probe'].map((e) => path.join(EXAMPLES, e))]) {
   if (!fs.existsSync(needed)) throw new Error(`${needed} missing: run \`npm run build:bench\` first`)
 }
 
@@ -105,7 +105,11 @@ function spawnerSection() {
   const mibs = (name) => median(flows[name].map((r) => r.mibPerSecond))
   const peak = (name) => median(flows[name].map((r) => r.peakGrowthMiB))
   const flowRatio = (a, b) => median(flows[a].map((r, i) => r.mibPerSecond / flows[b][i].mibPerSecond))
-  figures.spawner = { sessions: SESSIONS, bytes: BYTES, rates, sleeperRates, flows }
+  // What a hand-over between two threads costs here: a sequential session makes two
+  // (to the supervising thread at spawn, back to JavaScript's at the end).
+  const wakes = Array.from({ length: 3 }, () => json(path.join(EXAMPLES, 'wake_probe'), ['2000']))
+  const wake = (k) => median(wakes.map((w) => w[k] ?? NaN))
+  figures.spawner = { sessions: SESSIONS, bytes: BYTES, rates, sleeperRates, flows, wakes }
 
   return `Measured ${new Date().toISOString().slice(0, 10)} on ${machine}.
 Working directories on ${tmpfs} (tmpfs), so the figures measure the spawner, not the disk.
@@ -123,6 +127,10 @@ Target: native from JS ≥ 0.8 of the plain Rust loop.
 
 The same with an agent that sleeps 1 ms before it exits (\`fake_agent sleep:1 exit:0\`): plain Rust loop
 ${f0(median(sleeperRates['plain Rust loop']))}/s, native from JS ${f0(median(sleeperRates['native, from JS']))}/s, ratio **${f2(sleeperRatio)}**.
+
+One thread waking another and being woken back (\`examples/wake_probe\`, a byte through a socket
+pair): ${f1(wake('sameCpuUs'))} µs on one CPU, ${f1(wake('twoCpusUs'))} µs across two, ${f1(wake('twoCpusIdleUs'))} µs across two when the
+other CPU was idle (medians of 3 runs). See "Where a sequential session's time goes".
 
 **${BYTES / 1048576} MiB of agent stdout to a JavaScript \`session-output\` listener**:
 
