@@ -269,20 +269,31 @@ test('draining a host hands its queued and running work to the others instead of
 /**
  * A TCP relay to Redis that can be cut like a network: `silent`, bytes both ways are
  * dropped and connections stay open (requests go unanswered, nothing is refused);
- * `refuse`, open connections are reset and new ones closed at once. `restore()`
- * relays again.
+ * `refuse`, open connections are reset and new ones closed at once; `replies`, a
+ * connection that sends a command containing `marker` is reset when Redis answers
+ * it, so the command ran but its answer is lost. `restore()` relays again.
  */
 async function relay(port: number) {
   const net = require('node:net')
   const sockets = new Set<any>()
-  let cut: false | 'silent' | 'refuse' = false
+  const spoke = new Set<any>()
+  let cut: false | 'silent' | 'refuse' | 'replies' = false
+  let marker = ''
   const server = net.createServer((client: any) => {
     if (cut === 'refuse') return client.destroy()
     const upstream = net.connect(port, '127.0.0.1')
     sockets.add(client).add(upstream)
-    client.on('data', (d: Buffer) => cut || upstream.write(d))
-    upstream.on('data', (d: Buffer) => cut || client.write(d))
+    client.on('data', (d: Buffer) => {
+      if (cut === 'silent' || cut === 'refuse') return
+      if (cut === 'replies' && d.includes(marker)) spoke.add(client)
+      upstream.write(d)
+    })
+    upstream.on('data', (d: Buffer) => {
+      if (cut === 'replies' && spoke.has(client)) return close()
+      if (!cut || cut === 'replies') client.write(d)
+    })
     const close = () => {
+      spoke.delete(client)
       sockets.delete(client)
       sockets.delete(upstream)
       client.destroy()
@@ -294,8 +305,10 @@ async function relay(port: number) {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return {
     url: `redis://127.0.0.1:${server.address().port}/`,
-    cut: (mode: 'silent' | 'refuse' = 'silent') => {
+    cut: (mode: 'silent' | 'refuse' | 'replies' = 'silent', inCommand = '') => {
       cut = mode
+      marker = inCommand
+      spoke.clear()
       if (mode === 'refuse') for (const s of [...sockets]) s.destroy()
     },
     restore: () => (cut = false),
@@ -356,6 +369,37 @@ test('a requesting host that missed the end of its request (cut off while the ev
   expect(done.status.state).toBe('completed')
   await path.close()
   watcher.close()
+})
+
+test('a request refused because the answer to its push was lost (Redis queued it) is cancelled once the queue answers, and never runs', async () => {
+  const name = freshName()
+  const dir = tempDir()
+  const watcher = await watch(name)
+  const path = await relay(redis.port)
+  try {
+    const [host] = await hosts(1, { name, capacity: 1, url: path.url, connectTimeoutMs: 300, responseTimeoutMs: 300 })
+    // One request through first: Redis then has the push script, which the lost push runs.
+    await submit(host, 'first', 'high', config(dir, ['exit:0']))
+    await host.waitFor('first to complete', (m: any) => m.ev === 'completed' && m.requestId === 'first')
+
+    path.cut('replies', 'lost')
+    host.send({ op: 'request', requestId: 'lost', priority: 'high', config: config(dir, ['exit:0']) })
+    const refused = await host.waitFor('the refusal', (m: any) => m.requestId === 'lost' && (m.ev === 'rejected' || m.ev === 'queued'))
+    expect(refused).toMatchObject({ ev: 'rejected', code: 'ERR_QUEUE_UNAVAILABLE' })
+    // Redis ran the push all the same.
+    await watcher.until('lost to be in the queue', () => watcher.events.some((e) => e.name === 'queued' && e.id === 'lost'))
+
+    path.restore()
+    await watcher.until('lost to be cancelled', () => watcher.events.some((e) => e.name === 'cancelled' && e.id === 'lost'), 30_000)
+    // The host is in use again: a new request runs; the refused one never did.
+    await submit(host, 'next', 'high', config(dir, ['exit:0']))
+    const done = await host.waitFor('next to complete', (m: any) => m.ev === 'completed' && m.requestId === 'next')
+    expect(done.status.state).toBe('completed')
+    expect(watcher.events.filter((e) => e.id === 'lost').map((e) => e.name)).toEqual(['queued', 'cancelled'])
+  } finally {
+    await path.close()
+    watcher.close()
+  }
 })
 
 describe('in this process', () => {

@@ -97,6 +97,12 @@ class SharedPool {
   #own = new Map()
   /** requestId -> run, for requests this host holds a lease on. */
   #held = new Map()
+  /**
+   * Requests refused here (requestSession rejected) that the queue may hold all the
+   * same: a push whose answer was lost may have been run by Redis. They are cancelled
+   * as soon as the queue answers, and never run here.
+   */
+  #withdrawn = new Set()
   #bySession = new Map()
   #taking = 0
   #pumping = false
@@ -185,14 +191,17 @@ class SharedPool {
       pushed = await queue.push(requestId, request.priority, encodePayload(header, configJson), 1)
     } catch (error) {
       this.#forget(entry)
-      if (error?.code === 'ERR_QUEUE_UNAVAILABLE') this.#opFailed(error)
+      if (error?.code === 'ERR_QUEUE_UNAVAILABLE') {
+        this.#opFailed(error)
+        this.#withdraw(requestId)
+      }
       throw error
     }
     this.#answered()
     entry.pushed = true
     if (pushed.queueLength > this.#maxQueueSize) {
       this.#forget(entry)
-      this.#queue.cancel(requestId).catch((e) => this.#opFailed(e))
+      this.#withdraw(requestId)
       throw poolError('Session pool queue is full', 'ERR_POOL_QUEUE_FULL')
     }
     if (this.#pool.listenerCount('request-queued') > 0) {
@@ -320,6 +329,26 @@ class SharedPool {
     return result !== 'unknown'
   }
 
+  /** A request refused here must not run anywhere: cancelled now, or once the queue answers. */
+  #withdraw(requestId) {
+    this.#withdrawn.add(requestId)
+    this.#cancelWithdrawn()
+  }
+
+  #cancelWithdrawn() {
+    const queue = this.#queue
+    if (queue === null) return
+    for (const requestId of this.#withdrawn) {
+      queue.cancel(requestId).then(
+        (result) => {
+          this.#withdrawn.delete(requestId)
+          this.#cancelled(requestId, result)
+        },
+        (e) => this.#opFailed(e),
+      )
+    }
+  }
+
   #cancelled(requestId, result) {
     // A leased request: its holder learns it on its next renewal; if that is us, now.
     const run = this.#held.get(requestId)
@@ -440,6 +469,11 @@ class SharedPool {
     // Taken while this host began to drain or close: straight back, unstarted.
     if (this.#draining || this.#closing || this.#closed) {
       this.#end(run, 'release', 0, null)
+      return
+    }
+    // Refused to its requester (here) before the queue's answer got through.
+    if (this.#withdrawn.delete(run.id)) {
+      this.#end(run, 'cancelled', 0, null)
       return
     }
     this.#arm(run)
@@ -803,6 +837,7 @@ class SharedPool {
     if (this.#outage) {
       this.#outage = false
       this.#pool.emit('queue-reconnected', { host: this.#host })
+      this.#cancelWithdrawn()
       this.#reconcile()
     }
   }

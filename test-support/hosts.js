@@ -84,7 +84,8 @@ class Host {
 
 /**
  * The queue's own events (through the internal SharedQueue), in the order Redis
- * recorded them: the record of who took, started and finished what. Resolves once
+ * recorded them: the record of what was queued, and who took, started and finished
+ * what. Resolves once
  * the watcher is live (a probe's event came through). `until(what, check, ms)`
  * waits for `check()` to hold as events arrive.
  */
@@ -93,7 +94,7 @@ async function watchQueue(url, name) {
   const queue = await SharedQueue.connectRedis(url, name)
   const events = []
   const emitter = new EventEmitter()
-  for (const event of ['allocated', 'started', 'completed', 'failed', 'cancelled', 'requeued']) {
+  for (const event of ['queued', 'allocated', 'started', 'completed', 'failed', 'cancelled', 'requeued']) {
     queue.on(event, (e) => {
       events.push({ name: event, ...e })
       emitter.emit('event')
