@@ -371,6 +371,36 @@ test('a requesting host that missed the end of its request (cut off while the ev
   watcher.close()
 })
 
+test('maxQueueSize holds for the shared queue: Redis refuses the push itself, so requests beyond it are never queued, from any host', async () => {
+  const name = freshName()
+  const dir = tempDir()
+  const watcher = await watch(name)
+  const [a, b] = await hosts(2, { name, capacity: 1, maxQueueSize: 3 })
+  await submit(a, 'busy-a', 'high', config(dir, ['hang']))
+  await submit(b, 'busy-b', 'high', config(dir, ['hang']))
+  await watcher.until('both to run', () => watcher.events.filter((e) => e.name === 'started').length === 2)
+  // Both hosts push four each at once against the one limit of three waiting.
+  for (let i = 0; i < 4; i++) {
+    a.send({ op: 'request', requestId: `a${i}`, priority: 'low', config: config(dir, ['exit:0']) })
+    b.send({ op: 'request', requestId: `b${i}`, priority: 'low', config: config(dir, ['exit:0']) })
+  }
+  const answers = []
+  for (const [host, prefix] of [[a, 'a'], [b, 'b']] as const) {
+    for (let i = 0; i < 4; i++) {
+      answers.push(await host.waitFor(`${prefix}${i} answered`, (m: any) => m.requestId === `${prefix}${i}` && (m.ev === 'queued' || m.ev === 'rejected')))
+    }
+  }
+  const refused = answers.filter((m: any) => m.ev === 'rejected')
+  expect(answers.filter((m: any) => m.ev === 'queued')).toHaveLength(3)
+  expect(refused).toHaveLength(5)
+  for (const m of refused) expect(m).toMatchObject({ code: 'ERR_POOL_QUEUE_FULL', message: 'Session pool queue is full' })
+  // Refused in the push: what was refused never entered the queue.
+  const queued = new Set(watcher.events.filter((e) => e.name === 'queued').map((e) => e.id))
+  for (const m of refused) expect(queued.has(m.requestId)).toBe(false)
+  expect(watcher.events.filter((e) => e.name === 'cancelled')).toEqual([])
+  watcher.close()
+})
+
 test('a request refused because the answer to its push was lost (Redis queued it) is cancelled once the queue answers, and never runs', async () => {
   const name = freshName()
   const dir = tempDir()

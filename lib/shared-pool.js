@@ -188,9 +188,10 @@ class SharedPool {
     let pushed
     try {
       const queue = await this.#connect()
-      pushed = await queue.push(requestId, request.priority, encodePayload(header, configJson), 1)
+      pushed = await queue.push(requestId, request.priority, encodePayload(header, configJson), 1, this.#queueLimit())
     } catch (error) {
       this.#forget(entry)
+      if (error?.code === 'ERR_POOL_QUEUE_FULL') throw poolError('Session pool queue is full', 'ERR_POOL_QUEUE_FULL')
       if (error?.code === 'ERR_QUEUE_UNAVAILABLE') {
         this.#opFailed(error)
         this.#withdraw(requestId)
@@ -199,11 +200,6 @@ class SharedPool {
     }
     this.#answered()
     entry.pushed = true
-    if (pushed.queueLength > this.#maxQueueSize) {
-      this.#forget(entry)
-      this.#withdraw(requestId)
-      throw poolError('Session pool queue is full', 'ERR_POOL_QUEUE_FULL')
-    }
     if (this.#pool.listenerCount('request-queued') > 0) {
       this.#pool.emit('request-queued', { requestId, position: pushed.position, queueLength: pushed.queueLength })
     }
@@ -327,6 +323,11 @@ class SharedPool {
     const result = await queue.cancel(requestId)
     this.#cancelled(requestId, result)
     return result !== 'unknown'
+  }
+
+  /** `maxQueueSize` as the push's limit: checked by Redis in the push itself. */
+  #queueLimit() {
+    return Number.isFinite(this.#maxQueueSize) ? this.#maxQueueSize : undefined
   }
 
   /** A request refused here must not run anywhere: cancelled now, or once the queue answers. */

@@ -97,9 +97,12 @@ class SharedQueue extends EventEmitter {
     return this.#native.kind
   }
 
-  /** `{ position, queueLength }`; position from 1. */
-  async push(id, priority, payload, attempt) {
-    const { position, queueLength } = await settle(() => this.#native.push(id, priority, payload, attempt))
+  /**
+   * `{ position, queueLength }`; position from 1. With `limit`, refused
+   * (`ERR_POOL_QUEUE_FULL`) when that many requests are waiting already.
+   */
+  async push(id, priority, payload, attempt, limit) {
+    const { position, queueLength } = await settle(() => this.#native.push(id, priority, payload, attempt, limit))
     return { position, queueLength }
   }
 

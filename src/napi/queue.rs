@@ -538,6 +538,7 @@ impl NativeSharedQueue {
         priority: Unknown<'_>,
         payload: Unknown<'_>,
         attempt: Unknown<'_>,
+        limit: Option<Unknown<'_>>,
     ) -> Result<Object<'e>> {
         let request = QueuedRequest {
             id: id_arg(env, id, "id")?,
@@ -545,8 +546,14 @@ impl NativeSharedQueue {
             payload: string_arg(env, payload, "payload")?,
             attempt: whole_arg(env, attempt, "attempt", 1)?,
         };
+        let limit = match limit {
+            Some(v) if !matches!(v.get_type()?, ValueType::Undefined | ValueType::Null) => {
+                Some(whole_arg(env, v, "limit", 0)? as usize)
+            }
+            _ => None,
+        };
         let queue = self.queue(env)?;
-        start(env, "push", async move { queue.push(request).await }, |_, pushed| {
+        start(env, "push", async move { queue.push_within(request, limit).await }, |_, pushed| {
             Ok(JsPushed { position: count(pushed.position), queue_length: count(pushed.queue_length) })
         })
     }

@@ -170,6 +170,43 @@ pub async fn duplicate_ids_are_refused_while_queued_or_leased(h: Harness) {
     assert_eq!(q.push(request("a", Priority::Low)).await.unwrap().position, 1, "a finished id may come again");
 }
 
+pub async fn a_push_within_a_limit_is_refused_once_that_many_wait_even_from_hosts_at_once(h: Harness) {
+    let q = h.host().await;
+    q.push_within(request("a", Priority::Low), Some(2)).await.unwrap();
+    q.push_within(request("b", Priority::Low), Some(2)).await.unwrap();
+    assert_eq!(q.push_within(request("c", Priority::Critical), Some(2)).await, Err(QueueError::Full { queued: 2 }));
+    assert_eq!(q.push_within(request("a", Priority::Low), Some(0)).await, Err(QueueError::Duplicate("a".into())));
+    // Leased requests are not waiting.
+    q.take("h1", LONG).await.unwrap().unwrap();
+    assert_eq!(q.push_within(request("c", Priority::Low), Some(2)).await.unwrap().queue_length, 2);
+    assert_eq!(q.push_within(request("d", Priority::Low), Some(0)).await, Err(QueueError::Full { queued: 2 }));
+
+    // Eight hosts push five each against a limit of 12 (2 already waiting): exactly 10 get in.
+    let mut pushers = Vec::new();
+    for t in 0..8 {
+        let host_queue = h.host().await;
+        pushers.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            for i in 0..5 {
+                results.push(host_queue.push_within(request(&format!("p{t}-{i}"), Priority::Medium), Some(12)).await);
+            }
+            results
+        }));
+    }
+    let mut accepted = 0;
+    for pusher in pushers {
+        for result in pusher.await.unwrap() {
+            match result {
+                Ok(_) => accepted += 1,
+                Err(QueueError::Full { queued }) => assert_eq!(queued, 12),
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+    }
+    assert_eq!(accepted, 10);
+    assert_eq!(q.snapshot().await.unwrap().queued.len(), 12);
+}
+
 pub async fn concurrent_hosts_never_take_the_same_request(h: Harness) {
     let q = h.host().await;
     for i in 0..50 {

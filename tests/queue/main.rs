@@ -144,6 +144,7 @@ on_both!(
     real_clock: [
     priority_then_arrival,
     duplicate_ids_are_refused_while_queued_or_leased,
+    a_push_within_a_limit_is_refused_once_that_many_wait_even_from_hosts_at_once,
     concurrent_hosts_never_take_the_same_request,
     a_lapsed_lease_can_neither_renew_nor_finish,
     expired_leases_requeue_at_their_place_then_fail,

@@ -190,12 +190,15 @@ impl LocalQueue {
         self.publish(event);
     }
 
-    fn push_now(&self, request: QueuedRequest) -> Result<Pushed, QueueError> {
+    fn push_now(&self, request: QueuedRequest, limit: Option<usize>) -> Result<Pushed, QueueError> {
         check_request(&request)?;
         let now = self.clock.now_ms();
         let mut s = self.state.lock();
         if s.records.contains_key(&request.id) {
             return Err(QueueError::Duplicate(request.id));
+        }
+        if limit.is_some_and(|limit| s.order.len() >= limit) {
+            return Err(QueueError::Full { queued: s.order.len() });
         }
         // The id is live again: how it ended before is history.
         s.forget_outcome(&request.id);
@@ -427,8 +430,8 @@ impl LocalQueue {
 }
 
 impl RequestQueue for LocalQueue {
-    fn push(&self, request: QueuedRequest) -> QueueFuture<'_, Pushed> {
-        Box::pin(async move { self.push_now(request) })
+    fn push_within(&self, request: QueuedRequest, limit: Option<usize>) -> QueueFuture<'_, Pushed> {
+        Box::pin(async move { self.push_now(request, limit) })
     }
 
     fn take<'a>(&'a self, host: &'a str, lease: Duration) -> QueueFuture<'a, Option<Taken>> {
@@ -496,7 +499,7 @@ mod tests {
     fn a_lease_lapses_exactly_at_its_expiry_by_the_queue_clock() {
         let clock = Arc::new(ManualClock::new(1_000_000));
         let q = LocalQueue::with_clock(clock.clone());
-        q.push_now(request("a", Priority::High)).unwrap();
+        q.push_now(request("a", Priority::High), None).unwrap();
         let taken = q.take_now("h1", Duration::from_millis(100)).unwrap();
         assert_eq!(taken.lease_expires_at, time_from_ms(1_000_100));
         clock.advance(Duration::from_millis(99));
@@ -516,7 +519,7 @@ mod tests {
         let q = LocalQueue::with_clock(clock.clone());
         for i in 0..150 {
             let id = format!("r{i:03}");
-            q.push_now(request(&id, Priority::Low)).unwrap();
+            q.push_now(request(&id, Priority::Low), None).unwrap();
             assert_eq!(q.cancel_now(&id), CancelResult::Removed);
         }
         let kept = |q: &LocalQueue| {
@@ -534,7 +537,7 @@ mod tests {
     #[test]
     fn a_zero_attempt_or_empty_id_is_refused() {
         let q = LocalQueue::new();
-        assert!(matches!(q.push_now(QueuedRequest { attempt: 0, ..request("a", Priority::Low) }), Err(QueueError::Invalid(_))));
-        assert!(matches!(q.push_now(request("", Priority::Low)), Err(QueueError::Invalid(_))));
+        assert!(matches!(q.push_now(QueuedRequest { attempt: 0, ..request("a", Priority::Low) }, None), Err(QueueError::Invalid(_))));
+        assert!(matches!(q.push_now(request("", Priority::Low), None), Err(QueueError::Invalid(_))));
     }
 }

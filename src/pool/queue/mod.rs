@@ -217,6 +217,9 @@ pub enum RequestState {
 pub enum QueueError {
     #[error("request {0} is already queued or leased")]
     Duplicate(String),
+    /// A push with a limit found that many requests queued already.
+    #[error("the queue is full: {queued} requests are waiting")]
+    Full { queued: usize },
     /// Finish or release by a host that does not hold the lease (any more).
     #[error("host {host} holds no lease on request {id}")]
     NotHolder { host: String, id: String },
@@ -237,6 +240,7 @@ impl QueueError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Duplicate(_) | Self::Invalid(_) => "ERR_INVALID_CONFIG",
+            Self::Full { .. } => "ERR_POOL_QUEUE_FULL",
             Self::NotHolder { .. } => "ERR_QUEUE_NOT_HOLDER",
             Self::Unavailable { .. } => "ERR_QUEUE_UNAVAILABLE",
             Self::Refused { .. } => "ERR_QUEUE_REFUSED",
@@ -249,7 +253,14 @@ impl QueueError {
 pub trait RequestQueue: Send + Sync {
     /// Appends a request behind everything of its priority or higher and publishes
     /// [`QueueEvent::Queued`]. A duplicate id is [`QueueError::Duplicate`].
-    fn push(&self, request: QueuedRequest) -> QueueFuture<'_, Pushed>;
+    fn push(&self, request: QueuedRequest) -> QueueFuture<'_, Pushed> {
+        self.push_within(request, None)
+    }
+
+    /// [`push`](Self::push), refused with [`QueueError::Full`] (in the same step, so
+    /// hosts pushing at once never overfill it) when `limit` requests are already
+    /// queued; leased ones do not count.
+    fn push_within(&self, request: QueuedRequest, limit: Option<usize>) -> QueueFuture<'_, Pushed>;
 
     /// Pops the highest-priority, oldest request and gives `host` a lease of `lease`
     /// on it, in one step; `None` when the queue is empty. The request's note, if an

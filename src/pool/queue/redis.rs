@@ -286,13 +286,16 @@ impl RedisQueue {
         QueueError::NotHolder { host: host.to_owned(), id: id.to_owned() }
     }
 
-    async fn push_request(&self, request: QueuedRequest) -> Result<Pushed, QueueError> {
+    async fn push_request(&self, request: QueuedRequest, limit: Option<usize>) -> Result<Pushed, QueueError> {
         check_request(&request)?;
         let mut invocation = self.invocation(&SCRIPTS.push);
         invocation.arg(&request.id).arg(&request.payload).arg(score::class(request.priority)).arg(request.attempt);
+        // -1: no limit.
+        invocation.arg(limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)));
         let reply = self.array(self.run(&invocation).await?, "push")?;
         match reply.as_slice() {
             [Value::Int(0)] => Err(QueueError::Duplicate(request.id)),
+            [Value::Int(2), queued] => Err(QueueError::Full { queued: self.int(queued, "push queued")? as usize }),
             [Value::Int(1), position, length] => Ok(Pushed {
                 position: self.int(position, "push position")? as usize,
                 queue_length: self.int(length, "push length")? as usize,
@@ -470,8 +473,8 @@ impl RedisQueue {
 }
 
 impl RequestQueue for RedisQueue {
-    fn push(&self, request: QueuedRequest) -> QueueFuture<'_, Pushed> {
-        Box::pin(self.push_request(request))
+    fn push_within(&self, request: QueuedRequest, limit: Option<usize>) -> QueueFuture<'_, Pushed> {
+        Box::pin(self.push_request(request, limit))
     }
 
     fn take<'a>(&'a self, host: &'a str, lease: Duration) -> QueueFuture<'a, Option<Taken>> {

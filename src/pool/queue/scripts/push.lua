@@ -1,7 +1,13 @@
--- ARGV: the common three, then id, payload, class, attempt. Returns {0} for a duplicate, else
+-- ARGV: the common three, then id, payload, class, attempt, limit (-1: none). Returns {0} for
+-- a duplicate, {2, queued} when `limit` requests are queued already, else
 -- {1, position, length}; publishes queued.
 local id = ARGV[4]
 if redis.call('HEXISTS', KEYS[4], id) == 1 then return {0} end
+local limit = tonumber(ARGV[8])
+if limit >= 0 then
+  local queued = redis.call('ZCARD', KEYS[1])
+  if queued >= limit then return {2, queued} end
+end
 -- The id is live again: how it ended before is history.
 forget_result(id)
 local seq = redis.call('HINCRBY', KEYS[9], 'pushes', 1)
