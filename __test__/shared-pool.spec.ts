@@ -255,6 +255,9 @@ test('draining a host hands its queued and running work to the others instead of
   const byId = new Map(watcher.events.filter((e) => e.name === 'completed').map((e) => [e.id, e.host]))
   expect(byId.get('held')).toBe(other.name)
   expect(byId.get('queued')).toBe(other.name)
+  // Handed over, not failed: the session on the other host is the same attempt, not the next.
+  const starts = watcher.events.filter((e) => e.name === 'started' && e.id === 'held').map((e) => `${e.host}#${JSON.parse(e.detail).attempt}`)
+  expect([...new Set(starts)]).toEqual([`${runner}#1`, `${other.name}#1`])
   // The requester still hears of its requests' ends after it drained.
   const requester = a
   await requester.waitFor('held completed', (m: any) => m.ev === 'completed' && m.requestId === 'held')

@@ -486,8 +486,9 @@ class SharedPool {
       this.#end(run, 'failed', 0, { message: `Request ${run.id} could not be read on host ${this.#host}: ${error.message}`, code: 'ERR_QUEUE_MALFORMED' })
       return
     }
-    // In-place retries on the host that died counted too (the queue counts lapses).
-    if (note && typeof note.attempt === 'number') run.attempt = Math.max(run.attempt, note.attempt + 1)
+    // In-place retries on the host that died counted too (the queue counts lapses);
+    // a session stopped to be handed over did not fail, so its attempt goes on here.
+    if (note && typeof note.attempt === 'number') run.attempt = Math.max(run.attempt, note.handedOver ? note.attempt : note.attempt + 1)
     if (run.attempt > this.#queueConfig.maxRequestAttempts) {
       const message = `Request ${run.id} failed: its session on host ${note.host} did not finish and no attempt is left`
       this.#end(run, 'failed', 0, { message, code: 'ERR_POOL_GAVE_UP' })
@@ -567,6 +568,12 @@ class SharedPool {
       return
     }
     const retried = RETRIED_STATES.includes(status.state)
+    if (run.stopping === 'release' && status.state === 'terminated') {
+      // Stopped to hand it over, not failed: the next host's attempt is this one again.
+      const note = { host: this.#host, attempt: run.attempt, claudeSessionId: run.claudeSessionId, handedOver: true }
+      this.#end(run, 'release', executionMs, ended, JSON.stringify(note))
+      return
+    }
     if (run.stopping === 'release' || (retried && (this.#draining || this.#closing))) {
       this.#end(run, 'release', executionMs, ended)
       return
@@ -604,11 +611,14 @@ class SharedPool {
     this.#launch(run, { conversation: run.claudeSessionId, host: this.#host })
   }
 
-  /** Reports how the run ended (retried on every tick while Redis cannot be reached). */
-  #end(run, outcome, executionMs, detail) {
+  /**
+   * Reports how the run ended (retried on every tick while Redis cannot be reached).
+   * `note`: for a release, what the next attempt reads instead of the last `started`.
+   */
+  #end(run, outcome, executionMs, detail, note) {
     run.phase = 'finishing'
     clearTimeout(run.fence)
-    run.ending = { outcome, executionMs, detail: JSON.stringify(detail) }
+    run.ending = { outcome, executionMs, detail: JSON.stringify(detail), note }
     this.#sendEnding(run)
     this.#pump()
   }
@@ -627,7 +637,7 @@ class SharedPool {
         : Promise.resolve()
     announced
       .then(() => {
-        if (ending.outcome === 'release') return queue.release(this.#host, run.id)
+        if (ending.outcome === 'release') return queue.release(this.#host, run.id, ending.note)
         if (ending.outcome === 'cancelled') return queue.finish(this.#host, run.id, 'cancelled', ending.executionMs)
         return queue.finish(this.#host, run.id, ending.outcome, ending.executionMs, ending.detail)
       })

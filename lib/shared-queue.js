@@ -144,8 +144,9 @@ class SharedQueue extends EventEmitter {
     await settle(() => this.#native.finish(host, id, outcome, executionMs, detail))
   }
 
-  async release(host, id) {
-    await settle(() => this.#native.release(host, id))
+  /** Back to the front of its priority; `note`, if given, replaces the one the next attempt reads. */
+  async release(host, id, note) {
+    await settle(() => this.#native.release(host, id, note))
   }
 
   /** What became of lapsed leases: `{ id, host, fate, attempt? , attempts? }`. */

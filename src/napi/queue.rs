@@ -630,11 +630,12 @@ impl NativeSharedQueue {
     }
 
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn release<'e>(&self, env: &'e Env, host: Unknown<'_>, id: Unknown<'_>) -> Result<Object<'e>> {
+    pub fn release<'e>(&self, env: &'e Env, host: Unknown<'_>, id: Unknown<'_>, note: Option<Unknown<'_>>) -> Result<Object<'e>> {
         let host = id_arg(env, host, "host")?;
         let id = id_arg(env, id, "id")?;
+        let note = optional_string_arg(env, note, "note")?.filter(|n| !n.is_empty());
         let queue = self.queue(env)?;
-        start(env, "release", async move { queue.release(&host, &id).await }, |_, ()| Ok(()))
+        start(env, "release", async move { queue.release_with_note(&host, &id, note.as_deref()).await }, |_, ()| Ok(()))
     }
 
     #[napi(catch_unwind, ts_return_type = "Promise<NativeQueueExpired[]>")]

@@ -465,6 +465,14 @@ pub async fn started_leaves_a_note_for_the_next_attempt(h: Harness) {
     h1.release("h1", "a").await.unwrap();
     let fourth = h2.take("h2", LONG).await.unwrap().unwrap();
     assert_eq!(fourth.note.as_deref(), Some(r#"{"conversation":"c3"}"#));
+    // Released with a note (a hand-over): the next taker reads that one, and no
+    // started event went out for it.
+    let mut events = Events::of(&*h1);
+    h2.release_with_note("h2", "a", Some(r#"{"handedOver":true}"#)).await.unwrap();
+    assert!(matches!(events.next_about("a").await, QueueEvent::Queued { .. }));
+    let fifth = h1.take("h1", LONG).await.unwrap().unwrap();
+    assert_eq!((fifth.request.attempt, fifth.note.as_deref()), (2, Some(r#"{"handedOver":true}"#)));
+    assert!(matches!(events.next_about("a").await, QueueEvent::Allocated { .. }));
 }
 
 pub async fn only_the_holder_says_started(h: Harness) {

@@ -292,7 +292,7 @@ impl LocalQueue {
         Ok(())
     }
 
-    fn release_now(&self, host: &str, id: &str) -> Result<(), QueueError> {
+    fn release_now(&self, host: &str, id: &str, note: Option<&str>) -> Result<(), QueueError> {
         let now = self.clock.now_ms();
         let mut s = self.state.lock();
         let Some((priority, cancel_requested)) = Self::held(&mut s, host, id, now).map(|r| (r.request.priority, r.cancel_requested))
@@ -310,6 +310,9 @@ impl LocalQueue {
         if let Some(r) = s.records.get_mut(id) {
             r.lease = None;
             r.queued_at_score = Some(at);
+            if let Some(note) = note {
+                r.note = Some(note.to_owned());
+            }
         }
         self.publish(QueueEvent::Queued { id: id.to_owned(), priority });
         Ok(())
@@ -450,8 +453,8 @@ impl RequestQueue for LocalQueue {
         Box::pin(async move { self.finish_now(host, id, outcome, execution_ms) })
     }
 
-    fn release<'a>(&'a self, host: &'a str, id: &'a str) -> QueueFuture<'a, ()> {
-        Box::pin(async move { self.release_now(host, id) })
+    fn release_with_note<'a>(&'a self, host: &'a str, id: &'a str, note: Option<&'a str>) -> QueueFuture<'a, ()> {
+        Box::pin(async move { self.release_now(host, id, note) })
     }
 
     fn requeue_expired(&self, max_attempts: u32) -> QueueFuture<'_, Vec<Expired>> {

@@ -289,7 +289,14 @@ pub trait RequestQueue: Send + Sync {
     /// published. A host releasing several should release the last it took first, as
     /// each goes ahead of the one before. One with a cancel pending is cancelled
     /// instead (publishing [`QueueEvent::Cancelled`]).
-    fn release<'a>(&'a self, host: &'a str, id: &'a str) -> QueueFuture<'a, ()>;
+    fn release<'a>(&'a self, host: &'a str, id: &'a str) -> QueueFuture<'a, ()> {
+        self.release_with_note(host, id, None)
+    }
+
+    /// [`release`](Self::release), with `note` (when given) replacing the request's
+    /// note for the next attempt, as [`started`](Self::started) does, but publishing
+    /// no started event: a host that hands a running request over says so there.
+    fn release_with_note<'a>(&'a self, host: &'a str, id: &'a str, note: Option<&'a str>) -> QueueFuture<'a, ()>;
 
     /// Lapsed leases: back to the queue at their original place with their attempt
     /// increased, or failed when they had made `max_attempts`; a pending cancel

@@ -375,9 +375,10 @@ impl RedisQueue {
         }
     }
 
-    async fn release_request(&self, host: &str, id: &str) -> Result<(), QueueError> {
+    async fn release_request(&self, host: &str, id: &str, note: Option<&str>) -> Result<(), QueueError> {
         let mut invocation = self.invocation(&SCRIPTS.release);
-        invocation.arg(host).arg(id);
+        // An empty note: keep the one there is.
+        invocation.arg(host).arg(id).arg(note.unwrap_or(""));
         match self.int(&self.run(&invocation).await?, "release")? {
             1 => Ok(()),
             _ => Err(Self::not_holder(host, id)),
@@ -493,8 +494,8 @@ impl RequestQueue for RedisQueue {
         Box::pin(self.finish_request(host, id, outcome, execution_ms))
     }
 
-    fn release<'a>(&'a self, host: &'a str, id: &'a str) -> QueueFuture<'a, ()> {
-        Box::pin(self.release_request(host, id))
+    fn release_with_note<'a>(&'a self, host: &'a str, id: &'a str, note: Option<&'a str>) -> QueueFuture<'a, ()> {
+        Box::pin(self.release_request(host, id, note))
     }
 
     fn requeue_expired(&self, max_attempts: u32) -> QueueFuture<'_, Vec<Expired>> {
