@@ -195,19 +195,16 @@ impl Registry {
             daemon_start_time: self.daemon_start_time,
             working_directory: working_directory.to_owned(),
         };
-        let mut line = entry.to_json().to_string().into_bytes();
         let mut slots = self.slots.lock();
-        if line.len() >= SLOT {
+        let Some(line) = slot_line(&entry) else {
             // Written in one write, not through a renamed temporary file: a reader
             // that catches it half-written leaves a young unreadable file alone. Not
             // synced: a state file matters after a daemon crash, not a machine crash
             // (which ends the agents too).
-            new_private_file(&self.own_file(session_id))?.write_all(&line)?;
+            new_private_file(&self.own_file(session_id))?.write_all(entry.to_json().to_string().as_bytes())?;
             slots.taken.insert(session_id.to_owned(), Place::OwnFile);
             return Ok(());
-        }
-        line.resize(SLOT - 1, b' ');
-        line.push(b'\n');
+        };
         if slots.file.is_none() {
             slots.file = Some(new_private_file(&slots.path)?);
         }
@@ -323,6 +320,17 @@ impl Drop for Registry {
     }
 }
 
+/// The entry as a slot's line (space-padded JSON and a newline), if it fits one.
+fn slot_line(entry: &LiveSession) -> Option<Vec<u8>> {
+    let mut line = entry.to_json().to_string().into_bytes();
+    if line.len() >= SLOT {
+        return None;
+    }
+    line.resize(SLOT - 1, b' ');
+    line.push(b'\n');
+    Some(line)
+}
+
 /// The daemon that owns a file of slots, from its name.
 fn slots_owner(path: &Path) -> Option<(u32, u64)> {
     let name = path.file_stem()?.to_str()?;
@@ -419,6 +427,19 @@ mod tests {
         assert_eq!(start_time(u32::MAX - 1), None);
     }
 
+    /// A session of a daemon that is gone, whose agent pid now belongs to someone else (us).
+    fn stale_session() -> LiveSession {
+        LiveSession {
+            session_id: "claude-session-old".into(),
+            pid: std::process::id(),
+            pgid: std::process::id(),
+            start_time: 1,
+            daemon_pid: u32::MAX - 1,
+            daemon_start_time: 5,
+            working_directory: "/srv".into(),
+        }
+    }
+
     fn slots_file(reg: &Registry) -> PathBuf {
         reg.slots.lock().path.clone()
     }
@@ -485,21 +506,9 @@ mod tests {
     fn a_dead_daemons_slots_are_reaped_and_its_file_removed() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path()).unwrap();
-        // A daemon that is gone, whose agent pid now belongs to someone else (us).
-        let stale = LiveSession {
-            session_id: "claude-session-old".into(),
-            pid: std::process::id(),
-            pgid: std::process::id(),
-            start_time: 1,
-            daemon_pid: u32::MAX - 1,
-            daemon_start_time: 5,
-            working_directory: "/srv".into(),
-        };
-        let mut line = stale.to_json().to_string().into_bytes();
-        line.resize(SLOT - 1, b' ');
-        line.push(b'\n');
+        let stale = stale_session();
         let mut bytes = BLANK.to_vec();
-        bytes.extend(&line);
+        bytes.extend(slot_line(&stale).unwrap());
         bytes.extend(b"{\"torn");
         let file = dir.path().join(format!("daemon-{}-5-0.live", u32::MAX - 1));
         std::fs::write(&file, bytes).unwrap();
@@ -513,16 +522,7 @@ mod tests {
     fn a_dead_daemons_entries_are_reaped_without_touching_reused_pids() {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path()).unwrap();
-        // A daemon that is gone, whose agent pid now belongs to someone else (us).
-        let stale = LiveSession {
-            session_id: "claude-session-old".into(),
-            pid: std::process::id(),
-            pgid: std::process::id(),
-            start_time: 1,
-            daemon_pid: u32::MAX - 1,
-            daemon_start_time: 5,
-            working_directory: "/srv".into(),
-        };
+        let stale = stale_session();
         std::fs::write(dir.path().join("claude-session-old.json"), stale.to_json().to_string()).unwrap();
         let garbage = dir.path().join("garbage.json");
         std::fs::write(&garbage, "{").unwrap();
