@@ -467,14 +467,14 @@ class SharedPool {
     }
     this.#held.set(run.id, run)
     this.#hold()
-    // Taken while this host began to drain or close: straight back, unstarted.
-    if (this.#draining || this.#closing || this.#closed) {
-      this.#end(run, 'release', 0, null)
-      return
-    }
     // Refused to its requester (here) before the queue's answer got through.
     if (this.#withdrawn.delete(run.id)) {
       this.#end(run, 'cancelled', 0, null)
+      return
+    }
+    // Taken while this host began to drain or close: straight back, unstarted.
+    if (this.#draining || this.#closing || this.#closed) {
+      this.#end(run, 'release', 0, null)
       return
     }
     this.#arm(run)
