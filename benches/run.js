@@ -45,6 +45,10 @@ function rotate(list, by) {
 for (const needed of [AGENT, ...['spawn_loop', 'core_loop', 'wake_probe'].map((e) => path.join(EXAMPLES, e))]) {
   if (!fs.existsSync(needed)) throw new Error(`${needed} missing: run \`npm run build:bench\` first`)
 }
+// `npm run build:debug` leaves a debug addon in native/, which would be measured instead.
+if (require('../lib/native').buildProfile() !== 'release') {
+  throw new Error('the addon in native/ is a debug build: run `npm run build:bench` first')
+}
 
 const figures = {}
 const sections = { spawner: spawnerSection, pool: poolSection, scale: scaleSection, claude: claudeSection, shared: sharedSection }
@@ -216,7 +220,7 @@ function scaleSection() {
 ${ROUNDS} rounds, each variant in a fresh process, in rotating order; medians, ratios are medians of per-round ratios.
 Both variants run ${n} concurrent \`fake_agent hang\` agents from one Node process, after ${runs.native[0].warmup} warm-up
 sessions started and stopped: \`native\` is \`ClaudeSessionSpawner\` (text protocol; each session also gets its
-directory, CLAUDE.md, two log files and a state file, all on ${tmpfs}), started with \`spawnSession\` for all
+directory, CLAUDE.md, two log files and a line in the spawner's state file, all on ${tmpfs}), started with \`spawnSession\` for all
 (\`Promise.all\`), stopped with \`terminateSession\` for all (SIGTERM to each group), done at the last
 \`session-ended\`. \`child_process\` is \`spawn\` with piped stdio, output read, the prompt written, \`detached: true\`;
 running at the last \`'spawn'\` event, stopped with \`process.kill(-pid, 'SIGTERM')\` each, done at the last \`'close'\`.

@@ -78,6 +78,18 @@ pub fn real_env_var(name: String) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// `release` or `debug`: how this addon was compiled, so the benchmarks can refuse a
+/// debug build (`npm run build:debug` makes one; `npm run build` and `build:bench` do not).
+#[napi_derive::napi]
+#[cfg_attr(test, allow(dead_code))]
+pub fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
 /// The error code that becomes `error.code` in JavaScript.
 struct ErrorCode(&'static str);
 
