@@ -410,7 +410,8 @@ test('a request refused because the answer to its push was lost (Redis queued it
   const watcher = await watch(name)
   const path = await relay(redis.port)
   try {
-    const [host] = await hosts(1, { name, capacity: 1, url: path.url, connectTimeoutMs: 300, responseTimeoutMs: 300 })
+    // Ticks seconds apart: no other command of the host's shares the lost push's moment.
+    const [host] = await hosts(1, { name, capacity: 1, url: path.url, leaseMs: 30_000, pollIntervalMs: 5000, connectTimeoutMs: 300, responseTimeoutMs: 300 })
     // One request through first: Redis then has the push script, which the lost push runs.
     await submit(host, 'first', 'high', config(dir, ['exit:0']))
     await host.waitFor('first to complete', (m: any) => m.ev === 'completed' && m.requestId === 'first')
