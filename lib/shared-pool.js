@@ -88,7 +88,8 @@ class SharedPool {
   #queueConfig
   #capacity
   #defaultTimeout
-  #maxQueueSize
+  /** `maxQueueSize` as the push's limit (checked by Redis in the push itself), or undefined. */
+  #queueLimit
   #retries
   #host
   #queue = null
@@ -136,7 +137,7 @@ class SharedPool {
     this.#queueConfig = queueConfig
     this.#capacity = scheduler.capacity
     this.#defaultTimeout = scheduler.defaultSessionTimeout
-    this.#maxQueueSize = poolConfig.maxQueueSize
+    this.#queueLimit = Number.isFinite(poolConfig.maxQueueSize) ? poolConfig.maxQueueSize : undefined
     this.#retries = poolConfig.autoRecovery !== false
     this.#host = queueConfig.host ?? `${os.hostname()}/${process.pid}/${crypto.randomBytes(4).toString('hex')}`
     this.#tickMs = Math.max(50, Math.min(queueConfig.pollIntervalMs, Math.floor(queueConfig.leaseMs / 3)))
@@ -188,7 +189,7 @@ class SharedPool {
     let pushed
     try {
       const queue = await this.#connect()
-      pushed = await queue.push(requestId, request.priority, encodePayload(header, configJson), 1, this.#queueLimit())
+      pushed = await queue.push(requestId, request.priority, encodePayload(header, configJson), 1, this.#queueLimit)
     } catch (error) {
       this.#forget(entry)
       if (error?.code === 'ERR_POOL_QUEUE_FULL') throw poolError('Session pool queue is full', 'ERR_POOL_QUEUE_FULL')
@@ -323,11 +324,6 @@ class SharedPool {
     const result = await queue.cancel(requestId)
     this.#cancelled(requestId, result)
     return result !== 'unknown'
-  }
-
-  /** `maxQueueSize` as the push's limit: checked by Redis in the push itself. */
-  #queueLimit() {
-    return Number.isFinite(this.#maxQueueSize) ? this.#maxQueueSize : undefined
   }
 
   /** A request refused here must not run anywhere: cancelled now, or once the queue answers. */

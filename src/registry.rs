@@ -117,7 +117,7 @@ impl LiveSession {
 pub struct ReapReport {
     /// Sessions whose daemon is gone.
     pub orphans: Vec<Orphan>,
-    /// State files of sessions whose daemon still runs (left alone).
+    /// Recorded sessions whose daemon still runs (left alone).
     pub owned_by_live_daemons: usize,
     /// Unreadable records of dead daemons, and old unreadable session files; removed.
     pub invalid: usize,
@@ -208,21 +208,12 @@ impl Registry {
         if slots.file.is_none() {
             slots.file = Some(new_private_file(&slots.path)?);
         }
-        let slot = slots.free.pop().unwrap_or_else(|| {
-            slots.next += 1;
-            slots.next - 1
-        });
-        let written = slots.file.as_ref().map_or(Ok(()), |f| f.write_all_at(&line, slot * SLOT as u64));
-        match written {
-            Ok(()) => {
-                slots.taken.insert(session_id.to_owned(), Place::Slot(slot));
-                Ok(())
-            }
-            Err(e) => {
-                slots.free.push(slot);
-                Err(e)
-            }
-        }
+        let slot = slots.free.pop().unwrap_or(slots.next);
+        let file = slots.file.as_ref().expect("created above");
+        file.write_all_at(&line, slot * SLOT as u64).inspect_err(|_| slots.free.push(slot))?;
+        slots.next = slots.next.max(slot + 1);
+        slots.taken.insert(session_id.to_owned(), Place::Slot(slot));
+        Ok(())
     }
 
     /// Forgets a session that ended.
@@ -331,6 +322,21 @@ fn slot_line(entry: &LiveSession) -> Option<Vec<u8>> {
     Some(line)
 }
 
+/// An entry from a slot's line or a session's file (surrounding blanks allowed).
+fn parse_entry(bytes: &[u8]) -> Option<LiveSession> {
+    serde_json::from_slice::<Value>(bytes).ok().and_then(|v| LiveSession::from_json(&v))
+}
+
+/// The records a state file holds: a file of slots, its lines that are not blank;
+/// a session's own file, all of it. `None` for other files.
+fn records<'a>(path: &Path, bytes: &'a [u8]) -> Option<Vec<&'a [u8]>> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("live") => Some(bytes.chunks(SLOT).filter(|line| !line.iter().all(u8::is_ascii_whitespace)).collect()),
+        Some("json") => Some(vec![bytes]),
+        _ => None,
+    }
+}
+
 /// The daemon that owns a file of slots, from its name.
 fn slots_owner(path: &Path) -> Option<(u32, u64)> {
     let name = path.file_stem()?.to_str()?;
@@ -352,14 +358,8 @@ fn read_slots(path: PathBuf, report: &mut ReapReport, found: &mut Vec<(LiveSessi
         return;
     };
     let alive = daemon_alive(pid, started);
-    for line in bytes.chunks(SLOT) {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
-        }
-        let entry = serde_json::from_str::<Value>(text).ok().and_then(|v| LiveSession::from_json(&v));
-        match (entry, alive) {
+    for line in records(&path, &bytes).unwrap_or_default() {
+        match (parse_entry(line), alive) {
             (Some(_), true) => report.owned_by_live_daemons += 1,
             (Some(entry), false) => found.push((entry, None)),
             // A live daemon may be writing it right now.
@@ -374,11 +374,7 @@ fn read_slots(path: PathBuf, report: &mut ReapReport, found: &mut Vec<(LiveSessi
 
 /// A session's own file (one too long for a slot).
 fn read_own_file(path: PathBuf, report: &mut ReapReport, found: &mut Vec<(LiveSession, Option<PathBuf>)>) {
-    let entry = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| LiveSession::from_json(&v));
-    let Some(entry) = entry else {
+    let Some(entry) = std::fs::read(&path).ok().and_then(|bytes| parse_entry(&bytes)) else {
         // A young one may be a live daemon's, still being written.
         let young = std::fs::metadata(&path)
             .and_then(|m| m.modified())
@@ -401,16 +397,11 @@ pub fn recorded_sessions(dir: &Path) -> io::Result<Vec<LiveSession>> {
     let mut sessions = Vec::new();
     for item in std::fs::read_dir(dir)? {
         let path = item?.path();
-        let text = match path.extension().and_then(|e| e.to_str()) {
-            Some("live" | "json") => std::fs::read(&path)?,
-            _ => continue,
-        };
-        let lines: Vec<&[u8]> = if path.extension().is_some_and(|e| e == "live") { text.chunks(SLOT).collect() } else { vec![&text] };
-        for line in lines {
-            if let Some(entry) = serde_json::from_slice::<Value>(line).ok().and_then(|v| LiveSession::from_json(&v)) {
-                sessions.push(entry);
-            }
+        if records(&path, &[]).is_none() {
+            continue;
         }
+        let bytes = std::fs::read(&path)?;
+        sessions.extend(records(&path, &bytes).unwrap_or_default().into_iter().filter_map(parse_entry));
     }
     Ok(sessions)
 }

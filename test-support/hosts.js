@@ -85,9 +85,8 @@ class Host {
 /**
  * The queue's own events (through the internal SharedQueue), in the order Redis
  * recorded them: the record of what was queued, and who took, started and finished
- * what. Resolves once
- * the watcher is live (a probe's event came through). `until(what, check, ms)`
- * waits for `check()` to hold as events arrive.
+ * what. Resolves once the watcher is live (a probe's event came through).
+ * `until(what, check, ms)` waits for `check()` to hold as events arrive.
  */
 async function watchQueue(url, name) {
   const { SharedQueue } = require('../lib/shared-queue')

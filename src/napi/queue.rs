@@ -267,12 +267,16 @@ fn priority_arg(env: &Env, value: Unknown<'_>, name: &str) -> Result<Priority> {
         .map_err(|()| arg_error(env, name, format!("must be one of 'critical', 'high', 'medium', 'low', got {text:?}")))
 }
 
-fn optional_string_arg(env: &Env, value: Option<Unknown<'_>>, name: &str) -> Result<Option<String>> {
+/// An optional argument: `None` when left out, `undefined` or `null`.
+fn given(value: Option<Unknown<'_>>) -> Result<Option<Unknown<'_>>> {
     match value {
-        None => Ok(None),
-        Some(v) if matches!(v.get_type()?, ValueType::Undefined | ValueType::Null) => Ok(None),
-        Some(v) => string_arg(env, v, name).map(Some),
+        Some(v) if !matches!(v.get_type()?, ValueType::Undefined | ValueType::Null) => Ok(Some(v)),
+        _ => Ok(None),
     }
+}
+
+fn optional_string_arg(env: &Env, value: Option<Unknown<'_>>, name: &str) -> Result<Option<String>> {
+    given(value)?.map(|v| string_arg(env, v, name)).transpose()
 }
 
 fn queue_error(env: &Env, e: QueueError) -> napi::Error {
@@ -546,12 +550,7 @@ impl NativeSharedQueue {
             payload: string_arg(env, payload, "payload")?,
             attempt: whole_arg(env, attempt, "attempt", 1)?,
         };
-        let limit = match limit {
-            Some(v) if !matches!(v.get_type()?, ValueType::Undefined | ValueType::Null) => {
-                Some(whole_arg(env, v, "limit", 0)? as usize)
-            }
-            _ => None,
-        };
+        let limit = given(limit)?.map(|v| whole_arg(env, v, "limit", 0).map(|l| l as usize)).transpose()?;
         let queue = self.queue(env)?;
         start(env, "push", async move { queue.push_within(request, limit).await }, |_, pushed| {
             Ok(JsPushed { position: count(pushed.position), queue_length: count(pushed.queue_length) })
