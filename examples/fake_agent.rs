@@ -31,6 +31,7 @@
 //! | `split:<text>` | `<text>` and a newline, written in two pieces 30 ms apart |
 //! | `args` | prints each argument it was given, one per line, as `arg: <value>` |
 //! | `touch:<path>` / `exit-if-exists:<path>` | creates the file / exits 0 if it exists (an agent that behaves differently when run again) |
+//! | `if-exists:<path>=<step>` | runs `<step>` only if `<path>` exists |
 //! | `env-steps` | runs the steps in `$FAKE_AGENT_STEPS` (separated by `;`), so sessions of one spawner can behave differently |
 //!
 //! When the arguments contain `--steps`, only those after it are steps (the ones
@@ -64,6 +65,13 @@ fn run(step: &str) {
             let steps = std::env::var("FAKE_AGENT_STEPS").unwrap_or_default();
             for step in steps.split(';').filter(|s| !s.is_empty()) {
                 run(step);
+            }
+        }
+        "if-exists" => {
+            let (path, then) = arg.split_once('=').expect("if-exists:<path>=<step>");
+            if std::path::Path::new(path).exists() {
+                drop(out);
+                run(then);
             }
         }
         "touch" => {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::status::{PolicyViolation, SessionStatus};
+use crate::recovery::CrashAnalysis;
+use crate::status::{CrashReport, PolicyViolation, SessionStatus};
 
 /// Which stream of the agent a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,7 +47,8 @@ impl fmt::Debug for OutputChunk {
     }
 }
 
-/// Everything a spawner, or a [`Pool`](crate::pool::Pool) over it, reports. Per
+/// Everything a spawner, or a [`Pool`](crate::pool::Pool) or
+/// [`RecoveryManager`](crate::recovery::RecoveryManager) over it, reports. Per
 /// session, events come in order: `SessionSpawned` (or `SpawnFailed`), output, then
 /// exactly one `SessionEnded` after the last output. A pool's events follow the
 /// session events they stem from (`SessionReleased` after `SessionEnded`).
@@ -118,6 +120,27 @@ pub enum SpawnerEvent {
     PoolThrottled { until: std::time::SystemTime, reason: String },
     /// Pool: admission resumed after a rate-limit pause.
     PoolResumed,
+    /// Recovery: a session ended in a way the manager recovers (or `handle_crash`).
+    CrashDetected { session_id: Arc<str>, crash_report: Box<CrashReport> },
+    /// Recovery: the crash dump was written.
+    CrashDumpSaved { session_id: Arc<str>, filepath: std::path::PathBuf },
+    /// Recovery: the crash dump could not be written (the recovery goes on).
+    CrashDumpFailed { session_id: Arc<str>, message: String },
+    CrashAnalyzed { session_id: Arc<str>, analysis: Box<CrashAnalysis> },
+    /// Recovery: attempt `attempt_number` of the recovery of `session_id` begins.
+    RecoveryAttempt { session_id: Arc<str>, attempt_number: u32, analysis: Box<CrashAnalysis> },
+    /// Recovery: the attempt's new session started.
+    RecoveryRespawned { session_id: Arc<str>, attempt_number: u32, new_session_id: Arc<str>, resumed: bool },
+    RecoverySucceeded { session_id: Arc<str>, attempt_number: u32, new_session_id: Arc<str> },
+    RecoveryAttemptFailed { session_id: Arc<str>, attempt_number: u32, error: String },
+    RecoveryFailed { session_id: Arc<str>, reason: String },
+    RecoveryAbandoned { session_id: Arc<str> },
+    /// Recovery: `owner` (a pool with auto-recovery) starts this session's work again.
+    RecoveryDeferred { session_id: Arc<str>, owner: &'static str },
+    /// Recovery: the storm limit holds this attempt until `until`.
+    RecoveryThrottled { session_id: Arc<str>, attempt_number: u32, until: std::time::SystemTime },
+    /// Recovery: handling a crash failed unexpectedly.
+    RecoveryError { session_id: Arc<str>, code: &'static str, message: String },
 }
 
 impl SpawnerEvent {
@@ -143,6 +166,19 @@ impl SpawnerEvent {
             Self::PoolDrained => "pool-drained",
             Self::PoolThrottled { .. } => "pool-throttled",
             Self::PoolResumed => "pool-resumed",
+            Self::CrashDetected { .. } => "crash-detected",
+            Self::CrashDumpSaved { .. } => "crash-dump-saved",
+            Self::CrashDumpFailed { .. } => "crash-dump-failed",
+            Self::CrashAnalyzed { .. } => "crash-analyzed",
+            Self::RecoveryAttempt { .. } => "recovery-attempt",
+            Self::RecoveryRespawned { .. } => "recovery-respawned",
+            Self::RecoverySucceeded { .. } => "recovery-succeeded",
+            Self::RecoveryAttemptFailed { .. } => "recovery-attempt-failed",
+            Self::RecoveryFailed { .. } => "recovery-failed",
+            Self::RecoveryAbandoned { .. } => "recovery-abandoned",
+            Self::RecoveryDeferred { .. } => "recovery-deferred",
+            Self::RecoveryThrottled { .. } => "recovery-throttled",
+            Self::RecoveryError { .. } => "recovery-error",
         }
     }
 
@@ -161,7 +197,20 @@ impl SpawnerEvent {
             | Self::SessionEnded { session_id, .. }
             | Self::SessionAllocated { session_id, .. }
             | Self::SessionReleased { session_id, .. }
-            | Self::SessionRecovering { session_id, .. } => session_id,
+            | Self::SessionRecovering { session_id, .. }
+            | Self::CrashDetected { session_id, .. }
+            | Self::CrashDumpSaved { session_id, .. }
+            | Self::CrashDumpFailed { session_id, .. }
+            | Self::CrashAnalyzed { session_id, .. }
+            | Self::RecoveryAttempt { session_id, .. }
+            | Self::RecoveryRespawned { session_id, .. }
+            | Self::RecoverySucceeded { session_id, .. }
+            | Self::RecoveryAttemptFailed { session_id, .. }
+            | Self::RecoveryFailed { session_id, .. }
+            | Self::RecoveryAbandoned { session_id }
+            | Self::RecoveryDeferred { session_id, .. }
+            | Self::RecoveryThrottled { session_id, .. }
+            | Self::RecoveryError { session_id, .. } => session_id,
             Self::SessionOutput(chunk) => &chunk.session_id,
             Self::RequestQueued { .. }
             | Self::RequestCancelled { .. }

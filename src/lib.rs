@@ -35,6 +35,7 @@ pub mod config;
 mod error;
 mod event;
 mod launcher;
+pub(crate) mod notice;
 pub mod options;
 pub mod output;
 pub mod paths;

@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::charter::{render_claude_md, render_task_prompt};
+use crate::notice::{Activity, Busy, Notice, Restarter, Watchers};
 use crate::recovery::CrashFacts;
 use crate::registry::{Registry, ReapReport};
 use crate::config::SessionConfig;
@@ -75,15 +76,32 @@ pub(crate) struct Shared {
     seq: AtomicU64,
     /// State files of live sessions, for the next daemon if this one dies.
     pub registry: Option<Registry>,
+    /// Pools and recovery managers working over this spawner.
+    pub watchers: Watchers,
+    /// Counts live sessions as work in flight (the Node binding's keep-alive).
+    pub activity: Option<Arc<dyn Activity>>,
+    /// The daemon's environment for sessions started without one, when it is not
+    /// this process's (the Node binding sets `process.env` when they differ).
+    base_env: parking_lot::RwLock<Option<Arc<Vec<(String, String)>>>>,
 }
 
 impl Shared {
+    /// Hands a notice to the pools and recovery managers over this spawner.
+    pub fn notify(&self, notice: &Notice) {
+        self.watchers.notify(notice);
+    }
+
     pub fn emit(&self, event: SpawnerEvent) {
         let handler = &self.handler;
         // A handler that panics must not take a session's supervisor down with it.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(event))).is_err() {
             tracing::error!("event handler panicked; event dropped");
         }
+    }
+
+    /// The daemon's environment set with [`Spawner::set_base_env`], as a list to pass on.
+    fn default_env(&self) -> Option<Vec<(String, String)>> {
+        self.base_env.read().as_ref().map(|vars| vars.as_ref().clone())
     }
 
     /// A share of the output credit for `bytes` of output, waited for when the
@@ -118,6 +136,16 @@ impl Spawner {
     /// A spawner whose sessions run on `runtime`; its methods may then be called from
     /// any thread.
     pub fn with_runtime(options: SpawnerOptions, handler: impl EventHandler, runtime: Handle) -> Self {
+        Self::with_activity(options, handler, runtime, None)
+    }
+
+    /// As [`Spawner::with_runtime`], counting each live session on `activity`.
+    pub(crate) fn with_activity(
+        options: SpawnerOptions,
+        handler: impl EventHandler,
+        runtime: Handle,
+        activity: Option<Arc<dyn Activity>>,
+    ) -> Self {
         let credit_total = options.output_credit_bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         // Without a registry sessions still run; only a dead daemon's cleanup is lost.
         let registry = options.state_dir.as_deref().and_then(|dir| {
@@ -136,8 +164,45 @@ impl Spawner {
                 credit_total,
                 seq: AtomicU64::new(0),
                 registry,
+                watchers: Watchers::default(),
+                activity,
+                base_env: parking_lot::RwLock::new(None),
             }),
         }
+    }
+
+    /// The runtime its sessions are supervised on.
+    pub(crate) fn runtime(&self) -> &Handle {
+        &self.shared.runtime
+    }
+
+    /// Calls `watcher` with every notice from now on, until [`Spawner::unwatch`].
+    pub(crate) fn watch(&self, watcher: impl Fn(&Notice) + Send + Sync + 'static) -> u64 {
+        self.shared.watchers.add(Arc::new(watcher))
+    }
+
+    pub(crate) fn unwatch(&self, id: u64) {
+        self.shared.watchers.remove(id);
+    }
+
+    /// Who restarts a known session, if someone claimed it when it started.
+    pub(crate) fn restarter_of(&self, id: &str) -> Option<Restarter> {
+        self.shared.table.lock().get(id).and_then(|s| s.restarter)
+    }
+
+    /// A variable of the environment sessions started without one inherit (for
+    /// `HOME` and `CLAUDE_CONFIG_DIR` when a recovery looks for a transcript).
+    pub(crate) fn inherited_var(&self, name: &str) -> Option<String> {
+        match self.shared.base_env.read().as_ref() {
+            Some(vars) => vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            None => std::env::var(name).ok(),
+        }
+    }
+
+    /// The environment sessions started without one inherit: `vars`, or this
+    /// process's own with `None` (the default).
+    pub(crate) fn set_base_env(&self, vars: Option<Vec<(String, String)>>) {
+        *self.shared.base_env.write() = vars.map(Arc::new);
     }
 
     /// A handle that does not keep the spawner alive.
@@ -169,7 +234,18 @@ impl Spawner {
     /// environment to inherit instead of this process's (the Node binding passes
     /// `process.env`, as `child_process` does).
     pub fn start_session(&self, config: SessionConfig, base_env: Option<Vec<(String, String)>>) -> PendingSpawn {
-        let (session, stops, stdin_commands) = self.register(config);
+        self.start_claimed(config, base_env, None)
+    }
+
+    /// [`Spawner::start_session`], with `restarter` recorded as who starts the session
+    /// again when it ends in one of its states.
+    pub(crate) fn start_claimed(
+        &self,
+        config: SessionConfig,
+        base_env: Option<Vec<(String, String)>>,
+        restarter: Option<Restarter>,
+    ) -> PendingSpawn {
+        let (session, stops, stdin_commands) = self.register(config, restarter);
         let shared = Arc::clone(&self.shared);
         let id = Arc::clone(&session.id);
         let (done, result) = oneshot::channel();
@@ -190,7 +266,17 @@ impl Spawner {
         config: SessionConfig,
         base_env: Option<Vec<(String, String)>>,
     ) -> Result<SpawnResult, SpawnError> {
-        let (session, stops, stdin_commands) = self.register(config);
+        self.spawn_claimed_now(config, base_env, None)
+    }
+
+    /// [`Spawner::spawn_session_now`] with a restarter (see [`Spawner::start_claimed`]).
+    pub(crate) fn spawn_claimed_now(
+        &self,
+        config: SessionConfig,
+        base_env: Option<Vec<(String, String)>>,
+        restarter: Option<Restarter>,
+    ) -> Result<SpawnResult, SpawnError> {
+        let (session, stops, stdin_commands) = self.register(config, restarter);
         launch_guarded(&self.shared, &session, base_env, stops, stdin_commands)
     }
 
@@ -199,6 +285,7 @@ impl Spawner {
     fn register(
         &self,
         config: SessionConfig,
+        restarter: Option<Restarter>,
     ) -> (
         Arc<Session>,
         mpsc::UnboundedReceiver<StopRequest>,
@@ -211,7 +298,7 @@ impl Spawner {
         let dir = config.working_directory.join(".vp-daemon").join("sessions").join(&*id);
         let (stop_tx, stops) = mpsc::unbounded_channel();
         let (stdin_tx, stdin_commands) = mpsc::unbounded_channel();
-        let session = Arc::new(Session::new(
+        let mut session = Session::new(
             Arc::clone(&id),
             seq,
             config,
@@ -219,7 +306,11 @@ impl Spawner {
             shared.options.protocol,
             shared.options.output_buffer_bytes,
             Some(Control { stop: stop_tx, stdin: stdin_tx }),
-        ));
+        );
+        session.restarter = restarter;
+        // Counted from now: whoever asked for it is still holding its own work.
+        session.busy = parking_lot::Mutex::new(Some(Busy::new(&shared.activity)));
+        let session = Arc::new(session);
         shared.table.lock().insert(Arc::clone(&session));
         (session, stops, stdin_commands)
     }
@@ -633,7 +724,7 @@ fn prepare(
             program: shared.claude_path.clone(),
             args,
             cwd: wd.clone(),
-            base_env: inherited(&shared.options.inherit_env, base_env),
+            base_env: inherited(&shared.options.inherit_env, base_env.or_else(|| shared.default_env())),
             env,
             parent_death_signal: launcher::thread_outlives_sessions(),
         },

@@ -139,6 +139,45 @@ pub struct CrashReport {
     pub stack_trace: Option<String>,
 }
 
+impl CrashReport {
+    /// The contract's JSON shape (the timestamp as ISO text).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sessionId": self.session_id,
+            "timestamp": humantime::format_rfc3339_millis(self.timestamp).to_string(),
+            "signal": self.signal,
+            "exitCode": self.exit_code,
+            "lastState": self.last_state,
+            "lastOutput": self.last_output,
+            "stackTrace": self.stack_trace,
+        })
+    }
+
+    /// Reads a report in the contract's JSON shape, as a daemon may hand one over:
+    /// missing fields are empty, `timestamp` is ISO text or epoch milliseconds (now
+    /// when neither), and `session_id` fills in a missing `sessionId`.
+    pub fn from_json(session_id: &str, v: &serde_json::Value) -> Self {
+        let text = |k: &str| v[k].as_str().map(str::to_owned);
+        let timestamp = match &v["timestamp"] {
+            serde_json::Value::String(t) => humantime::parse_rfc3339_weak(t).ok(),
+            serde_json::Value::Number(ms) => ms
+                .as_f64()
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)),
+            _ => None,
+        };
+        Self {
+            session_id: text("sessionId").unwrap_or_else(|| session_id.to_owned()),
+            timestamp: timestamp.unwrap_or_else(SystemTime::now),
+            signal: text("signal"),
+            exit_code: v["exitCode"].as_i64().and_then(|c| i32::try_from(c).ok()),
+            last_state: text("lastState").unwrap_or_default(),
+            last_output: text("lastOutput").unwrap_or_default(),
+            stack_trace: text("stackTrace"),
+        }
+    }
+}
+
 /// Over every session the spawner knows (active set and history), each counted once.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct MetricsSummary {

@@ -154,6 +154,8 @@ pub(crate) struct Findings {
     pub modified_files: Vec<String>,
     /// A turn ended (a `result`); `Some(reason)` when it ended in error.
     pub turn_ended: Option<Option<String>>,
+    /// Claude Code's `system`/`init` message: the conversation is live.
+    pub reached_init: bool,
     /// Lines for the agent's stdin (control protocol answers), in order.
     pub replies: Vec<Vec<u8>>,
     pub reports: Vec<Report>,
@@ -171,6 +173,7 @@ impl Findings {
             && self.cost_usd.is_none()
             && self.modified_files.is_empty()
             && self.turn_ended.is_none()
+            && !self.reached_init
             && self.replies.is_empty()
             && self.reports.is_empty()
             && self.violations.is_empty()

@@ -262,6 +262,7 @@ impl Observer {
 
     fn on_message(&mut self, m: &Value, found: &mut Findings) {
         match m["type"].as_str() {
+            Some("system") if m["subtype"] == "init" => found.reached_init = true,
             Some("system") if m["subtype"] == "api_retry" => {
                 self.metrics.errors += 1;
                 let delay_ms = m["retry_delay_ms"].as_f64().unwrap_or(0.0).max(0.0) as u64;

@@ -68,6 +68,17 @@ pub struct CrashFacts {
 /// `state`, `signal`, `exitCode`, `lastOutput` and `stackTrace` of a report in the
 /// contract's JSON shape.
 impl CrashFacts {
+    /// What a [`CrashReport`](crate::status::CrashReport) alone tells.
+    pub fn from_report(report: &crate::status::CrashReport) -> Self {
+        Self {
+            state: None,
+            signal: report.signal.clone(),
+            exit_code: report.exit_code,
+            output: format!("{}\n{}", report.last_output, report.stack_trace.as_deref().unwrap_or_default()),
+            ..Self::default()
+        }
+    }
+
     pub fn from_report_json(report: &serde_json::Value) -> Self {
         let text = |k: &str| report[k].as_str().unwrap_or_default();
         Self {

@@ -75,6 +75,8 @@ pub(crate) struct Record {
     pub last_live_state: SessionState,
     /// The memory cgroup's OOM-kill count at spawn, to tell the OOM killer's SIGKILL.
     pub oom: Option<crate::process::OomCounter>,
+    /// Claude Code's `system`/`init` message came: its conversation is live.
+    pub reached_init: bool,
 }
 
 impl Record {
@@ -110,6 +112,10 @@ pub(crate) struct Session {
     pub control: Option<Control>,
     /// Tool calls the charter denied, shared with the protocol observer.
     pub denied: crate::protocol::DeniedCalls,
+    /// Who starts the session again when it ends in one of its states (a pool).
+    pub restarter: Option<crate::notice::Restarter>,
+    /// The session counted as work in flight, until it ends.
+    pub busy: Mutex<Option<crate::notice::Busy>>,
     ended: watch::Sender<bool>,
 }
 
@@ -154,9 +160,12 @@ impl Session {
                 exited: false,
                 last_live_state: SessionState::Initializing,
                 oom: None,
+                reached_init: false,
             }),
             control,
             denied: Default::default(),
+            restarter: None,
+            busy: Mutex::new(None),
             ended: watch::channel(false).0,
         }
     }

@@ -14,6 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
 use crate::event::{OutputChunk, SpawnerEvent, Stream};
+use crate::notice::Notice;
 use crate::output::Utf8Decoder;
 use crate::approval::ApprovalRequest;
 use crate::policy::Rule;
@@ -134,6 +135,7 @@ fn apply(found: Findings, session: &Arc<Session>, shared: &Arc<Shared>) {
         if let Some(cost) = found.cost_usd {
             r.cost_usd = Some(cost);
         }
+        r.reached_init |= found.reached_init;
         r.modified_files.extend(found.modified_files);
         for violation in &found.violations {
             r.add_violation(violation.clone());
@@ -186,7 +188,10 @@ fn apply(found: Findings, session: &Arc<Session>, shared: &Arc<Shared>) {
                 retry_delay_ms,
                 error,
             },
-            Report::RateLimited { until, reason } => SpawnerEvent::SessionRateLimited { session_id, until, reason },
+            Report::RateLimited { until, reason } => {
+                shared.notify(&Notice::RateLimited { session_id: Arc::clone(&session_id), until, reason: reason.clone() });
+                SpawnerEvent::SessionRateLimited { session_id, until, reason }
+            }
         });
     }
     for violation in found.violations {

@@ -24,6 +24,7 @@ use super::pump::Pump;
 use super::stdin::{write_stdin, StdinCommand};
 use super::{Session, StopReason, StopRequest};
 use crate::event::SpawnerEvent;
+use crate::notice::Notice;
 use crate::process::{self, signal_name, ExitStatus};
 use crate::spawner::Shared;
 use crate::status::SessionState;
@@ -258,11 +259,23 @@ pub(crate) fn end(shared: &Shared, session: &Arc<Session>, state: SessionState, 
         registry.remove(&session.id);
     }
     shared.table.lock().on_ended(session);
+    // The pools and recovery managers hear of it after the handler, so their events
+    // follow the session's own.
+    let notice = (!shared.watchers.is_empty()).then(|| Notice::Ended {
+        session_id: Arc::clone(&session.id),
+        status: Arc::new(status.clone()),
+        restarter: session.restarter,
+        reached_init: session.record.lock().reached_init,
+    });
     shared.emit(SpawnerEvent::SessionEnded {
         session_id: Arc::clone(&session.id),
         status: Box::new(status),
     });
+    if let Some(notice) = notice {
+        shared.notify(&notice);
+    }
     session.notify_ended();
+    drop(session.busy.lock().take());
 }
 
 /// Sets the stop reason unless one is set; true when this call set it.
