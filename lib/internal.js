@@ -1,29 +1,32 @@
 'use strict'
-// What the package's classes tell each other and nobody else: the spawner's recovery
-// and shared-pool hooks (behind symbols) and which sessions a pool will retry itself, so the
-// recovery manager leaves those alone; and how a pool runs a request's callbacks.
+// What the package's classes tell each other and nobody else (behind symbols): how a
+// pool or recovery manager reaches the native spawner and gets its deliveries, a
+// started session's SpawnResult, and the shared-queue pool's spawn hooks. Also how
+// user code is called without letting a throw change the library's outcome.
 
-const kRecovery = Symbol('claude-session-spawner.recovery')
+/** The native spawner behind a ClaudeSessionSpawner. */
+const kNative = Symbol('claude-session-spawner.native')
+/** `spawner[kAttach](target, component)`: deliveries to `target` go to `component[kDeliver](name, payload)`. */
+const kAttach = Symbol('claude-session-spawner.attach')
+const kDeliver = Symbol('claude-session-spawner.deliver')
+/** `spawner[kSession](sessionId)`: the SpawnResult of a session whose `session-spawned` came. */
+const kSession = Symbol('claude-session-spawner.session')
 /** The spawner's hooks for a pool on a shared queue: spawning from config JSON. */
 const kShared = Symbol('claude-session-spawner.shared')
 
-/** spawner -> Map<sessionId, { owner, states }>: `owner` restarts the session when it ends in one of `states`. */
-const owners = new WeakMap()
-
-function claimRecovery(spawner, sessionId, owner, states) {
-  let map = owners.get(spawner)
-  if (map === undefined) owners.set(spawner, (map = new Map()))
-  map.set(sessionId, { owner, states })
-}
-
-/** Forgets a claim once every `session-ended` listener of this emit has run. */
-function releaseRecovery(spawner, sessionId) {
-  queueMicrotask(() => owners.get(spawner)?.delete(sessionId))
-}
-
-/** `{ owner, states }` when someone other than the recovery manager restarts this session. */
-function recoveryClaim(spawner, sessionId) {
-  return owners.get(spawner)?.get(sessionId)
+/**
+ * Emits an event; a listener that throws is reported as Node reports an uncaught
+ * exception (asynchronously), and what the library does next is not cut short.
+ */
+function emitSafely(emitter, name, payload) {
+  try {
+    if (payload === undefined) emitter.emit(name)
+    else emitter.emit(name, payload)
+  } catch (error) {
+    process.nextTick(() => {
+      throw error
+    })
+  }
 }
 
 /** Runs a request's callback; one that throws is reported as `callback-error` on `pool` and changes nothing. */
@@ -33,8 +36,8 @@ function runCallback(pool, request, name, argument) {
   try {
     callback(argument)
   } catch (error) {
-    pool.emit('callback-error', { requestId: request.requestId, callback: name, error })
+    emitSafely(pool, 'callback-error', { requestId: request.requestId, callback: name, error })
   }
 }
 
-module.exports = { kRecovery, kShared, runCallback, claimRecovery, releaseRecovery, recoveryClaim }
+module.exports = { kNative, kAttach, kDeliver, kSession, kShared, emitSafely, runCallback }

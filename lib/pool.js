@@ -11,7 +11,8 @@ const { EventEmitter } = require('node:events')
 const native = require('./native')
 const { ClaudeSessionSpawner } = require('./spawner')
 const convert = require('./convert')
-const { claimRecovery, releaseRecovery, runCallback } = require('./internal')
+const { kShared, runCallback } = require('./internal')
+const { encodeConfig } = require('./encode')
 const { SharedPool } = require('./shared-pool')
 
 /** Index of each priority in the core's `Priority::ALL`. */
@@ -21,9 +22,6 @@ const PRIORITY_INDEX = new Map([
   ['medium', 2],
   ['low', 3],
 ])
-
-/** The endings autoRecovery retries (the scheduler's rule). */
-const RETRIED_STATES = ['timeout', 'crashed']
 
 const CALLBACKS = ['onAllocated', 'onCompleted', 'onFailed']
 
@@ -46,6 +44,7 @@ function poolError(message, code, extra) {
 
 class SessionPool extends EventEmitter {
   #spawner
+  #hooks
   /** Keeps the native scheduler alive; `#h` names it to the native functions. */
   #scheduler
   #h
@@ -75,6 +74,7 @@ class SessionPool extends EventEmitter {
     this.#h = this.#scheduler.handle
     this.#retries = config.autoRecovery !== false
     this.#spawner = spawner
+    this.#hooks = spawner[kShared]()
     const queue = convert.call(() => native.sharedQueueConfig(json))
     if (queue) {
       this.#shared = new SharedPool(this, spawner, config, queue, this.#scheduler)
@@ -161,10 +161,10 @@ class SessionPool extends EventEmitter {
     let config = entry.request.config
     const fallback = this.#scheduler.defaultSessionTimeout
     if (!(config.timeout > 0) && fallback > 0) config = { ...config, timeout: fallback }
-    this.#spawner.spawnSession(config).then(
+    // The spawn happens now; its outcome is handled a microtask later, as spawnSession's.
+    new Promise((resolve) => resolve(this.#hooks.spawnJson(encodeConfig(config), this.#retries))).then(
       (result) => {
         this.#sessions.set(result.sessionId, entry)
-        if (this.#retries) claimRecovery(this.#spawner, result.sessionId, 'pool', RETRIED_STATES)
         this.emit('session-allocated', { requestId: entry.request.requestId, sessionId: result.sessionId })
         if (!entry.allocated) {
           entry.allocated = true
@@ -189,7 +189,6 @@ class SessionPool extends EventEmitter {
     const entry = this.#sessions.get(sessionId)
     if (entry === undefined) return
     this.#sessions.delete(sessionId)
-    if (this.#retries) releaseRecovery(this.#spawner, sessionId)
     const outcome = native.schedulerSessionEnded(this.#h, entry.number, status.state, status.executionTime ?? 0)
     this.emit('session-released', { sessionId, status })
     const requestId = entry.request.requestId

@@ -21,7 +21,7 @@ const native = require('./native')
 const convert = require('./convert')
 const { encodeConfig } = require('./encode')
 const { SharedQueue } = require('./shared-queue')
-const { kShared, claimRecovery, releaseRecovery, runCallback } = require('./internal')
+const { kShared, runCallback } = require('./internal')
 
 const RETRIED_STATES = ['timeout', 'crashed']
 const DEFAULT_EXECUTION_MS = 60_000
@@ -498,8 +498,8 @@ class SharedPool {
     let started
     try {
       started = takeover
-        ? this.#hooks.spawnTakenOver(run.configJson, takeover.conversation, takeover.host)
-        : this.#hooks.spawnJson(run.configJson)
+        ? this.#hooks.spawnTakenOver(run.configJson, takeover.conversation, takeover.host, this.#retries)
+        : this.#hooks.spawnJson(run.configJson, this.#retries)
     } catch (error) {
       const ended = run.previous ?? {}
       this.#end(run, 'failed', 0, { ...ended, message: `Request ${run.id} could not start on host ${this.#host}: ${error.message}`, code: error.code ?? 'ERR_SPAWN_FAILED' })
@@ -508,7 +508,6 @@ class SharedPool {
     run.sessionId = started.sessionId
     run.claudeSessionId = started.status.claudeSessionId ?? null
     this.#bySession.set(started.sessionId, run)
-    if (this.#retries) claimRecovery(this.#spawner, started.sessionId, 'pool', RETRIED_STATES)
     const detail = {
       sessionId: started.sessionId,
       host: this.#host,
@@ -545,7 +544,6 @@ class SharedPool {
     const run = this.#bySession.get(sessionId)
     if (run === undefined) return
     this.#bySession.delete(sessionId)
-    if (this.#retries) releaseRecovery(this.#spawner, sessionId)
     run.sessionId = null
     const executionMs = status.executionTime ?? 0
     status = portable(status, this.#host)

@@ -1,16 +1,17 @@
 'use strict'
 // ClaudeSessionSpawner: the native spawner as an EventEmitter with the TypeScript
-// module's API. Behaviour lives in Rust; this class only orders what JavaScript
-// sees: `session-spawned` synchronously from spawnSession (which, like
-// child_process.spawn, starts the agent on this thread), then the queued events,
-// and each completion settled right after its session's `session-ended`.
+// module's API. Behaviour lives in Rust, which also delivers, in one ordered stream,
+// the events of the pools and recovery managers over this spawner: this class routes
+// them, emits its own, and settles each completion right after its session's
+// `session-ended`. Whether Node stays alive is decided natively (live sessions and
+// pending work keep it alive, as child processes do).
 
 const { EventEmitter } = require('node:events')
 const { isMainThread } = require('node:worker_threads')
-const { NativeSpawner, realEnvVar } = require('./native')
+const { NativeSpawner, realEnvVar, killSessionsOnExit } = require('./native')
 const { encodeConfig, encodeOptions, checkString } = require('./encode')
 const convert = require('./convert')
-const { kRecovery, kShared } = require('./internal')
+const { kAttach, kDeliver, kNative, kSession, kShared, emitSafely } = require('./internal')
 
 /**
  * Whether `process.env` here is the process's real environment, which the native
@@ -31,28 +32,19 @@ const envIsReal = (() => {
   }
 })()
 
-/** Spawners with live sessions; their process groups are killed if Node exits. */
-const withLiveSessions = new Set()
-let exitHookInstalled = false
-
-function killOnExit(native) {
-  withLiveSessions.add(native)
-  if (exitHookInstalled) return
-  exitHookInstalled = true
-  // `process.exit()` skips Node-API cleanup hooks on the main thread; 'exit' does not.
-  process.on('exit', () => {
-    for (const n of withLiveSessions) n.killAll()
-  })
+/** `process.env` for the native side, when it is not the process's own. */
+function daemonEnv() {
+  return envIsReal ? undefined : JSON.stringify(process.env)
 }
+
+let exitHookInstalled = false
 
 class ClaudeSessionSpawner extends EventEmitter {
   #native
-  /** sessionId -> { completion, resolve } for sessions that have not ended. */
+  /** sessionId -> { status, completion, resolve } for sessions that have not ended. */
   #live = new Map()
-  /** Whether the event queue keeps Node alive now, and whether it should. */
-  #holding = false
-  #wantHold = false
-  #releasePending = false
+  /** target -> the pool or recovery manager whose events arrive there. */
+  #attached = new Map()
   #approvalHandler
 
   constructor(options) {
@@ -60,7 +52,19 @@ class ClaudeSessionSpawner extends EventEmitter {
     // CLAUDE_PATH is read on this side: under a sandbox JavaScript's process.env is its own copy.
     const { json, approvalHandler, reapOrphans } = encodeOptions(options)
     this.#approvalHandler = approvalHandler
-    this.#native = convert.call(() => new NativeSpawner(json, (name, payload) => this.#deliver(name, payload)))
+    // The native side holds this listener for the spawner's life: it must not hold the
+    // spawner itself, which the native side keeps alive only while work is in flight.
+    const self = new WeakRef(this)
+    const listener = (target, name, payload) => {
+      const spawner = self.deref()
+      if (spawner !== undefined) ClaudeSessionSpawner.#route(spawner, target, name, payload)
+    }
+    this.#native = convert.call(() => new NativeSpawner(json, daemonEnv(), listener, this))
+    if (!exitHookInstalled) {
+      exitHookInstalled = true
+      // `process.exit()` skips Node-API cleanup hooks on the main thread; 'exit' does not.
+      process.on('exit', killSessionsOnExit)
+    }
     if (reapOrphans) {
       this.reapOrphans().then(
         (report) => this.emit('orphans-reaped', report),
@@ -86,69 +90,34 @@ class ClaudeSessionSpawner extends EventEmitter {
 
   async spawnSession(config) {
     const json = encodeConfig(config)
-    return this.#launch((env) => this.#native.spawnSession(json, env))
+    const sessionId = convert.call(() => this.#native.spawnSession(json, daemonEnv()))
+    return this[kSession](sessionId)
   }
 
-  /** Starts an agent through `start(env)` and reports it like any session. */
-  #launch(start) {
-    // Open the event queue first: a session's events may follow at once.
-    this.#setHold(true)
-    let spawned
-    try {
-      // The agent inherits process.env, as with child_process.
-      const env = envIsReal ? undefined : JSON.stringify(process.env)
-      spawned = convert.call(() => start(env))
-    } finally {
-      if (spawned === undefined) this.#hold()
-    }
-    const { sessionId, pid, startTime, claudeSessionId } = spawned
-    let resolve
-    const completion = new Promise((r) => {
-      resolve = r
-    })
-    this.#live.set(sessionId, { completion, resolve })
-    this.#hold()
-    // Reported here, synchronously: the session's queued events all come later.
-    this.emit('session-spawned', { sessionId, pid })
-    return { sessionId, status: convert.startedStatus(sessionId, pid, startTime, claudeSessionId), completion }
+  /** What spawnSession gives for a session that started here (its `session-spawned` came). */
+  [kSession](sessionId) {
+    const live = this.#live.get(sessionId)
+    return { sessionId, status: live.status, completion: live.completion }
+  }
+
+  /** The native spawner, for the pools and recovery managers made over this one. */
+  get [kNative]() {
+    return this.#native
+  }
+
+  /** Routes the deliveries to `target` to `component[kDeliver](name, payload)`. */
+  [kAttach](target, component) {
+    this.#attached.set(target, component)
   }
 
   /** A shared-queue pool's access: sessions from config JSON that is already checked. */
   [kShared]() {
     const native = this.#native
     return {
-      spawnJson: (json) => this.#launch((env) => native.spawnSession(json, env)),
-      spawnTakenOver: (json, conversation, previousHost) => {
-        let extra
-        const result = this.#launch((env) => {
-          const r = native.spawnTakenOver(json, conversation, previousHost, env)
-          extra = { resumed: r.resumed, note: r.note }
-          return r.spawned
-        })
-        return { ...result, ...extra }
-      },
-    }
-  }
-
-  /** The recovery manager's access to crash facts, dumps and respawning. */
-  [kRecovery]() {
-    const native = this.#native
-    return {
-      crashReport: (sessionId) => {
-        const report = convert.call(() => native.crashReportFor(sessionId))
-        return report ? convert.crashReport(report) : null
-      },
-      analyze: (sessionId, reportJson) => JSON.parse(convert.call(() => native.analyzeCrash(sessionId, reportJson))),
-      writeDump: (sessionId, directory, reportJson, analysisJson) =>
-        convert.call(() => native.writeCrashDump(sessionId, directory, reportJson, analysisJson)),
-      respawn: (originalId, latestId, analysisJson, attempt, timeoutGrowth, resume) => {
-        let extra
-        const result = this.#launch((env) => {
-          const r = native.respawnSession(originalId, latestId, analysisJson, attempt, timeoutGrowth, resume, env)
-          extra = { resumed: r.resumed, note: r.note }
-          return r.spawned
-        })
-        return { ...result, ...extra }
+      spawnJson: (json, pool) => this[kSession](convert.call(() => native.spawnSession(json, daemonEnv(), pool))),
+      spawnTakenOver: (json, conversation, previousHost, pool) => {
+        const r = convert.call(() => native.spawnTakenOver(json, conversation, previousHost, daemonEnv(), pool))
+        return { ...this[kSession](r.sessionId), resumed: r.resumed, note: r.note }
       },
     }
   }
@@ -199,42 +168,46 @@ class ClaudeSessionSpawner extends EventEmitter {
     return convert.call(() => this.#native.sessionDirectory(sessionId)) ?? null
   }
 
+  static #route(spawner, target, name, payload) {
+    if (target === 0) spawner.#deliver(name, payload)
+    else spawner.#attached.get(target)?.[kDeliver](name, payload)
+  }
+
   #deliver(name, payload) {
-    if (name === 'session-ended') {
-      convert.status(payload.status)
-      const live = this.#live.get(payload.sessionId)
-      try {
-        this.emit(name, payload)
-      } finally {
-        if (live) {
-          this.#live.delete(payload.sessionId)
-          live.resolve(payload.status)
-          this.#hold()
-        }
+    switch (name) {
+      case 'session-spawned': {
+        const { sessionId, pid, startTime, claudeSessionId } = payload
+        let resolve
+        const completion = new Promise((r) => {
+          resolve = r
+        })
+        this.#live.set(sessionId, { status: convert.startedStatus(sessionId, pid, startTime, claudeSessionId), completion, resolve })
+        emitSafely(this, name, { sessionId, pid })
+        return
       }
-      return
+      case 'session-ended': {
+        convert.status(payload.status)
+        const live = this.#live.get(payload.sessionId)
+        this.#live.delete(payload.sessionId)
+        emitSafely(this, name, payload)
+        live?.resolve(payload.status)
+        return
+      }
+      case 'session-message':
+        return emitSafely(this, name, { sessionId: payload.sessionId, message: JSON.parse(payload.messageJson) })
+      case 'policy-violation':
+        return emitSafely(this, name, { sessionId: payload.sessionId, ...convert.violation(payload) })
+      case 'session-rate-limited':
+        return emitSafely(this, name, { sessionId: payload.sessionId, until: new Date(payload.until), reason: payload.reason })
+      case 'approval-request':
+        return this.#approve(payload)
+      case 'native-error':
+        return process.emitWarning(String(payload), { code: 'ERR_NATIVE', type: 'ClaudeSessionSpawnerWarning' })
+      case 'recheck':
+        return
+      default:
+        emitSafely(this, name, payload)
     }
-    if (name === 'session-message') {
-      this.emit(name, { sessionId: payload.sessionId, message: JSON.parse(payload.messageJson) })
-      return
-    }
-    if (name === 'policy-violation') {
-      this.emit(name, { sessionId: payload.sessionId, ...convert.violation(payload) })
-      return
-    }
-    if (name === 'session-rate-limited') {
-      this.emit(name, { sessionId: payload.sessionId, until: new Date(payload.until), reason: payload.reason })
-      return
-    }
-    if (name === 'approval-request') {
-      this.#approve(payload)
-      return
-    }
-    if (name === 'native-error') {
-      process.emitWarning(String(payload), { code: 'ERR_NATIVE', type: 'ClaudeSessionSpawnerWarning' })
-      return
-    }
-    this.emit(name, payload)
   }
 
   /** Asks the approvalHandler; anything but `true` (a throw, a rejection) is a no. */
@@ -249,37 +222,6 @@ class ClaudeSessionSpawner extends EventEmitter {
       return answer(false)
     }
     Promise.resolve(result).then(answer, () => answer(false))
-  }
-
-  /** Running sessions keep Node alive, as child processes do; idle spawners hold nothing. */
-  #hold() {
-    this.#setHold(this.#live.size > 0)
-  }
-
-  #setHold(hold) {
-    if (hold === this.#wantHold) return
-    this.#wantHold = hold
-    if (hold) {
-      if (!this.#holding) {
-        this.#native.holdEventLoop(true)
-        this.#holding = true
-      }
-      killOnExit(this.#native)
-      return
-    }
-    withLiveSessions.delete(this.#native)
-    // Let go of the loop and the queue once idle, but not between back-to-back
-    // sessions: the next one usually starts before this immediate runs (which the
-    // still-held queue keeps the loop alive for).
-    if (this.#releasePending) return
-    this.#releasePending = true
-    setImmediate(() => {
-      this.#releasePending = false
-      if (this.#wantHold || !this.#holding) return
-      this.#native.holdEventLoop(false)
-      this.#holding = false
-      this.#native.releaseEvents()
-    }).unref()
   }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use super::events::{deliver, Delivery, Slot};
+use super::pipe::{Delivery, Payload, Pipe};
 use crate::approval::{ApprovalHandler, ApprovalRequest};
 
 #[derive(Default)]
@@ -32,7 +32,7 @@ impl Pending {
 }
 
 pub(crate) struct JsApprovals {
-    pub slot: Slot,
+    pub pipe: Arc<Pipe>,
     pub pending: Arc<Pending>,
 }
 
@@ -41,7 +41,7 @@ impl ApprovalHandler for JsApprovals {
         let id = self.pending.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.waiting.lock().insert(id, tx);
-        let queued = deliver(&self.slot, Delivery::Approval { id, request });
+        let queued = self.pipe.deliver(Delivery { target: 0, payload: Payload::Approval { id, request } });
         let forget = Forget { pending: Arc::clone(&self.pending), id };
         Box::pin(async move {
             // Dropped on return, and when the core gives up waiting (timeout).

@@ -207,25 +207,3 @@ impl From<MetricsSummary> for JsMetricsSummary {
         }
     }
 }
-
-/// What spawnSession returns: the parts of the first status snapshot that vary
-/// (the rest is `running` with no output yet, which JavaScript fills in faster than
-/// Node-API property sets would).
-#[napi(object, js_name = "NativeSpawned", object_from_js = false)]
-pub struct JsSpawned {
-    pub session_id: String,
-    pub pid: u32,
-    pub start_time: f64,
-    pub claude_session_id: Option<String>,
-}
-
-impl From<crate::SpawnResult> for JsSpawned {
-    fn from(r: crate::SpawnResult) -> Self {
-        Self {
-            session_id: r.session_id,
-            pid: r.status.pid.unwrap_or_default(),
-            start_time: millis(r.status.start_time),
-            claude_session_id: r.status.claude_session_id,
-        }
-    }
-}

@@ -1,34 +1,13 @@
-//! Delivery to JavaScript through a thread-safe function: core events, and approval
-//! questions for the JavaScript `approvalHandler`. A spawner has the function only
-//! while it has live sessions: it is created weak (it does not keep Node alive by
-//! itself), ref'd while sessions run (as a child process handle is), and released
-//! when the spawner goes idle, so an idle spawner holds nothing.
+//! Core events as what JavaScript's listener gets: `(target, name, payload)`, the
+//! payload a plain object in the shapes `lib/` turns into the contract's events.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
-
-use napi::bindgen_prelude::{FnArgs, Function, ToNapiValue, Unknown};
-use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, Status};
+use napi::bindgen_prelude::ToNapiValue;
+use napi::Env;
 use napi_derive::napi;
-use parking_lot::Mutex;
 
-use super::convert::{millis, JsSessionStatus, JsText, RawValue};
-use crate::approval::ApprovalRequest;
-use crate::event::{EventHandler, SpawnerEvent};
-
-/// What travels to JavaScript.
-pub(crate) enum Delivery {
-    Event(SpawnerEvent),
-    /// Answered with `answerApproval(id, approved)`.
-    Approval { id: u32, request: ApprovalRequest },
-}
-
-pub(crate) type EventFn =
-    ThreadsafeFunction<Delivery, Unknown<'static>, FnArgs<(RawValue, RawValue)>, Status, false, true>;
-
-/// The current queue to JavaScript, if the spawner has one.
-pub(crate) type Slot = Arc<Mutex<Option<Arc<EventFn>>>>;
+use super::convert::{millis, JsSessionStatus, JsText};
+use super::pipe::{raw_args, Args, Delivery, Payload};
+use crate::event::SpawnerEvent;
 
 #[napi(object, js_name = "NativeOutputEvent", object_from_js = false)]
 pub struct JsOutputEvent {
@@ -98,46 +77,49 @@ pub struct JsEndedEvent {
     pub status: JsSessionStatus,
 }
 
-pub(crate) fn build(callback: Function<'_, (), Unknown<'static>>) -> napi::Result<EventFn> {
-    callback
-        .build_threadsafe_function::<Delivery>()
-        .weak::<true>()
-        .callee_handled::<false>()
-        .build_callback(|ctx: ThreadsafeCallContext<Delivery>| {
-            // A panic must not unwind into Node (it would abort the process).
-            match catch_unwind(AssertUnwindSafe(|| to_js(&ctx.env, ctx.value))) {
-                Ok(Ok(args)) => Ok(args),
-                Ok(Err(e)) => native_error(&ctx.env, &format!("converting an event failed: {e}")),
-                Err(_) => native_error(&ctx.env, "converting an event panicked"),
-            }
-        })
+/// A session's start: what varies in its first status (`lib/` fills in the rest).
+#[napi(object, js_name = "NativeSpawnedEvent", object_from_js = false)]
+pub struct JsSpawnedEvent {
+    pub session_id: String,
+    pub pid: u32,
+    pub start_time: f64,
+    pub claude_session_id: Option<String>,
 }
 
-/// The JavaScript listener gets `(name, payload)`.
-fn to_js(env: &Env, delivery: Delivery) -> napi::Result<FnArgs<(RawValue, RawValue)>> {
+/// A delivery as the listener's arguments.
+pub(crate) fn to_js(env: &Env, delivery: Delivery) -> napi::Result<Args> {
     let raw = env.raw();
-    let event = match delivery {
-        Delivery::Approval { id, request } => {
-            let name = unsafe { <&str>::to_napi_value(raw, "approval-request")? };
-            let payload = unsafe {
-                JsApprovalRequest::to_napi_value(
-                    raw,
-                    JsApprovalRequest {
-                        id,
-                        session_id: request.session_id,
-                        tool_name: request.tool_name,
-                        input_json: JsText(request.input.to_string()),
-                        reason: request.reason,
-                    },
-                )?
+    let Delivery { target, payload } = delivery;
+    let event = match payload {
+        Payload::Recheck => return raw_args(env, target, "recheck", unsafe { <()>::to_napi_value(raw, ())? }),
+        Payload::Approval { id, request } => {
+            let payload = JsApprovalRequest {
+                id,
+                session_id: request.session_id,
+                tool_name: request.tool_name,
+                input_json: JsText(request.input.to_string()),
+                reason: request.reason,
             };
-            return Ok(FnArgs::from((RawValue(name), RawValue(payload))));
+            // SAFETY: on JavaScript's thread, in the current scope (here and below).
+            return raw_args(env, target, "approval-request", unsafe { JsApprovalRequest::to_napi_value(raw, payload)? });
         }
-        Delivery::Event(event) => event,
+        Payload::Event(event) => event,
     };
-    let name = unsafe { <&str>::to_napi_value(raw, event.name())? };
+    let name = event.name();
+    if let Some(json) = super::recovery::event_json(&event) {
+        return raw_args(env, target, name, unsafe { JsText::to_napi_value(raw, JsText(json))? });
+    }
     let payload = unsafe {
         match event {
+            SpawnerEvent::SessionSpawned { session_id, pid, status } => JsSpawnedEvent::to_napi_value(
+                raw,
+                JsSpawnedEvent {
+                    session_id: session_id.to_string(),
+                    pid,
+                    start_time: millis(status.start_time),
+                    claude_session_id: status.claude_session_id,
+                },
+            )?,
             SpawnerEvent::SessionOutput(chunk) => JsOutputEvent::to_napi_value(
                 raw,
                 JsOutputEvent {
@@ -201,46 +183,17 @@ fn to_js(env: &Env, delivery: Delivery) -> napi::Result<FnArgs<(RawValue, RawVal
             )?,
             other => JsSessionEvent::to_napi_value(
                 raw,
-                JsSessionEvent {
-                    session_id: other.session_id().unwrap_or_default().to_owned(),
-                },
+                JsSessionEvent { session_id: other.session_id().unwrap_or_default().to_owned() },
             )?,
         }
     };
-    Ok(FnArgs::from((RawValue(name), RawValue(payload))))
+    raw_args(env, target, name, payload)
 }
 
-/// Reported to JavaScript as a `native-error` event instead of a fatal exception.
-fn native_error(env: &Env, message: &str) -> napi::Result<FnArgs<(RawValue, RawValue)>> {
+/// Reported to JavaScript as a `native-error` delivery instead of a fatal exception.
+pub(crate) fn native_error(env: &Env, message: &str) -> napi::Result<Args> {
     tracing::error!("{message}");
-    let raw = env.raw();
-    let name = unsafe { <&str>::to_napi_value(raw, "native-error")? };
-    let text = unsafe { <&str>::to_napi_value(raw, message)? };
-    Ok(FnArgs::from((RawValue(name), RawValue(text))))
-}
-
-/// Queues `delivery` if the spawner has a queue; false when it could not be queued.
-pub(crate) fn deliver(slot: &Slot, delivery: Delivery) -> bool {
-    let Some(tsfn) = slot.lock().clone() else { return false };
-    // The queue is unbounded; output is bounded by the credit each chunk holds until
-    // it has been converted. A closing queue means Node is exiting.
-    tsfn.call(delivery, ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
-}
-
-/// The spawner's event handler in the binding.
-pub(crate) struct JsEvents {
-    pub slot: Slot,
-}
-
-impl EventHandler for JsEvents {
-    fn handle(&self, event: SpawnerEvent) {
-        // spawnSession returns the spawn's outcome itself, on JavaScript's thread,
-        // before anything of the session can come through the queue.
-        if matches!(event, SpawnerEvent::SessionSpawned { .. } | SpawnerEvent::SpawnFailed { .. }) {
-            return;
-        }
-        // Every event belongs to a session that is live or has just failed to start,
-        // and the queue exists from before such a session until after its end.
-        deliver(&self.slot, Delivery::Event(event));
-    }
+    // SAFETY: on JavaScript's thread, in the current scope.
+    let text = unsafe { <&str>::to_napi_value(env.raw(), message)? };
+    raw_args(env, 0, "native-error", text)
 }

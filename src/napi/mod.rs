@@ -5,6 +5,8 @@
 mod approvals;
 mod convert;
 mod events;
+mod pipe;
+mod promise;
 mod pool;
 mod queue;
 mod recovery;

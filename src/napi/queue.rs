@@ -13,14 +13,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use napi::bindgen_prelude::{FnArgs, Function, FromNapiValue, Object, ToNapiValue, Unknown};
 use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, JsDeferred, JsValue, Result, Status, ValueType};
+use napi::{Env, JsValue, Result, Status, ValueType};
 use napi_derive::napi;
 use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
@@ -283,50 +281,6 @@ fn queue_error(env: &Env, e: QueueError) -> napi::Error {
     thrown(env, e.code(), e.to_string(), &[])
 }
 
-// ---- promises settled from the runtime ----
-
-type Resolver<D> = Box<dyn FnOnce(Env) -> Result<D> + Send>;
-
-/// A future whose panic is its output instead of the runtime worker's death.
-struct CatchUnwind<F>(Pin<Box<F>>);
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = std::thread::Result<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.get_mut().0.as_mut();
-        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
-    }
-}
-
-/// The deferred of one operation. A deferred that is never settled would keep Node
-/// alive for ever (its thread-safe function is ref'd), so one dropped unsettled (the
-/// runtime shutting down) rejects.
-struct Settle<D: ToNapiValue + 'static> {
-    deferred: Option<JsDeferred<D, Resolver<D>>>,
-    what: &'static str,
-}
-
-impl<D: ToNapiValue + 'static> Settle<D> {
-    fn resolve(mut self, resolver: Resolver<D>) {
-        if let Some(deferred) = self.deferred.take() {
-            deferred.resolve(resolver);
-        }
-    }
-}
-
-impl<D: ToNapiValue + 'static> Drop for Settle<D> {
-    fn drop(&mut self) {
-        if let Some(deferred) = self.deferred.take() {
-            deferred.reject(napi::Error::from_reason(format!("queue {} was abandoned: the runtime stopped", self.what)));
-        }
-    }
-}
-
 /// Runs `work` on the runtime; the promise gets `convert(output)` on JavaScript's thread.
 fn start<'e, T, D>(
     env: &'e Env,
@@ -338,18 +292,10 @@ where
     T: Send + 'static,
     D: ToNapiValue + 'static,
 {
-    let runtime = super::runtime(env)?;
-    let (deferred, promise) = env.create_deferred::<D, Resolver<D>>()?;
-    let settle = Settle { deferred: Some(deferred), what };
-    runtime.spawn(async move {
-        let outcome = CatchUnwind(Box::pin(work)).await;
-        settle.resolve(Box::new(move |env: Env| match outcome {
-            Ok(Ok(value)) => convert(&env, value),
-            Ok(Err(e)) => Err(queue_error(&env, e)),
-            Err(_) => Err(thrown(&env, "ERR_NATIVE", format!("internal error (panic) in queue {what}"), &[])),
-        }));
-    });
-    Ok(promise)
+    super::promise::spawn(env, what, work, move |env, outcome| match outcome {
+        Ok(value) => convert(env, value),
+        Err(e) => Err(queue_error(env, e)),
+    })
 }
 
 // ---- events ----

@@ -1,102 +1,203 @@
 #![cfg_attr(test, allow(dead_code))]
-//! The recovery building blocks for JavaScript: crash facts and analysis, dumps, and
-//! respawning a crashed session from its stored config. Analyses travel as JSON text
-//! in the contract's `CrashAnalysis` shape (plus `evidence` and `signal`).
+//! `NativeRecoveryManager`: the core [`RecoveryManager`] over a `NativeSpawner`, for
+//! `lib/recovery.js`. Its events go down the spawner's pipe to its own target; their
+//! payloads, and the recovery states, travel as JSON text in the contract's shapes
+//! with times as epoch milliseconds (`lib/` makes them `Date`s).
 
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{Object, Reference};
 use napi::{Env, Result};
 use napi_derive::napi;
-use std::path::Path;
+use serde_json::{json, Value};
 
-use super::convert::{JsCrashReport, JsSpawned};
-use super::spawner::{base_environment, inherited, parse_json, NativeSpawner};
-use super::{config_error, js_error, thrown};
-use crate::recovery::{self, CrashAnalysis, CrashFacts, RecoveryConfig};
+use super::convert::millis;
+use super::pipe::{PipeActivity, PipeHandler};
+use super::spawner::{parse_json, NativeSpawner};
+use super::{config_error, thrown};
+use crate::event::SpawnerEvent;
+use crate::recovery::{RecoveryConfig, RecoveryError, RecoveryManager, RecoveryState};
+use crate::status::CrashReport;
 
-/// Checks a recovery config; returns it with every field filled, as JSON.
-#[napi(catch_unwind)]
-pub fn recovery_config(env: Env, config_json: String) -> Result<String> {
-    let value = parse_json(&env, &config_json, "config")?;
-    let config = RecoveryConfig::from_json(&value).map_err(|e| config_error(&env, e))?;
-    Ok(config.to_json().to_string())
+fn report_json(r: &CrashReport) -> Value {
+    json!({
+        "sessionId": r.session_id,
+        "timestamp": millis(r.timestamp),
+        "signal": r.signal,
+        "exitCode": r.exit_code,
+        "lastState": r.last_state,
+        "lastOutput": r.last_output,
+        "stackTrace": r.stack_trace,
+    })
 }
 
-#[napi(object, js_name = "NativeRespawned", object_from_js = false)]
-pub struct JsRespawned {
-    pub spawned: JsSpawned,
-    /// The conversation was resumed with `--resume`.
-    pub resumed: bool,
-    pub note: Option<String>,
+/// A recovery state as JSON; an attempt's optional fields only when set.
+fn state_json(s: &RecoveryState) -> Value {
+    let attempts: Vec<Value> = s
+        .attempts
+        .iter()
+        .map(|a| {
+            let mut v = json!({
+                "sessionId": a.session_id,
+                "attemptNumber": a.attempt_number,
+                "timestamp": millis(a.timestamp),
+                "strategy": a.strategy.as_str(),
+                "success": a.success,
+            });
+            let set = |v: &mut Value, key: &str, value: Value| {
+                if !value.is_null() {
+                    v[key] = value;
+                }
+            };
+            set(&mut v, "error", json!(a.error));
+            set(&mut v, "newSessionId", json!(a.new_session_id));
+            set(&mut v, "resumed", json!(a.resumed));
+            set(&mut v, "note", json!(a.note));
+            v
+        })
+        .collect();
+    let mut v = json!({
+        "sessionId": s.session_id,
+        "crashReport": report_json(&s.crash_report),
+        "attempts": attempts,
+        "status": s.status.as_str(),
+        "startedAt": millis(s.started_at),
+        "analysis": s.analysis.to_json(),
+    });
+    if let Some(at) = s.completed_at {
+        v["completedAt"] = json!(millis(at));
+    }
+    v
+}
+
+/// A recovery event's payload as JSON text; `None` for other events.
+pub(crate) fn event_json(event: &SpawnerEvent) -> Option<String> {
+    let v = match event {
+        SpawnerEvent::CrashDetected { session_id, crash_report } => {
+            json!({"sessionId": &**session_id, "crashReport": report_json(crash_report)})
+        }
+        SpawnerEvent::CrashDumpSaved { session_id, filepath } => {
+            json!({"sessionId": &**session_id, "filepath": filepath.to_string_lossy()})
+        }
+        SpawnerEvent::CrashDumpFailed { session_id, message } => {
+            json!({"sessionId": &**session_id, "code": "ERR_CRASH_DUMP", "message": message})
+        }
+        SpawnerEvent::CrashAnalyzed { session_id, analysis } => json!({"sessionId": &**session_id, "analysis": analysis.to_json()}),
+        SpawnerEvent::RecoveryAttempt { session_id, attempt_number, analysis } => {
+            json!({"sessionId": &**session_id, "attemptNumber": attempt_number, "analysis": analysis.to_json()})
+        }
+        SpawnerEvent::RecoveryRespawned { session_id, attempt_number, new_session_id, resumed } => json!({
+            "sessionId": &**session_id, "attemptNumber": attempt_number, "newSessionId": &**new_session_id, "resumed": resumed
+        }),
+        SpawnerEvent::RecoverySucceeded { session_id, attempt_number, new_session_id } => {
+            json!({"sessionId": &**session_id, "attemptNumber": attempt_number, "newSessionId": &**new_session_id})
+        }
+        SpawnerEvent::RecoveryAttemptFailed { session_id, attempt_number, error } => {
+            json!({"sessionId": &**session_id, "attemptNumber": attempt_number, "error": error})
+        }
+        SpawnerEvent::RecoveryFailed { session_id, reason } => json!({"sessionId": &**session_id, "reason": reason}),
+        SpawnerEvent::RecoveryAbandoned { session_id } => json!({"sessionId": &**session_id}),
+        SpawnerEvent::RecoveryDeferred { session_id, owner } => json!({"sessionId": &**session_id, "owner": owner}),
+        SpawnerEvent::RecoveryThrottled { session_id, attempt_number, until } => {
+            json!({"sessionId": &**session_id, "attemptNumber": attempt_number, "until": millis(*until)})
+        }
+        SpawnerEvent::RecoveryError { session_id, code, message } => {
+            json!({"sessionId": &**session_id, "code": code, "message": message})
+        }
+        _ => return None,
+    };
+    Some(v.to_string())
+}
+
+fn recovery_error(env: &Env, e: RecoveryError) -> napi::Error {
+    let session = e.session_id().map(str::to_owned);
+    let extra: Vec<(&str, &str)> = session.as_deref().map(|s| ("sessionId", s)).into_iter().collect();
+    thrown(env, e.code(), e.to_string(), &extra)
 }
 
 #[napi]
-impl NativeSpawner {
-    /// A crash report for any ended session, or `null`.
-    #[napi(catch_unwind)]
-    pub fn crash_report_for(&self, session_id: String) -> Option<JsCrashReport> {
-        self.inner.crash_report_for(&session_id).map(Into::into)
+pub struct NativeRecoveryManager {
+    inner: RecoveryManager,
+    spawner: Reference<NativeSpawner>,
+    target: u32,
+}
+
+#[napi]
+impl NativeRecoveryManager {
+    /// Over `spawner`; `config_json` is checked (a wrong field is a TypeError naming it).
+    #[napi(constructor, catch_unwind)]
+    pub fn new(env: Env, spawner: Reference<NativeSpawner>, config_json: String) -> Result<Self> {
+        let config = RecoveryConfig::from_json(&parse_json(&env, &config_json, "config")?).map_err(|e| config_error(&env, e))?;
+        let pipe = Arc::clone(&spawner.pipe);
+        let target = pipe.attach();
+        let handler = Box::new(PipeHandler { pipe: Arc::clone(&pipe), target });
+        let activity: Arc<dyn crate::notice::Activity> = Arc::new(PipeActivity(pipe));
+        let inner = RecoveryManager::with_activity(&spawner.inner, config, handler, Some(activity));
+        Ok(Self { inner, spawner, target })
     }
 
-    /// Analyses a crash: from the session's facts when the spawner knows it, else
-    /// from the report the caller gave (`report_json`).
-    #[napi(catch_unwind)]
-    pub fn analyze_crash(&self, env: Env, session_id: String, report_json: String) -> Result<String> {
-        let facts = match self.inner.crash_facts(&session_id) {
-            Some(facts) => facts,
-            None => CrashFacts::from_report_json(&parse_json(&env, &report_json, "crashReport")?),
+    /// Where this manager's events arrive in the spawner's listener.
+    #[napi(getter)]
+    pub fn target(&self) -> u32 {
+        self.target
+    }
+
+    /// The config with every field filled, as JSON.
+    #[napi(getter)]
+    pub fn config_json(&self) -> String {
+        self.inner.config().to_json().to_string()
+    }
+
+    /// `report_json`: the daemon's crash report, when it gave one.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn handle_crash<'e>(&self, env: &'e Env, session_id: String, report_json: Option<String>) -> Result<Object<'e>> {
+        let report = match report_json {
+            Some(text) => Some(CrashReport::from_json(&session_id, &parse_json(env, &text, "crashReport")?)),
+            None => None,
         };
-        Ok(recovery::analyze(&facts).to_json().to_string())
+        let manager = self.inner.clone();
+        let work = async move { manager.handle_crash(&session_id, report).await };
+        super::promise::spawn(env, "handleCrash", work, |env, outcome| outcome.map_err(|e| recovery_error(env, e)))
     }
 
-    /// Writes the crash dump of a session into `directory`; returns the file's path.
+    /// The recovery state as JSON, or null.
     #[napi(catch_unwind)]
-    pub fn write_crash_dump(
-        &self,
-        env: Env,
-        session_id: String,
-        directory: String,
-        report_json: String,
-        analysis_json: String,
-    ) -> Result<String> {
-        let report = parse_json(&env, &report_json, "crashReport")?;
-        let analysis = CrashAnalysis::from_json(&parse_json(&env, &analysis_json, "analysis")?);
-        self.inner
-            .write_crash_dump(&session_id, Path::new(&directory), report, &analysis)
-            .map(|p| p.to_string_lossy().into_owned())
-            .map_err(|e| {
-                let code = if e.kind() == std::io::ErrorKind::InvalidInput { "ERR_INVALID_ARG" } else { "ERR_CRASH_DUMP" };
-                thrown(&env, code, format!("cannot write the crash dump of {session_id} {e}"), &[])
-            })
+    pub fn recovery_status(&self, session_id: String) -> Option<String> {
+        self.inner.recovery_status(&session_id).map(|s| state_json(&s).to_string())
     }
 
-    /// Starts the next session of a recovery (see `Spawner::respawn_plan`).
-    #[allow(clippy::too_many_arguments)]
+    /// Recoveries pending or in progress, as a JSON array.
     #[napi(catch_unwind)]
-    pub fn respawn_session(
-        &self,
-        env: Env,
-        original_id: String,
-        latest_id: String,
-        analysis_json: String,
-        attempt: u32,
-        timeout_growth: f64,
-        resume: bool,
-        env_json: Option<String>,
-    ) -> Result<JsRespawned> {
-        let analysis = CrashAnalysis::from_json(&parse_json(&env, &analysis_json, "analysis")?);
-        let base_env = base_environment(&env, env_json)?;
-        let lookup = |name: &str| inherited(&base_env, name);
-        let plan = self
-            .inner
-            .respawn_plan(&original_id, resume.then_some(latest_id.as_str()), &analysis, attempt, timeout_growth, &lookup)
-            .ok_or_else(|| {
-                thrown(
-                    &env,
-                    "ERR_UNKNOWN_SESSION",
-                    format!("the config of session {original_id} is no longer kept (it left the spawner's history)"),
-                    &[("sessionId", &original_id)],
-                )
-            })?;
-        let result = self.inner.spawn_session_now(plan.config, base_env).map_err(|e| js_error(&env, e))?;
-        Ok(JsRespawned { spawned: result.into(), resumed: plan.resumed, note: plan.note })
+    pub fn active_recoveries(&self) -> String {
+        Value::Array(self.inner.active_recoveries().iter().map(state_json).collect()).to_string()
+    }
+
+    #[napi(catch_unwind)]
+    pub fn recovery_stats(&self) -> String {
+        let s = self.inner.recovery_stats();
+        json!({
+            "totalCrashes": s.total_crashes,
+            "totalRecoveryAttempts": s.total_recovery_attempts,
+            "successfulRecoveries": s.successful_recoveries,
+            "failedRecoveries": s.failed_recoveries,
+            "abandonedRecoveries": s.abandoned_recoveries,
+            "recoveryRate": s.recovery_rate,
+            "avgAttemptsPerRecovery": s.avg_attempts_per_recovery,
+        })
+        .to_string()
+    }
+
+    /// Begins the next attempt now; its `recovery-attempt` is delivered before this returns.
+    #[napi(catch_unwind)]
+    pub fn trigger_manual_recovery(&self, env: Env, session_id: String) -> Result<bool> {
+        let pipe = Arc::clone(&self.spawner.pipe);
+        pipe.sync(&env, || self.inner.trigger_manual_recovery(&session_id))?.map_err(|e| recovery_error(&env, e))
+    }
+
+    /// Its `recovery-abandoned` is delivered before this returns.
+    #[napi(catch_unwind)]
+    pub fn abandon_recovery(&self, env: Env, session_id: String) -> Result<()> {
+        let pipe = Arc::clone(&self.spawner.pipe);
+        pipe.sync(&env, || self.inner.abandon_recovery(&session_id))?.map_err(|e| recovery_error(&env, e))
     }
 }

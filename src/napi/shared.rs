@@ -7,8 +7,7 @@
 use napi::{Env, Result};
 use napi_derive::napi;
 
-use super::recovery::JsRespawned;
-use super::spawner::{base_environment, inherited, parse_json, NativeSpawner};
+use super::spawner::{inherited, parse_json, pool_restarter, NativeSpawner};
 use super::{config_error, js_error};
 use crate::config::SessionConfig;
 use crate::pool::{takeover_config, PoolConfig};
@@ -52,11 +51,20 @@ pub fn check_session_config(env: Env, config_json: String) -> Result<()> {
     Ok(())
 }
 
+/// A taken-over request's session: its id, and whether it continues the conversation.
+#[napi(object, js_name = "NativeTakenOver", object_from_js = false)]
+pub struct JsTakenOver {
+    pub session_id: String,
+    /// The conversation was resumed with `--resume`.
+    pub resumed: bool,
+    pub note: Option<String>,
+}
+
 #[napi]
 impl NativeSpawner {
     /// Starts a session for a request an earlier attempt of which did not finish
     /// (on `previous_host`): with `conversation`, Claude Code continues it when its
-    /// transcript is reachable from here.
+    /// transcript is reachable from here. `pool`: the pool retries its crashes itself.
     #[napi(catch_unwind)]
     pub fn spawn_taken_over(
         &self,
@@ -65,12 +73,14 @@ impl NativeSpawner {
         conversation: Option<String>,
         previous_host: String,
         env_json: Option<String>,
-    ) -> Result<JsRespawned> {
+        pool: Option<bool>,
+    ) -> Result<JsTakenOver> {
         let config = SessionConfig::from_json(&parse_json(&env, &config_json, "config")?).map_err(|e| config_error(&env, e))?;
-        let base_env = base_environment(&env, env_json)?;
+        let base_env = self.daemon_environment(&env, env_json)?;
         let lookup = |name: &str| inherited(&base_env, name);
         let plan = takeover_config(&config, conversation.as_deref(), &previous_host, &lookup);
-        let result = self.inner.spawn_session_now(plan.config, base_env).map_err(|e| js_error(&env, e))?;
-        Ok(JsRespawned { spawned: result.into(), resumed: plan.resumed, note: plan.note })
+        let result = self.pipe.sync(&env, || self.inner.spawn_claimed_now(plan.config, base_env, pool_restarter(pool)))?;
+        let session_id = result.map_err(|e| js_error(&env, e))?.session_id;
+        Ok(JsTakenOver { session_id, resumed: plan.resumed, note: plan.note })
     }
 }

@@ -4,25 +4,51 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Function, FunctionRef, Unknown};
+use std::cell::RefCell;
+
+use napi::bindgen_prelude::{Function, Unknown};
 use napi::{Env, Result};
 use napi_derive::napi;
 
-use super::convert::{JsCrashReport, JsMetricsSummary, JsSessionStatus, JsSpawned};
 use super::approvals::{JsApprovals, Pending};
-use super::events::{self, JsEvents, Slot};
-use super::{config_error, js_error, native_error};
+use super::convert::{JsCrashReport, JsMetricsSummary, JsSessionStatus};
+use super::pipe::{Args, Pipe, PipeActivity, PipeHandler};
+use super::{config_error, js_error};
 use crate::config::{ConfigError, SessionConfig};
+use crate::notice::Restarter;
 use crate::options::SpawnerOptions;
-use crate::spawner::Spawner;
+use crate::pool::RETRIED_STATES;
+use crate::spawner::{Spawner, WeakSpawner};
 
 #[napi]
 pub struct NativeSpawner {
     pub(super) inner: Spawner,
-    /// The JavaScript event listener, from which the queue is made when needed.
-    listener: FunctionRef<(), Unknown<'static>>,
-    events: Slot,
+    /// Its events, and those of the pools and recovery managers over it, to JavaScript.
+    pub(super) pipe: Arc<Pipe>,
     approvals: Arc<Pending>,
+}
+
+thread_local! {
+    /// This Node environment's spawners, for `killSessionsOnExit`.
+    static SPAWNERS: RefCell<Vec<WeakSpawner>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Kills the live sessions of every spawner of this environment (JavaScript's
+/// `process.on('exit')`: `process.exit()` skips Node-API cleanup hooks on the main
+/// thread).
+#[napi]
+#[cfg_attr(test, allow(dead_code))]
+pub fn kill_sessions_on_exit() {
+    SPAWNERS.with(|s| {
+        for spawner in s.borrow().iter().filter_map(WeakSpawner::upgrade) {
+            spawner.kill_all();
+        }
+    });
+}
+
+/// A pool's claim on a session it starts: it retries these endings itself.
+pub(super) fn pool_restarter(claimed: Option<bool>) -> Option<Restarter> {
+    claimed.unwrap_or(false).then_some(Restarter { owner: "pool", states: RETRIED_STATES })
 }
 
 pub(super) fn parse_json(env: &Env, text: &str, what: &str) -> Result<serde_json::Value> {
@@ -58,33 +84,44 @@ pub(super) fn inherited(base: &Option<Vec<(String, String)>>, name: &str) -> Opt
 
 #[napi]
 impl NativeSpawner {
-    /// `options_json`: the spawner options as JSON. `on_event(name, payload)` gets every
-    /// event but `session-spawned`.
+    /// `options_json`: the spawner options as JSON; `env_json`: the daemon's
+    /// environment when it is not this process's. `on_event(target, name, payload)`
+    /// gets every delivery of the pipe; `owner` (the JavaScript spawner) is kept alive
+    /// while sessions run.
     #[napi(constructor, catch_unwind)]
-    pub fn new(env: Env, options_json: String, on_event: Function<'_, (), Unknown<'static>>) -> Result<Self> {
+    pub fn new(
+        env: Env,
+        options_json: String,
+        env_json: Option<String>,
+        on_event: Function<'_, Args, Unknown<'static>>,
+        owner: Unknown<'_>,
+    ) -> Result<Self> {
         let json = parse_json(&env, &options_json, "options")?;
         let mut options = SpawnerOptions::from_json(&json).map_err(|e| config_error(&env, e))?;
-        let listener = on_event.create_ref()?;
-        let events = Slot::default();
+        let pipe = Arc::new(Pipe::new(&env, on_event, owner)?);
         let approvals = Arc::new(Pending::default());
         // JavaScript keeps the handler function and answers through `answerApproval`.
         if json["approvalHandler"] == serde_json::Value::Bool(true) {
-            options.approval_handler = Some(Arc::new(JsApprovals {
-                slot: Arc::clone(&events),
-                pending: Arc::clone(&approvals),
-            }));
+            options.approval_handler = Some(Arc::new(JsApprovals { pipe: Arc::clone(&pipe), pending: Arc::clone(&approvals) }));
         }
-        let handler = JsEvents { slot: Arc::clone(&events) };
-        let inner = Spawner::with_runtime(options, handler, super::runtime(&env)?);
+        let handler = PipeHandler { pipe: Arc::clone(&pipe), target: 0 };
+        let activity: Arc<dyn crate::notice::Activity> = Arc::new(PipeActivity(Arc::clone(&pipe)));
+        let inner = Spawner::with_activity(options, handler, super::runtime(&env)?, Some(activity));
+        inner.set_base_env(base_environment(&env, env_json)?);
         // When this Node environment goes away (process.exit, a worker ending) with
         // sessions still running, their process groups go with it.
         let weak = inner.downgrade();
-        env.add_env_cleanup_hook(weak, |weak| {
+        env.add_env_cleanup_hook(weak.clone(), |weak| {
             if let Some(spawner) = weak.upgrade() {
                 spawner.kill_all();
             }
         })?;
-        Ok(Self { inner, listener, events, approvals })
+        SPAWNERS.with(|s| {
+            let mut s = s.borrow_mut();
+            s.retain(|w| w.upgrade().is_some());
+            s.push(weak);
+        });
+        Ok(Self { inner, pipe, approvals })
     }
 
     #[napi(getter)]
@@ -93,18 +130,26 @@ impl NativeSpawner {
     }
 
     /// Starts a session on this (JavaScript's) thread, as `child_process.spawn` does,
-    /// and returns once its agent runs. `env_json`: the daemon's environment
-    /// (`process.env`) when it is not this process's own.
+    /// and returns its id once its agent runs; its `session-spawned` is delivered
+    /// before. `env_json`: the daemon's environment (`process.env`) when it is not this
+    /// process's own. `pool`: a pool retries its crashes and timeouts itself.
     #[napi(catch_unwind)]
-    pub fn spawn_session(&self, env: Env, config_json: String, env_json: Option<String>) -> Result<JsSpawned> {
+    pub fn spawn_session(&self, env: Env, config_json: String, env_json: Option<String>, pool: Option<bool>) -> Result<String> {
         let config = SessionConfig::from_json(&parse_json(&env, &config_json, "config")?)
             .map_err(|e| config_error(&env, e))?;
-        let base_env = match env_json {
-            Some(text) => Some(environment(&parse_json(&env, &text, "process.env")?)),
-            None => None,
-        };
-        let result = self.inner.spawn_session_now(config, base_env).map_err(|e| js_error(&env, e))?;
-        Ok(result.into())
+        let base_env = self.daemon_environment(&env, env_json)?;
+        let result = self.pipe.sync(&env, || self.inner.spawn_claimed_now(config, base_env, pool_restarter(pool)))?;
+        Ok(result.map_err(|e| js_error(&env, e))?.session_id)
+    }
+
+    /// The daemon's environment from JavaScript, which also becomes the one sessions
+    /// the core starts by itself (recoveries, shared-queue runs) inherit.
+    pub(super) fn daemon_environment(&self, env: &Env, env_json: Option<String>) -> Result<Option<Vec<(String, String)>>> {
+        let vars = base_environment(env, env_json)?;
+        if vars.is_some() {
+            self.inner.set_base_env(vars.clone());
+        }
+        Ok(vars)
     }
 
     #[napi(catch_unwind)]
@@ -163,35 +208,5 @@ impl NativeSpawner {
     #[napi(catch_unwind)]
     pub fn kill_all(&self) {
         self.inner.kill_all()
-    }
-
-    /// Opens the event queue if needed and makes it keep Node's event loop alive
-    /// (before spawning); with `false`, lets the loop exit (the last session ended).
-    #[napi]
-    pub fn hold_event_loop(&self, env: Env, hold: bool) -> Result<()> {
-        let mut slot = self.events.lock();
-        if hold && slot.is_none() {
-            *slot = Some(Arc::new(events::build(self.listener.borrow_back(&env)?)?));
-        }
-        let Some(tsfn) = slot.as_ref() else { return Ok(()) };
-        // SAFETY: on the JavaScript thread, with this environment and a live queue.
-        let status = unsafe {
-            if hold {
-                napi::sys::napi_ref_threadsafe_function(env.raw(), tsfn.raw())
-            } else {
-                napi::sys::napi_unref_threadsafe_function(env.raw(), tsfn.raw())
-            }
-        };
-        if status != napi::sys::Status::napi_ok {
-            return Err(native_error(&env, format!("ref/unref of the event queue failed ({status})")));
-        }
-        Ok(())
-    }
-
-    /// Releases the event queue of an idle spawner, which then holds nothing.
-    #[napi]
-    pub fn release_events(&self) {
-        // Dropping the last reference releases it; queued calls still run.
-        self.events.lock().take();
     }
 }

@@ -12,4 +12,4 @@ mod takeover;
 pub use config::{PoolConfig, PriorityWeights, SharedQueueConfig, MIN_LEASE_MS};
 pub use runner::{Allocation, Pool, PoolFailure, PoolMetrics, PoolRequest, PoolStatus, RequestOutcome};
 pub use takeover::{takeover_config, takeover_message};
-pub use scheduler::{Admission, Outcome, PoolError, QueuedInfo, Scheduler, DEFAULT_EXECUTION_MS};
+pub use scheduler::{Admission, Outcome, PoolError, QueuedInfo, Scheduler, DEFAULT_EXECUTION_MS, RETRIED_STATES};

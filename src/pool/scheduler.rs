@@ -132,6 +132,10 @@ pub struct Scheduler<K = String> {
 /// Until a session has finished, the mean execution time is taken to be this.
 pub const DEFAULT_EXECUTION_MS: f64 = 60_000.0;
 
+/// The endings a pool with auto-recovery retries; its claim on its sessions names them,
+/// so a recovery manager leaves those endings to it.
+pub const RETRIED_STATES: &[SessionState] = &[SessionState::Timeout, SessionState::Crashed];
+
 impl<K: Clone + Eq + Hash + Debug> Scheduler<K> {
     pub fn new(config: PoolConfig) -> Self {
         Self {
@@ -232,7 +236,7 @@ impl<K: Clone + Eq + Hash + Debug> Scheduler<K> {
         let request = self.active.remove(key)?;
         self.finished += 1;
         self.finished_ms += execution_ms;
-        let recoverable = matches!(state, SessionState::Timeout | SessionState::Crashed);
+        let recoverable = RETRIED_STATES.contains(&state);
         Some(if state == SessionState::Completed {
             Outcome::Completed
         } else if !recoverable || !self.config.auto_recovery {
