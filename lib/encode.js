@@ -3,6 +3,33 @@
 // RegExp, so a RegExp travels as { source, flags }; a Date travels as its ISO string
 // (its own toJSON). The native side checks every field and names the wrong one.
 
+const { isMainThread } = require('node:worker_threads')
+const { realEnvVar } = require('./native')
+
+/**
+ * Whether `process.env` here is the process's real environment, which the native
+ * side then inherits directly (enumerating `process.env` costs ~50 µs a spawn).
+ * It is not in a worker thread (a copy by default) nor in a `vm` sandbox such as
+ * Jest's (a look-alike copy): there the agent gets `process.env` as JavaScript sees
+ * it, the way child_process does. Decided by setting a variable here and asking
+ * the native side whether the real environment has it.
+ */
+const envIsReal = (() => {
+  if (!isMainThread) return false
+  const probe = `CLAUDE_SESSION_SPAWNER_PROBE_${process.pid}`
+  try {
+    process.env[probe] = 'seen'
+    return realEnvVar(probe) === 'seen'
+  } finally {
+    delete process.env[probe]
+  }
+})()
+
+/** `process.env` for the native side, when it is not the process's own. */
+function daemonEnv() {
+  return envIsReal ? undefined : JSON.stringify(process.env)
+}
+
 function isObject(value) {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
@@ -72,4 +99,4 @@ function checkString(value, name) {
   return value
 }
 
-module.exports = { encodeConfig, encodeOptions, checkString }
+module.exports = { encodeConfig, encodeOptions, checkString, daemonEnv }

@@ -1,18 +1,19 @@
 'use strict'
-// SessionPool: the TypeScript module's pool API over the native scheduler. Rust
-// decides (queue order, slots, retries, draining, rate-limit pauses, wait
-// estimates); this class carries the decisions out with the spawner it was given,
-// so the spawner's own events and completions stay exactly as for any session.
+// SessionPool: the native pool (Rust: queue order, slots, retries, draining,
+// rate-limit pauses, wait estimates, the sessions themselves) as an EventEmitter with
+// the TypeScript module's API. This class checks and converts arguments, keeps what
+// only JavaScript can hold (a request's callbacks, its config until it is admitted,
+// its promise), and turns the pool's deliveries into events and settlements.
 // Requests are numbered here (numbers are reused once a request is over, so they
-// index an array); only the number and the priority's index cross into Rust, which
-// keeps enqueueing cheap at tens of thousands of requests.
+// index an array); only the number and the priority's index cross into Rust per
+// request, which keeps enqueueing cheap at tens of thousands of requests.
 
 const { EventEmitter } = require('node:events')
 const native = require('./native')
 const { ClaudeSessionSpawner } = require('./spawner')
 const convert = require('./convert')
-const { kShared, runCallback } = require('./internal')
-const { encodeConfig } = require('./encode')
+const { encodeConfig, daemonEnv } = require('./encode')
+const { kAttach, kDeliver, kNative, kSession, emitSafely, runCallback } = require('./internal')
 const { SharedPool } = require('./shared-pool')
 
 /** Index of each priority in the core's `Priority::ALL`. */
@@ -39,27 +40,20 @@ function typeError(message, field) {
 }
 
 function poolError(message, code, extra) {
-  return Object.assign(new Error(message), { code }, extra)
+  return Object.assign(code === 'ERR_INVALID_CONFIG' ? new TypeError(message) : new Error(message), { code }, extra)
 }
 
 class SessionPool extends EventEmitter {
   #spawner
-  #hooks
-  /** Keeps the native scheduler alive; `#h` names it to the native functions. */
-  #scheduler
+  #native = null
   #h
   /** request number -> entry, for requests queued or holding a slot */
   #entries = []
   #freeNumbers = []
   /** requestId -> entry, while the request is queued or holds a slot */
   #byId = new Map()
-  /** sessionId -> entry */
-  #sessions = new Map()
-  #resumeTimer
-  #draining
-  /** The pool retries its requests' crashed sessions itself (autoRecovery). */
-  #retries
-  #idleWaiters = []
+  #draining = null
+  #drained
   /** With `config.queue`: the host's part in the shared queue, which does the work. */
   #shared = null
 
@@ -70,18 +64,16 @@ class SessionPool extends EventEmitter {
       throw typeError('config must be an object', 'config')
     }
     const json = JSON.stringify(config)
-    this.#scheduler = convert.call(() => new native.NativeScheduler(json))
-    this.#h = this.#scheduler.handle
-    this.#retries = config.autoRecovery !== false
     this.#spawner = spawner
-    this.#hooks = spawner[kShared]()
     const queue = convert.call(() => native.sharedQueueConfig(json))
     if (queue) {
-      this.#shared = new SharedPool(this, spawner, config, queue, this.#scheduler)
+      const limits = { capacity: config.maxConcurrentSessions, defaultSessionTimeout: config.defaultSessionTimeout }
+      this.#shared = new SharedPool(this, spawner, config, queue, limits)
       return
     }
-    spawner.on('session-ended', (event) => this.#onEnded(event))
-    spawner.on('session-rate-limited', (event) => this.#onRateLimited(event))
+    this.#native = convert.call(() => new native.NativePool(spawner[kNative], json))
+    this.#h = this.#native.handle
+    spawner[kAttach](this.#native.target, this)
   }
 
   requestSession(request) {
@@ -91,9 +83,9 @@ class SessionPool extends EventEmitter {
     try {
       const priority = this.#check(request)
       const queuedAt = queuedAtOf(request)
-      const number = this.#number()
-      position = convert.call(() => native.schedulerSubmit(this.#h, number, priority, queuedAt.getTime()))
-      entry = { number, request, requestId: request.requestId, priority: request.priority, queuedAt, allocated: false, done: false, resolve: null, reject: null }
+      const number = this.#freeNumbers.length > 0 ? this.#freeNumbers.pop() : this.#entries.length
+      position = convert.call(() => native.poolSubmit(this.#h, number, priority, queuedAt.getTime()))
+      entry = { number, request, requestId: request.requestId, priority: request.priority, queuedAt, allocated: false, resolve: null, reject: null }
     } catch (error) {
       return Promise.reject(error)
     }
@@ -104,13 +96,9 @@ class SessionPool extends EventEmitter {
     this.#entries[entry.number] = entry
     this.#byId.set(request.requestId, entry)
     if (position === 0) {
-      this.#start(entry)
-    } else {
-      // A pause with requests waiting keeps Node alive until they can be served.
-      this.#resumeTimer?.ref()
-      if (this.listenerCount('request-queued') > 0) {
-        this.emit('request-queued', { requestId: request.requestId, position, queueLength: native.schedulerQueuedCount(this.#h) })
-      }
+      this.#supply(entry.number)
+    } else if (this.listenerCount('request-queued') > 0) {
+      emitSafely(this, 'request-queued', { requestId: request.requestId, position, queueLength: native.poolQueuedCount(this.#h) })
     }
     return promise
   }
@@ -152,117 +140,80 @@ class SessionPool extends EventEmitter {
     return priority
   }
 
-  #number() {
-    return this.#freeNumbers.length > 0 ? this.#freeNumbers.pop() : this.#entries.length
+  /** The native pool admitted request `number`: it gets the config, and its session starts. */
+  #supply(number) {
+    const entry = this.#entries[number]
+    if (entry === undefined) return
+    let json
+    let problem
+    try {
+      json = encodeConfig(entry.request.config)
+    } catch (error) {
+      problem = error.message
+    }
+    this.#native.supply(number, json, problem, daemonEnv())
   }
 
-  /** Spawns the session of a request that holds a slot. */
-  #start(entry) {
-    let config = entry.request.config
-    const fallback = this.#scheduler.defaultSessionTimeout
-    if (!(config.timeout > 0) && fallback > 0) config = { ...config, timeout: fallback }
-    // The spawn happens now; its outcome is handled a microtask later, as spawnSession's.
-    new Promise((resolve) => resolve(this.#hooks.spawnJson(encodeConfig(config), this.#retries))).then(
-      (result) => {
-        this.#sessions.set(result.sessionId, entry)
-        this.emit('session-allocated', { requestId: entry.request.requestId, sessionId: result.sessionId })
+  /** The pool's deliveries: events for listeners, and each request's settlement. */
+  [kDeliver](name, p) {
+    if (name === 'pool-supply') return this.#supply(p)
+    const entry = p?.requestId === undefined ? undefined : this.#entries[Number(p.requestId)]
+    switch (name) {
+      case 'session-allocated':
+        if (entry === undefined) return
+        emitSafely(this, name, { requestId: entry.requestId, sessionId: p.sessionId })
         if (!entry.allocated) {
           entry.allocated = true
-          this.#call(entry, 'onAllocated', result.sessionId)
-          entry.resolve(result)
+          runCallback(this, entry.request, 'onAllocated', p.sessionId)
+          entry.resolve(this.#spawner[kSession](p.sessionId))
         }
-      },
-      (error) => {
-        native.schedulerSpawnFailed(this.#h, entry.number)
-        this.#fail(entry, error)
-        this.#admitNext()
-      },
-    )
-  }
-
-  #admitNext() {
-    for (const number of native.schedulerAdmitNext(this.#h)) this.#start(this.#entries[number])
-    this.#wakeIdle()
-  }
-
-  #onEnded({ sessionId, status }) {
-    const entry = this.#sessions.get(sessionId)
-    if (entry === undefined) return
-    this.#sessions.delete(sessionId)
-    const outcome = native.schedulerSessionEnded(this.#h, entry.number, status.state, status.executionTime ?? 0)
-    this.emit('session-released', { sessionId, status })
-    const requestId = entry.request.requestId
-    if (typeof outcome === 'number') {
-      this.emit('session-recovering', { sessionId, requestId, attempt: outcome })
-    } else if (outcome === 'gave-up') {
-      const why = this.#draining ? 'the pool is draining' : 'no attempt is left'
-      const message = `Request ${requestId} failed: its session ended ${status.state}${status.errorMessage ? ` (${status.errorMessage})` : ''} and ${why}`
-      this.#fail(entry, poolError(message, 'ERR_POOL_GAVE_UP', { status }))
-    } else {
-      this.#finish(entry)
-      this.#call(entry, 'onCompleted', status)
-    }
-    this.#admitNext()
-  }
-
-  #onRateLimited({ sessionId, until, reason }) {
-    if (!this.#sessions.has(sessionId) || this.#draining) return
-    if (!native.schedulerThrottle(this.#h, until.getTime())) return
-    this.emit('pool-throttled', { until, reason })
-    this.#scheduleResume(until.getTime())
-  }
-
-  #scheduleResume(at) {
-    clearTimeout(this.#resumeTimer)
-    this.#resumeTimer = setTimeout(() => {
-      this.#resumeTimer = undefined
-      if (native.schedulerResumeIfDue(this.#h, Date.now())) {
-        this.emit('pool-resumed')
-        this.#admitNext()
-      } else {
-        const until = native.schedulerThrottledUntil(this.#h)
-        if (until != null) this.#scheduleResume(until)
+        return
+      case 'session-released':
+        return emitSafely(this, name, { sessionId: p.sessionId, status: convert.status(p.status) })
+      case 'session-recovering':
+        return emitSafely(this, name, { sessionId: p.sessionId, requestId: entry?.requestId, attempt: p.attempt })
+      case 'request-cancelled':
+        return emitSafely(this, name, { requestId: entry?.requestId })
+      case 'request-completed':
+        if (entry === undefined) return
+        this.#finish(entry)
+        return runCallback(this, entry.request, 'onCompleted', convert.status(p.status))
+      case 'request-failed': {
+        if (entry === undefined) return
+        this.#finish(entry)
+        const error = poolError(p.message, p.code, p.status === undefined ? {} : { status: convert.status(p.status) })
+        runCallback(this, entry.request, 'onFailed', error)
+        if (!entry.allocated) entry.reject(error)
+        return
       }
-    }, Math.max(0, at - Date.now()))
-    if (native.schedulerQueuedCount(this.#h) === 0) this.#resumeTimer.unref()
+      case 'pool-throttled':
+        return emitSafely(this, name, { until: new Date(p.until), reason: p.reason })
+      case 'pool-drained':
+        emitSafely(this, name)
+        return this.#drained?.()
+      default:
+        emitSafely(this, name)
+    }
   }
 
-  /** The request is over: it no longer holds its id. */
+  /** The request is over: it no longer holds its id or its number. */
   #finish(entry) {
-    if (entry.done) return false
-    entry.done = true
     this.#entries[entry.number] = undefined
     this.#freeNumbers.push(entry.number)
-    this.#byId.delete(entry.request.requestId)
-    return true
-  }
-
-  #fail(entry, error) {
-    if (!this.#finish(entry)) return
-    this.#call(entry, 'onFailed', error)
-    if (!entry.allocated) entry.reject(error)
-  }
-
-  /** A callback that throws is reported and changes nothing. */
-  #call(entry, name, argument) {
-    runCallback(this, entry.request, name, argument)
+    this.#byId.delete(entry.requestId)
   }
 
   getPoolStatus() {
     if (this.#shared) return this.#shared.status()
-    const { requests, estimatedWaits } = native.schedulerQueue(this.#h)
+    const { requests, estimatedWaits } = native.poolQueue(this.#h)
     const entries = this.#entries
     const queuedRequests = Array.from(requests, (number, i) => {
       const entry = entries[number]
       return { requestId: entry.requestId, priority: entry.priority, queuedAt: entry.queuedAt, estimatedWaitTime: estimatedWaits[i] }
     })
-    const activeSessions = []
-    for (const sessionId of this.#sessions.keys()) {
-      const status = this.#spawner.getSessionStatus(sessionId)
-      if (status) activeSessions.push(status)
-    }
-    const capacity = this.#scheduler.capacity
-    const activeCount = native.schedulerActiveCount(this.#h)
+    const activeSessions = this.#native.activeSessions().map(convert.status)
+    const capacity = this.#native.capacity
+    const activeCount = native.poolActiveCount(this.#h)
     return {
       capacity,
       activeCount,
@@ -277,10 +228,7 @@ class SessionPool extends EventEmitter {
   cancelRequest(requestId) {
     if (this.#shared) return this.#shared.cancel(requestId)
     const entry = typeof requestId === 'string' ? this.#byId.get(requestId) : undefined
-    if (entry === undefined || !native.schedulerCancel(this.#h, entry.number)) return false
-    this.#fail(entry, poolError('Request cancelled', 'ERR_REQUEST_CANCELLED'))
-    this.emit('request-cancelled', { requestId })
-    return true
+    return entry !== undefined && convert.call(() => this.#native.cancel(entry.number))
   }
 
   drain(timeoutMs = 30000) {
@@ -291,42 +239,12 @@ class SessionPool extends EventEmitter {
       this.#draining ??= this.#shared.drain(timeoutMs)
       return this.#draining
     }
-    if (this.#draining) return this.#draining
-    this.#draining = this.#drain(timeoutMs)
-    return this.#draining
-  }
-
-  async #drain(timeoutMs) {
-    this.emit('pool-draining')
-    clearTimeout(this.#resumeTimer)
-    for (const number of native.schedulerDrain(this.#h)) {
-      this.#fail(this.#entries[number], poolError('Pool is draining', 'ERR_POOL_DRAINING'))
-    }
-    let timer
-    const deadline = new Promise((resolve) => {
-      timer = setTimeout(resolve, timeoutMs, 'deadline')
+    // Settled by the pool's own `pool-drained`, which follows every event before it.
+    this.#draining ??= new Promise((resolve) => {
+      this.#drained = resolve
+      convert.call(() => this.#native.drain(timeoutMs))
     })
-    const outcome = await Promise.race([this.#idle(), deadline])
-    clearTimeout(timer)
-    if (outcome === 'deadline') {
-      for (const sessionId of [...this.#sessions.keys()]) {
-        // A session that ended meanwhile is no error: it is what drain waits for.
-        this.#spawner.terminateSession(sessionId, true).catch(() => {})
-      }
-      await this.#idle()
-    }
-    this.emit('pool-drained')
-  }
-
-  /** Resolves when no request holds a slot. */
-  #idle() {
-    if (native.schedulerActiveCount(this.#h) === 0) return Promise.resolve('idle')
-    return new Promise((resolve) => this.#idleWaiters.push(resolve))
-  }
-
-  #wakeIdle() {
-    if (native.schedulerActiveCount(this.#h) !== 0) return
-    for (const resolve of this.#idleWaiters.splice(0)) resolve('idle')
+    return this.#draining
   }
 
   /**
@@ -358,12 +276,11 @@ class SessionPool extends EventEmitter {
 
   getMetrics() {
     if (this.#shared) return this.#shared.metrics()
-    const activeCount = native.schedulerActiveCount(this.#h)
     return {
       ...this.#spawner.getMetricsSummary(),
-      poolUtilization: (activeCount / this.#scheduler.capacity) * 100,
-      queueLength: native.schedulerQueuedCount(this.#h),
-      queueWaitTime: native.schedulerQueueWaitMs(this.#h),
+      poolUtilization: (native.poolActiveCount(this.#h) / this.#native.capacity) * 100,
+      queueLength: native.poolQueuedCount(this.#h),
+      queueWaitTime: native.poolQueueWaitMs(this.#h),
     }
   }
 }

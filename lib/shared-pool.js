@@ -130,13 +130,13 @@ class SharedPool {
   #closingDone = null
   #listeners
 
-  constructor(pool, spawner, poolConfig, queueConfig, scheduler) {
+  constructor(pool, spawner, poolConfig, queueConfig, limits) {
     this.#pool = pool
     this.#spawner = spawner
     this.#hooks = spawner[kShared]()
     this.#queueConfig = queueConfig
-    this.#capacity = scheduler.capacity
-    this.#defaultTimeout = scheduler.defaultSessionTimeout
+    this.#capacity = limits.capacity
+    this.#defaultTimeout = limits.defaultSessionTimeout
     this.#queueLimit = Number.isFinite(poolConfig.maxQueueSize) ? poolConfig.maxQueueSize : undefined
     this.#retries = poolConfig.autoRecovery !== false
     this.#host = queueConfig.host ?? `${os.hostname()}/${process.pid}/${crypto.randomBytes(4).toString('hex')}`

@@ -7,35 +7,10 @@
 // pending work keep it alive, as child processes do).
 
 const { EventEmitter } = require('node:events')
-const { isMainThread } = require('node:worker_threads')
-const { NativeSpawner, realEnvVar, killSessionsOnExit } = require('./native')
-const { encodeConfig, encodeOptions, checkString } = require('./encode')
+const { NativeSpawner, killSessionsOnExit } = require('./native')
+const { encodeConfig, encodeOptions, checkString, daemonEnv } = require('./encode')
 const convert = require('./convert')
 const { kAttach, kDeliver, kNative, kSession, kShared, emitSafely } = require('./internal')
-
-/**
- * Whether `process.env` here is the process's real environment, which the native
- * side then inherits directly (enumerating `process.env` costs ~50 µs a spawn).
- * It is not in a worker thread (a copy by default) nor in a `vm` sandbox such as
- * Jest's (a look-alike copy): there the agent gets `process.env` as JavaScript sees
- * it, the way child_process does. Decided by setting a variable here and asking
- * the native side whether the real environment has it.
- */
-const envIsReal = (() => {
-  if (!isMainThread) return false
-  const probe = `CLAUDE_SESSION_SPAWNER_PROBE_${process.pid}`
-  try {
-    process.env[probe] = 'seen'
-    return realEnvVar(probe) === 'seen'
-  } finally {
-    delete process.env[probe]
-  }
-})()
-
-/** `process.env` for the native side, when it is not the process's own. */
-function daemonEnv() {
-  return envIsReal ? undefined : JSON.stringify(process.env)
-}
 
 let exitHookInstalled = false
 
@@ -94,10 +69,15 @@ class ClaudeSessionSpawner extends EventEmitter {
     return this[kSession](sessionId)
   }
 
-  /** What spawnSession gives for a session that started here (its `session-spawned` came). */
+  /**
+   * What spawnSession gives for a session that started here (its `session-spawned`
+   * came); for one that has ended since, its final status.
+   */
   [kSession](sessionId) {
     const live = this.#live.get(sessionId)
-    return { sessionId, status: live.status, completion: live.completion }
+    if (live) return { sessionId, status: live.status, completion: live.completion }
+    const status = this.getSessionStatus(sessionId)
+    return { sessionId, status, completion: Promise.resolve(status) }
   }
 
   /** The native spawner, for the pools and recovery managers made over this one. */

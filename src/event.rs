@@ -120,6 +120,12 @@ pub enum SpawnerEvent {
     PoolThrottled { until: std::time::SystemTime, reason: String },
     /// Pool: admission resumed after a rate-limit pause.
     PoolResumed,
+    /// Pool: the request is over with this final status of its last session (what its
+    /// `RequestOutcome` resolves with).
+    RequestCompleted { request_id: Arc<str>, status: Box<SessionStatus> },
+    /// Pool: the request failed (`code` and `message` as the pool's error has them; the
+    /// last session's status when it gave up after one).
+    RequestFailed { request_id: Arc<str>, code: &'static str, message: String, status: Option<Box<SessionStatus>> },
     /// Recovery: a session ended in a way the manager recovers (or `handle_crash`).
     CrashDetected { session_id: Arc<str>, crash_report: Box<CrashReport> },
     /// Recovery: the crash dump was written.
@@ -166,6 +172,8 @@ impl SpawnerEvent {
             Self::PoolDrained => "pool-drained",
             Self::PoolThrottled { .. } => "pool-throttled",
             Self::PoolResumed => "pool-resumed",
+            Self::RequestCompleted { .. } => "request-completed",
+            Self::RequestFailed { .. } => "request-failed",
             Self::CrashDetected { .. } => "crash-detected",
             Self::CrashDumpSaved { .. } => "crash-dump-saved",
             Self::CrashDumpFailed { .. } => "crash-dump-failed",
@@ -217,7 +225,9 @@ impl SpawnerEvent {
             | Self::PoolDraining
             | Self::PoolDrained
             | Self::PoolThrottled { .. }
-            | Self::PoolResumed => return None,
+            | Self::PoolResumed
+            | Self::RequestCompleted { .. }
+            | Self::RequestFailed { .. } => return None,
         })
     }
 }

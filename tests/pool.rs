@@ -255,3 +255,42 @@ async fn a_rate_limited_session_pauses_admission_until_the_reset() {
     pool.spawner().end_session(&limited.session.session_id).unwrap();
     within("outcome", limited.outcome).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_pool_over_a_shared_spawner_retries_its_crashes_and_the_recovery_manager_defers_to_it() {
+    use claude_session_spawner::recovery::{RecoveryConfig, RecoveryManager};
+    let dir = tempfile::tempdir().unwrap();
+    let spawned = Arc::new(Log::default());
+    let sink = Arc::clone(&spawned);
+    let options = SpawnerOptions::default().claude_path(fake_agent()).protocol(Protocol::Text).extra_args(["env-steps"]);
+    let spawner = Spawner::new(options, move |e: SpawnerEvent| sink.record(e)).unwrap();
+    let recovery = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&recovery);
+    let config = RecoveryConfig { save_crash_dumps: false, retry_delay_ms: 10, ..RecoveryConfig::default() };
+    let _manager = RecoveryManager::new(&spawner, config, move |e: SpawnerEvent| seen.lock().unwrap().push(e.name().to_owned()));
+    let pool_log = Arc::new(Log::default());
+    let sink = Arc::clone(&pool_log);
+    let small = PoolConfig { max_concurrent_sessions: 1, max_queue_size: 10, ..PoolConfig::default() };
+    let pool = Pool::over(&spawner, small.clone(), move |e: SpawnerEvent| sink.record(e)).unwrap();
+
+    let marker = dir.path().join("pooled").display().to_string();
+    let steps = [format!("exit-if-exists:{marker}"), format!("touch:{marker}"), "signal:SEGV".into()];
+    let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+    let pooled = pool.request_session(request(dir.path(), "pooled", Priority::High, &steps)).await.unwrap();
+    assert_eq!(within("the pool's retry", pooled.outcome).await.unwrap().state, SessionState::Completed);
+    wait_until("the deferral", || recovery.lock().unwrap().contains(&"recovery-deferred".to_owned())).await;
+    assert_eq!(*recovery.lock().unwrap(), ["crash-detected", "crash-analyzed", "recovery-deferred"]);
+    assert_eq!(pool_log.named("session-recovering"), ["session-recovering pooled 2"]);
+    // The pool's events went to its own handler, the sessions' to the spawner's.
+    assert!(pool_log.named("session-spawned").is_empty());
+    assert_eq!(spawned.named("session-spawned").len(), 2);
+
+    // A pool that does not retry leaves its crashes to the manager.
+    let plain = Pool::over(&spawner, PoolConfig { auto_recovery: false, ..small }, |_: SpawnerEvent| {}).unwrap();
+    let marker = dir.path().join("plain").display().to_string();
+    let steps = [format!("exit-if-exists:{marker}"), format!("touch:{marker}"), "signal:SEGV".into()];
+    let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+    let crashed = plain.request_session(request(dir.path(), "plain", Priority::High, &steps)).await.unwrap();
+    assert_eq!(within("the crash", crashed.outcome).await.unwrap().state, SessionState::Crashed);
+    wait_until("the manager's recovery", || recovery.lock().unwrap().contains(&"recovery-succeeded".to_owned())).await;
+}

@@ -92,6 +92,7 @@ pub(crate) fn to_js(env: &Env, delivery: Delivery) -> napi::Result<Args> {
     let Delivery { target, payload } = delivery;
     let event = match payload {
         Payload::Recheck => return raw_args(env, target, "recheck", unsafe { <()>::to_napi_value(raw, ())? }),
+        Payload::Supply { request } => return raw_args(env, target, "pool-supply", unsafe { u32::to_napi_value(raw, request)? }),
         Payload::Approval { id, request } => {
             let payload = JsApprovalRequest {
                 id,
@@ -181,10 +182,13 @@ pub(crate) fn to_js(env: &Env, delivery: Delivery) -> napi::Result<Args> {
                     status: (*status).into(),
                 },
             )?,
-            other => JsSessionEvent::to_napi_value(
-                raw,
-                JsSessionEvent { session_id: other.session_id().unwrap_or_default().to_owned() },
-            )?,
+            other => {
+                let session_id = other.session_id().unwrap_or_default().to_owned();
+                match super::pool::event_payload(raw, other)? {
+                    Some(payload) => payload,
+                    None => JsSessionEvent::to_napi_value(raw, JsSessionEvent { session_id })?,
+                }
+            }
         }
     };
     raw_args(env, target, name, payload)

@@ -38,6 +38,8 @@ pub(crate) enum Payload {
     Approval { id: u32, request: ApprovalRequest },
     /// The count of work in flight changed off JavaScript's thread.
     Recheck,
+    /// A pool asks for the config of its admitted request number `request`.
+    Supply { request: u32 },
 }
 
 pub(crate) struct Delivery {

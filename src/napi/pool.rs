@@ -1,45 +1,52 @@
-//! The pool's decisions ([`Scheduler`]) for the JavaScript `SessionPool`, which
-//! carries them out with its spawner.
+//! The core pool for the JavaScript `SessionPool` (without a shared queue): the
+//! pool's task runs natively over the `NativeSpawner`, and its events go down the
+//! spawner's pipe to the pool's target.
 //!
 //! Enqueueing tens of thousands of requests must stay cheap, so the per-request path
-//! avoids what makes a napi call costly: the scheduler is not reached through a class
+//! avoids what makes a napi call costly: the pool is not reached through a class
 //! method (napi-rs tracks every borrow of a class instance in a global table) but by a
-//! number, through plain functions; requests are numbers handed out in JavaScript,
-//! priorities their index in [`Priority::ALL`], and the queue comes back as typed
-//! arrays. `NativeScheduler` owns the scheduler's lifetime: when JavaScript collects
-//! it, the scheduler goes. Everything runs on JavaScript's thread.
+//! handle, through plain functions; requests are numbers handed out in JavaScript
+//! (the events name them so), priorities their index in [`Priority::ALL`], configs
+//! stay in JavaScript until the request is admitted (`pool-supply`), and the queue
+//! comes back as typed arrays. `NativePool` owns the pool's lifetime: when JavaScript
+//! collects it, the pool stops.
 // napi-derive registers the functions only outside `cfg(test)`.
 #![cfg_attr(test, allow(dead_code))]
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use napi::bindgen_prelude::{Float64Array, Uint32Array};
-use napi::{Env, Result};
+use napi::bindgen_prelude::{Float64Array, Reference, ToNapiValue, Uint32Array};
+use napi::{sys, Env, Result};
 use napi_derive::napi;
 
-use super::convert::millis;
+use super::convert::{millis, JsSessionStatus};
+use super::pipe::{Delivery, Payload, Pipe, PipeActivity};
+use super::spawner::{parse_json, NativeSpawner};
 use super::{config_error, thrown};
-use crate::config::{ConfigError, Priority};
-use crate::pool::{Admission, Outcome, PoolConfig, Scheduler};
-use crate::status::SessionState;
+use crate::config::{ConfigError, Priority, SessionConfig};
+use crate::error::SpawnError;
+use crate::event::{EventHandler, SpawnerEvent};
+use crate::pool::{Admission, Body, Core, PoolConfig};
 
 thread_local! {
-    static SCHEDULERS: RefCell<Registry> = RefCell::new(Registry::default());
+    static POOLS: RefCell<Registry> = RefCell::new(Registry::default());
 }
 
 #[derive(Default)]
 struct Registry {
     next: u32,
-    schedulers: HashMap<u32, Scheduler<u32>>,
+    pools: HashMap<u32, Arc<Core<u32>>>,
 }
 
-fn with<T>(env: &Env, pool: u32, f: impl FnOnce(&mut Scheduler<u32>) -> T) -> Result<T> {
-    SCHEDULERS.with(|r| match r.borrow_mut().schedulers.get_mut(&pool) {
-        Some(scheduler) => Ok(f(scheduler)),
-        None => Err(thrown(env, "ERR_POOL_GONE", format!("no scheduler {pool} on this thread"), &[])),
-    })
+fn with<T>(env: &Env, pool: u32, f: impl FnOnce(&Arc<Core<u32>>) -> T) -> Result<T> {
+    let core = POOLS.with(|r| r.borrow().pools.get(&pool).cloned());
+    match core {
+        Some(core) => Ok(f(&core)),
+        None => Err(thrown(env, "ERR_POOL_GONE", format!("no pool {pool} on this thread"), &[])),
+    }
 }
 
 fn time(ms: f64) -> SystemTime {
@@ -54,41 +61,123 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Owns one scheduler; `handle` names it to the functions below.
-#[napi]
-pub struct NativeScheduler {
-    handle: u32,
-    default_session_timeout_ms: f64,
-    capacity: u32,
+/// The pool's events to its target. `request-queued` stays behind: `lib/` emits it
+/// from `poolSubmit`'s answer, synchronously and only when someone listens.
+struct PoolEvents {
+    pipe: Arc<Pipe>,
+    target: u32,
 }
 
-impl Drop for NativeScheduler {
+impl EventHandler for PoolEvents {
+    fn handle(&self, event: SpawnerEvent) {
+        if !matches!(event, SpawnerEvent::RequestQueued { .. }) {
+            self.pipe.deliver(Delivery { target: self.target, payload: Payload::Event(event) });
+        }
+    }
+}
+
+/// A pool event's payload; which fields are set depends on the event. `requestId` is
+/// the request's number, as text.
+#[napi(object, js_name = "NativePoolEvent", object_from_js = false)]
+pub struct JsPoolEvent {
+    pub request_id: Option<String>,
+    pub session_id: Option<String>,
+    pub status: Option<JsSessionStatus>,
+    pub attempt: Option<u32>,
+    pub until: Option<f64>,
+    pub reason: Option<String>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+const NO_FIELDS: fn() -> JsPoolEvent = || JsPoolEvent {
+    request_id: None,
+    session_id: None,
+    status: None,
+    attempt: None,
+    until: None,
+    reason: None,
+    code: None,
+    message: None,
+};
+
+/// A pool event's payload, or `None` for events that are not the pool's.
+pub(crate) fn event_payload(raw: sys::napi_env, event: SpawnerEvent) -> Result<Option<sys::napi_value>> {
+    let e = match event {
+        SpawnerEvent::SessionAllocated { request_id, session_id } => {
+            JsPoolEvent { request_id: Some(request_id.to_string()), session_id: Some(session_id.to_string()), ..NO_FIELDS() }
+        }
+        SpawnerEvent::SessionReleased { session_id, status } => {
+            JsPoolEvent { session_id: Some(session_id.to_string()), status: Some((*status).into()), ..NO_FIELDS() }
+        }
+        SpawnerEvent::SessionRecovering { session_id, request_id, attempt } => JsPoolEvent {
+            request_id: Some(request_id.to_string()),
+            session_id: Some(session_id.to_string()),
+            attempt: Some(attempt),
+            ..NO_FIELDS()
+        },
+        SpawnerEvent::RequestCancelled { request_id } => JsPoolEvent { request_id: Some(request_id.to_string()), ..NO_FIELDS() },
+        SpawnerEvent::RequestCompleted { request_id, status } => {
+            JsPoolEvent { request_id: Some(request_id.to_string()), status: Some((*status).into()), ..NO_FIELDS() }
+        }
+        SpawnerEvent::RequestFailed { request_id, code, message, status } => JsPoolEvent {
+            request_id: Some(request_id.to_string()),
+            code: Some(code.to_owned()),
+            message: Some(message),
+            status: status.map(|s| (*s).into()),
+            ..NO_FIELDS()
+        },
+        SpawnerEvent::PoolThrottled { until, reason } => JsPoolEvent { until: Some(millis(until)), reason: Some(reason), ..NO_FIELDS() },
+        SpawnerEvent::PoolDraining | SpawnerEvent::PoolDrained | SpawnerEvent::PoolResumed => NO_FIELDS(),
+        _ => return Ok(None),
+    };
+    // SAFETY: on JavaScript's thread, in the current scope.
+    Ok(Some(unsafe { JsPoolEvent::to_napi_value(raw, e)? }))
+}
+
+/// Owns one pool; `handle` names it to the functions below.
+#[napi]
+pub struct NativePool {
+    handle: u32,
+    target: u32,
+    capacity: u32,
+    spawner: Reference<NativeSpawner>,
+}
+
+impl Drop for NativePool {
     fn drop(&mut self) {
         // Thread-local storage may already be gone when the thread ends.
-        let _ = SCHEDULERS.try_with(|r| r.borrow_mut().schedulers.remove(&self.handle));
+        let _ = POOLS.try_with(|r| r.borrow_mut().pools.remove(&self.handle));
     }
 }
 
 #[napi]
-impl NativeScheduler {
+impl NativePool {
+    /// Over `spawner`; `config_json` is checked (a wrong field is a TypeError naming it).
     #[napi(constructor, catch_unwind)]
-    pub fn new(env: Env, config_json: String) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(&config_json)
-            .map_err(|e| config_error(&env, ConfigError::new("config", format!("is not valid JSON: {e}"))))?;
-        let config = PoolConfig::from_json(&value).map_err(|e| config_error(&env, e))?;
-        let default_session_timeout_ms = config.default_session_timeout_ms as f64;
+    pub fn new(env: Env, spawner: Reference<NativeSpawner>, config_json: String) -> Result<Self> {
+        let config = PoolConfig::from_json(&parse_json(&env, &config_json, "config")?).map_err(|e| config_error(&env, e))?;
         let capacity = count(config.max_concurrent_sessions);
-        let handle = SCHEDULERS.with(|r| {
+        let pipe = Arc::clone(&spawner.pipe);
+        let target = pipe.attach();
+        let handler = Box::new(PoolEvents { pipe: Arc::clone(&pipe), target });
+        let activity: Arc<dyn crate::notice::Activity> = Arc::new(PipeActivity(Arc::clone(&pipe)));
+        let ask = Arc::clone(&pipe);
+        let supply = Box::new(move |request: &u32| {
+            ask.deliver(Delivery { target, payload: Payload::Supply { request: *request } });
+        });
+        let core = Core::start(&spawner.inner, config, handler, Some(activity), Some(supply));
+        let handle = POOLS.with(|r| {
             let mut r = r.borrow_mut();
             r.next = r.next.wrapping_add(1);
-            while r.schedulers.contains_key(&r.next) {
+            while r.pools.contains_key(&r.next) {
                 r.next = r.next.wrapping_add(1);
             }
             let handle = r.next;
-            r.schedulers.insert(handle, Scheduler::new(config));
+            r.pools.insert(handle, core);
             handle
         });
-        Ok(Self { handle, default_session_timeout_ms, capacity })
+        Ok(Self { handle, target, capacity, spawner })
     }
 
     #[napi(getter)]
@@ -96,25 +185,75 @@ impl NativeScheduler {
         self.handle
     }
 
+    /// Where this pool's events arrive in the spawner's listener.
     #[napi(getter)]
-    pub fn default_session_timeout(&self) -> f64 {
-        self.default_session_timeout_ms
+    pub fn target(&self) -> u32 {
+        self.target
     }
 
     #[napi(getter)]
     pub fn capacity(&self) -> u32 {
         self.capacity
     }
+
+    /// The config of an admitted request (`pool-supply`, or `poolSubmit` answering 0):
+    /// its session starts. A config that cannot be used fails the request (its
+    /// `request-failed` comes before this returns); `problem` says why JavaScript could
+    /// not encode it.
+    #[napi(catch_unwind)]
+    pub fn supply(&self, env: Env, request: u32, config_json: Option<String>, problem: Option<String>, env_json: Option<String>) -> Result<()> {
+        let base_env = self.spawner.daemon_environment(&env, env_json)?;
+        let config = match (config_json, problem) {
+            (Some(json), None) => parse_json(&env, &json, "config")
+                .ok()
+                .map(|v| SessionConfig::from_json(&v))
+                .unwrap_or_else(|| Err(ConfigError::new("config", "is not valid JSON"))),
+            (_, problem) => Err(ConfigError::new("config", problem.unwrap_or_else(|| "is missing".into()))),
+        };
+        let pipe = Arc::clone(&self.spawner.pipe);
+        with(&env, self.handle, |core| {
+            pipe.sync(&env, || match config {
+                Ok(config) => {
+                    core.supply(&request, config, base_env);
+                }
+                Err(e) => core.refuse(&request, SpawnError::InvalidConfig(e)),
+            })
+        })?
+    }
+
+    /// Removes a queued request; its `request-cancelled` and `request-failed` come
+    /// before this returns. False when it is not queued.
+    #[napi(catch_unwind)]
+    pub fn cancel(&self, env: Env, request: u32) -> Result<bool> {
+        let pipe = Arc::clone(&self.spawner.pipe);
+        with(&env, self.handle, |core| pipe.sync(&env, || core.cancel(&request)))?
+    }
+
+    /// Stops admitting (the queued requests fail before this returns), waits for the
+    /// sessions to end (stopping them past `timeout_ms`); `pool-drained` says when.
+    #[napi(catch_unwind)]
+    pub fn drain(&self, env: Env, timeout_ms: f64) -> Result<()> {
+        let pipe = Arc::clone(&self.spawner.pipe);
+        let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
+        with(&env, self.handle, |core| pipe.sync(&env, || drop(core.drain(timeout))))?
+    }
+
+    /// The sessions of the requests holding a slot, as statuses.
+    #[napi(catch_unwind)]
+    pub fn active_sessions(&self, env: Env) -> Result<Vec<JsSessionStatus>> {
+        let spawner = &self.spawner.inner;
+        with(&env, self.handle, |core| core.session_ids().iter().filter_map(|id| spawner.session_status(id)).map(Into::into).collect())
+    }
 }
 
-/// 0 when the request has a slot now, else its 1-based place in the queue.
-/// Refusals throw with the pool's error codes.
+/// 0 when the request has a slot now (supply its config), else its 1-based place in
+/// the queue. Refusals throw with the pool's error codes.
 #[napi(catch_unwind)]
-pub fn scheduler_submit(env: Env, pool: u32, request: u32, priority: u32, queued_at_ms: f64) -> Result<u32> {
+pub fn pool_submit(env: Env, pool: u32, request: u32, priority: u32, queued_at_ms: f64) -> Result<u32> {
     let Some(&priority) = Priority::ALL.get(priority as usize) else {
         return Err(config_error(&env, ConfigError::new("request.priority", "must be one of 'critical', 'high', 'medium', 'low'")));
     };
-    match with(&env, pool, |s| s.submit(request, priority, time(queued_at_ms)))? {
+    match with(&env, pool, |core| core.submit(request, priority, time(queued_at_ms), Body::Deferred, None))? {
         Ok(Admission::Now) => Ok(0),
         Ok(Admission::Queued { position, .. }) => Ok(count(position)),
         Err(e) => Err(thrown(&env, e.code(), e.to_string(), &[])),
@@ -122,71 +261,18 @@ pub fn scheduler_submit(env: Env, pool: u32, request: u32, priority: u32, queued
 }
 
 #[napi(catch_unwind)]
-pub fn scheduler_queued_count(env: Env, pool: u32) -> Result<u32> {
-    with(&env, pool, |s| count(s.queued_count()))
+pub fn pool_queued_count(env: Env, pool: u32) -> Result<u32> {
+    with(&env, pool, |core| count(core.counts().1))
 }
 
 #[napi(catch_unwind)]
-pub fn scheduler_active_count(env: Env, pool: u32) -> Result<u32> {
-    with(&env, pool, |s| count(s.active_count()))
-}
-
-/// Requests that get a slot now, in serving order.
-#[napi(catch_unwind)]
-pub fn scheduler_admit_next(env: Env, pool: u32) -> Result<Vec<u32>> {
-    with(&env, pool, Scheduler::admit_next)
+pub fn pool_active_count(env: Env, pool: u32) -> Result<u32> {
+    with(&env, pool, |core| count(core.counts().0))
 }
 
 #[napi(catch_unwind)]
-pub fn scheduler_spawn_failed(env: Env, pool: u32, request: u32) -> Result<bool> {
-    with(&env, pool, |s| s.spawn_failed(&request))
-}
-
-/// `completed`, `ended`, `gave-up`, or the attempt about to be made (a number) when
-/// the request was queued again; `null` for a request that holds no slot.
-#[napi(catch_unwind, ts_return_type = "'completed' | 'ended' | 'gave-up' | number | null")]
-pub fn scheduler_session_ended(env: Env, pool: u32, request: u32, state: String, execution_ms: f64) -> Result<Option<napi::Either<&'static str, u32>>> {
-    let Ok(state) = state.parse::<SessionState>() else { return Ok(None) };
-    let outcome = with(&env, pool, |s| s.session_ended(&request, state, execution_ms.max(0.0) as u64))?;
-    Ok(outcome.map(|o| match o {
-        Outcome::Completed => napi::Either::A("completed"),
-        Outcome::Ended => napi::Either::A("ended"),
-        Outcome::GaveUp => napi::Either::A("gave-up"),
-        Outcome::Requeued { attempt } => napi::Either::B(attempt),
-    }))
-}
-
-#[napi(catch_unwind)]
-pub fn scheduler_cancel(env: Env, pool: u32, request: u32) -> Result<bool> {
-    with(&env, pool, |s| s.cancel(&request))
-}
-
-/// Stops admitting; returns the queued requests, which the caller fails.
-#[napi(catch_unwind)]
-pub fn scheduler_drain(env: Env, pool: u32) -> Result<Vec<u32>> {
-    with(&env, pool, Scheduler::drain)
-}
-
-/// Pauses admission until `untilMs`; true when this started or extended a pause.
-#[napi(catch_unwind)]
-pub fn scheduler_throttle(env: Env, pool: u32, until_ms: f64) -> Result<bool> {
-    with(&env, pool, |s| s.throttle(time(until_ms)))
-}
-
-#[napi(catch_unwind)]
-pub fn scheduler_resume_if_due(env: Env, pool: u32, now_ms: f64) -> Result<bool> {
-    with(&env, pool, |s| s.resume_if_due(time(now_ms)))
-}
-
-/// When the rate-limit pause ends (ms since the epoch), if one is on.
-#[napi(catch_unwind)]
-pub fn scheduler_throttled_until(env: Env, pool: u32) -> Result<Option<f64>> {
-    with(&env, pool, |s| s.throttled_until().map(millis))
-}
-
-#[napi(catch_unwind)]
-pub fn scheduler_queue_wait_ms(env: Env, pool: u32) -> Result<f64> {
-    with(&env, pool, |s| s.queue_wait_ms(SystemTime::now()))
+pub fn pool_queue_wait_ms(env: Env, pool: u32) -> Result<f64> {
+    with(&env, pool, |core| core.queue_wait_ms())
 }
 
 /// The queue in serving order: request numbers and estimated waits (ms).
@@ -197,11 +283,11 @@ pub struct JsQueue {
 }
 
 #[napi(catch_unwind)]
-pub fn scheduler_queue(env: Env, pool: u32) -> Result<JsQueue> {
-    with(&env, pool, |s| {
-        let mut requests = Vec::with_capacity(s.queued_count());
-        let mut waits = Vec::with_capacity(s.queued_count());
-        s.for_each_queued(|request, _, _, wait| {
+pub fn pool_queue(env: Env, pool: u32) -> Result<JsQueue> {
+    with(&env, pool, |core| {
+        let mut requests = Vec::new();
+        let mut waits = Vec::new();
+        core.for_each_queued(|request, _, _, wait| {
             requests.push(*request);
             waits.push(wait);
         });

@@ -1,15 +1,18 @@
 //! The session pool: at most `max_concurrent_sessions` sessions at once, the rest
 //! queued by priority. [`Scheduler`] makes the decisions; [`Pool`] carries them out
-//! over a [`Spawner`](crate::Spawner) for Rust programs (the npm package's
-//! `SessionPool` carries them out over its JavaScript spawner).
+//! over a [`Spawner`](crate::Spawner), for Rust programs and for the npm package's
+//! `SessionPool`.
 
 mod config;
 pub mod queue;
+mod request;
 mod runner;
 mod scheduler;
 mod takeover;
 
 pub use config::{PoolConfig, PriorityWeights, SharedQueueConfig, MIN_LEASE_MS};
-pub use runner::{Allocation, Pool, PoolFailure, PoolMetrics, PoolRequest, PoolStatus, RequestOutcome};
+pub use request::{Allocation, PoolFailure, PoolMetrics, PoolRequest, PoolStatus, RequestOutcome};
+pub use runner::Pool;
+pub(crate) use runner::{Body, Core};
 pub use takeover::{takeover_config, takeover_message};
 pub use scheduler::{Admission, Outcome, PoolError, QueuedInfo, Scheduler, DEFAULT_EXECUTION_MS, RETRIED_STATES};

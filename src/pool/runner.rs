@@ -1,268 +1,387 @@
-//! [`Pool`]: the session pool for Rust programs. It owns a [`Spawner`], asks a
-//! [`Scheduler`] what to do, and does it: spawns admitted requests, frees slots when
-//! sessions end, queues timed-out and crashed requests again, pauses on rate limits,
-//! drains. Everything it does is reported through the spawner's event handler, after
-//! the session event it follows from.
+//! [`Pool`]: at most `max_concurrent_sessions` sessions of a spawner at once, the rest
+//! queued by priority, crashed and timed-out requests queued again, admission paused
+//! on rate limits, draining. It works over a [`Spawner`] it does not own (or makes
+//! its own with [`Pool::new`]).
 //!
-//! The pool never holds its lock while it calls the spawner or the handler: a
-//! decision is taken under the lock, and carried out after.
+//! The decisions are the [`Scheduler`]'s, a state machine without I/O. One task per
+//! pool carries them out: it takes the spawner's notices (session ends, rate limits),
+//! spawn results and drain requests from one channel, and keeps the pool's timers.
+//! The scheduler sits behind a lock held only for a decision (never across I/O or
+//! the event handler), so that submitting, cancelling and the status answer at once:
+//! the contract's `request-queued` and `getPoolStatus` are synchronous.
 
 use std::collections::HashMap;
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio::sync::{oneshot, Notify};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::config::PoolConfig;
-use super::scheduler::{Admission, Outcome, PoolError, QueuedInfo, Scheduler};
+use super::request::{
+    gave_up_message, Allocation, AllocationSender, OutcomeSender, PoolFailure, PoolMetrics, PoolRequest, PoolStatus,
+    RequestKey, RequestOutcome,
+};
+use super::scheduler::{Admission, Outcome, PoolError, Scheduler, RETRIED_STATES};
 use crate::config::{Priority, SessionConfig};
 use crate::error::SpawnError;
 use crate::event::{EventHandler, SpawnerEvent};
+use crate::notice::{Activity, Busy, Notice, Restarter};
 use crate::options::SpawnerOptions;
 use crate::spawner::{SpawnResult, Spawner};
-use crate::status::{MetricsSummary, SessionState, SessionStatus};
+use crate::status::{SessionState, SessionStatus};
 
-/// A request for a session.
-#[derive(Debug, Clone)]
-pub struct PoolRequest {
-    pub request_id: String,
-    pub config: SessionConfig,
-    pub priority: Priority,
-    pub queued_at: SystemTime,
+/// Where a request's session config comes from.
+pub(crate) enum Body {
+    Ready(SessionConfig),
+    /// Asked for (the `supply` hook) when the request is admitted, and handed in with
+    /// [`Core::supply`]: the Node binding keeps configs in JavaScript until then.
+    Deferred,
 }
-
-impl PoolRequest {
-    pub fn new(request_id: impl Into<String>, config: SessionConfig, priority: Priority) -> Self {
-        Self { request_id: request_id.into(), config, priority, queued_at: SystemTime::now() }
-    }
-}
-
-/// Why a request did not get, or did not finish with, a session.
-#[derive(Debug, thiserror::Error)]
-pub enum PoolFailure {
-    #[error(transparent)]
-    Refused(#[from] PoolError),
-    #[error("Request cancelled")]
-    Cancelled,
-    #[error("failed to start the request's session: {0}")]
-    Spawn(#[source] SpawnError),
-    /// The session ended `timeout` or `crashed` and no attempt is left (or the pool
-    /// is draining); the last session's final status.
-    #[error("the request's last session ended {}", .0.state)]
-    GaveUp(Box<SessionStatus>),
-    #[error("the pool is gone")]
-    PoolGone,
-}
-
-impl PoolFailure {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Refused(e) => e.code(),
-            Self::Cancelled => "ERR_REQUEST_CANCELLED",
-            Self::Spawn(e) => e.code(),
-            Self::GaveUp(_) => "ERR_POOL_GAVE_UP",
-            Self::PoolGone => "ERR_POOL_GONE",
-        }
-    }
-}
-
-/// What a request ends with: the status of the session that finished it (any final
-/// state but a retried one), or why it failed. Await it.
-#[derive(Debug)]
-pub struct RequestOutcome(oneshot::Receiver<Result<SessionStatus, PoolFailure>>);
-
-impl IntoFuture for RequestOutcome {
-    type Output = Result<SessionStatus, PoolFailure>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move { self.0.await.unwrap_or(Err(PoolFailure::PoolGone)) })
-    }
-}
-
-/// A request's first session, as `request_session` returns it.
-#[derive(Debug)]
-pub struct Allocation {
-    pub request_id: String,
-    /// The session, as `spawn_session` returns it (its completion is this session's).
-    pub session: SpawnResult,
-    /// The request's end, after any retries.
-    pub outcome: RequestOutcome,
-}
-
-/// The pool now, as the contract's `PoolStatus` has it.
-#[derive(Debug, Clone)]
-pub struct PoolStatus {
-    pub capacity: usize,
-    /// Requests holding a slot (sessions being spawned or live).
-    pub active_count: usize,
-    /// Sessions waiting for input.
-    pub idle_count: usize,
-    pub queued_count: usize,
-    /// Percent, 0-100.
-    pub utilization: f64,
-    pub active_sessions: Vec<SessionStatus>,
-    pub queued_requests: Vec<QueuedInfo<String>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PoolMetrics {
-    pub sessions: MetricsSummary,
-    pub pool_utilization: f64,
-    pub queue_length: usize,
-    /// Mean milliseconds that queued requests have waited so far.
-    pub queue_wait_ms: f64,
-}
-
-type AllocationSender = oneshot::Sender<Result<Allocation, PoolFailure>>;
 
 struct Entry {
-    request: PoolRequest,
+    body: Body,
     /// Until the first session is allocated.
     allocation: Option<AllocationSender>,
-    outcome: Option<oneshot::Sender<Result<SessionStatus, PoolFailure>>>,
+    outcome: Option<OutcomeSender>,
     outcome_rx: Option<oneshot::Receiver<Result<SessionStatus, PoolFailure>>>,
+    allocated: bool,
+    /// Admitted, its deferred config not handed in yet.
+    awaiting_config: bool,
+    /// The request counts as work in flight until it is over.
+    _busy: Busy,
 }
 
 /// A session the pool started, from the spawn to its end.
-struct Slot {
-    request_id: Arc<str>,
+struct Slot<K> {
+    key: K,
     /// Set once the spawn reported success.
     allocated: bool,
     /// The session's end, when it came before the spawn's result did.
-    early_end: Option<Box<SessionStatus>>,
+    early_end: Option<Arc<SessionStatus>>,
 }
 
-struct State {
-    scheduler: Scheduler<String>,
-    entries: HashMap<String, Entry>,
-    slots: HashMap<Arc<str>, Slot>,
-    resume: Option<JoinHandle<()>>,
+struct Table<K> {
+    scheduler: Scheduler<K>,
+    entries: HashMap<K, Entry>,
+    slots: HashMap<Arc<str>, Slot<K>>,
 }
 
-struct Inner {
-    spawner: std::sync::OnceLock<Spawner>,
+enum Command<K> {
+    Notice(Notice),
+    Spawned { key: K, session_id: Arc<str>, result: Result<SpawnResult, SpawnError> },
+    Drain { timeout: Duration, reply: oneshot::Sender<()> },
+}
+
+type SupplyHook<K> = Box<dyn Fn(&K) + Send + Sync>;
+
+pub(crate) struct Core<K: RequestKey> {
+    spawner: Spawner,
     handler: Box<dyn EventHandler>,
-    runtime: Handle,
-    state: Mutex<State>,
-    /// Woken whenever a slot is freed (drain waits on it).
-    released: Notify,
-    drain_started: std::sync::atomic::AtomicBool,
+    table: Mutex<Table<K>>,
+    commands: mpsc::UnboundedSender<(Command<K>, Busy)>,
+    activity: Option<Arc<dyn Activity>>,
+    /// Asks for a deferred request's config.
+    supply: Option<SupplyHook<K>>,
+    /// The pool's claim on its sessions (with auto-recovery).
+    restarter: Option<Restarter>,
+    watch: u64,
 }
 
-/// A pool of sessions over its own spawner. Cheap to clone; clones share the pool.
+impl<K: RequestKey> Drop for Core<K> {
+    fn drop(&mut self) {
+        self.spawner.unwatch(self.watch);
+    }
+}
+
+/// A pool of sessions over a spawner. Cheap to clone; clones share the pool; dropping
+/// the last stops it (its sessions run on; unsettled requests fail with `PoolGone`).
 #[derive(Clone)]
 pub struct Pool {
-    inner: Arc<Inner>,
+    core: Arc<Core<Arc<str>>>,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("config", self.inner.state.lock().scheduler.config()).finish_non_exhaustive()
+        f.debug_struct("Pool").field("config", self.core.table.lock().scheduler.config()).finish_non_exhaustive()
+    }
+}
+
+/// One handler shared by a spawner and the pool made with it.
+struct SharedHandler(Arc<dyn EventHandler>);
+
+impl EventHandler for SharedHandler {
+    fn handle(&self, event: SpawnerEvent) {
+        self.0.handle(event)
+    }
+}
+
+fn no_shared_queue(config: &PoolConfig) -> Result<(), SpawnError> {
+    match config.queue {
+        None => Ok(()),
+        Some(_) => Err(SpawnError::InvalidConfig(crate::ConfigError::new(
+            "config.queue",
+            "is not served by the Rust Pool yet: use pool::queue::RequestQueue directly, or the npm package's SessionPool",
+        ))),
     }
 }
 
 impl Pool {
-    /// A pool on the current Tokio runtime, with a spawner made from `options`;
-    /// `handler` gets the spawner's events and the pool's.
-    /// A `config.queue` is refused: a shared queue is served by the npm package's
-    /// `SessionPool`; Rust programs use [`queue::RequestQueue`](super::queue) directly.
+    /// A pool on the current Tokio runtime with a spawner of its own made from
+    /// `options`; `handler` gets the spawner's events and the pool's.
     pub fn new(options: SpawnerOptions, config: PoolConfig, handler: impl EventHandler) -> Result<Self, SpawnError> {
-        if config.queue.is_some() {
-            return Err(SpawnError::InvalidConfig(crate::ConfigError::new(
-                "config.queue",
-                "is not served by the Rust Pool: use pool::queue::RequestQueue directly, or the npm package's SessionPool",
-            )));
-        }
         let runtime = Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
+        no_shared_queue(&config)?;
         Ok(Self::with_runtime(options, config, handler, runtime))
     }
 
-    /// As [`Pool::new`]; a `config.queue` is ignored here.
+    /// As [`Pool::new`], on `runtime`. A `config.queue` is not served here.
     pub fn with_runtime(options: SpawnerOptions, config: PoolConfig, handler: impl EventHandler, runtime: Handle) -> Self {
-        let inner = Arc::new(Inner {
-            spawner: std::sync::OnceLock::new(),
-            handler: Box::new(handler),
-            runtime: runtime.clone(),
-            state: Mutex::new(State {
-                scheduler: Scheduler::new(config),
-                entries: HashMap::new(),
-                slots: HashMap::new(),
-                resume: None,
-            }),
-            released: Notify::new(),
-            drain_started: std::sync::atomic::AtomicBool::new(false),
-        });
-        // The spawner reports to the pool, which must not keep itself alive that way.
-        let pool = Arc::downgrade(&inner);
-        let spawner = Spawner::with_runtime(options, move |event: SpawnerEvent| relay(&pool, event), runtime);
-        let _ = inner.spawner.set(spawner);
-        Self { inner }
+        let handler: Arc<dyn EventHandler> = Arc::new(handler);
+        let spawner = Spawner::with_runtime(options, SharedHandler(Arc::clone(&handler)), runtime);
+        Self { core: Core::start(&spawner, config, Box::new(SharedHandler(handler)), None, None) }
+    }
+
+    /// A pool over `spawner`, which other pools and recovery managers may share;
+    /// `handler` gets the pool's events (the spawner's go to the spawner's handler).
+    pub fn over(spawner: &Spawner, config: PoolConfig, handler: impl EventHandler) -> Result<Self, SpawnError> {
+        no_shared_queue(&config)?;
+        Ok(Self { core: Core::start(spawner, config, Box::new(handler), None, None) })
     }
 
     /// The pool's spawner: for queries, input and stops of its sessions.
     pub fn spawner(&self) -> &Spawner {
-        self.inner.spawner()
+        &self.core.spawner
     }
 
     /// Resolves when the request's session is allocated, at once below capacity or
     /// later from the queue; fails when the queue is full, the pool drains, the
     /// request is cancelled or its spawn fails.
     pub async fn request_session(&self, request: PoolRequest) -> Result<Allocation, PoolFailure> {
-        let receiver = self.submit(request)?;
-        receiver.await.unwrap_or(Err(PoolFailure::PoolGone))
-    }
-
-    fn submit(&self, request: PoolRequest) -> Result<oneshot::Receiver<Result<Allocation, PoolFailure>>, PoolFailure> {
-        let inner = &self.inner;
         let (allocation, receiver) = oneshot::channel();
         let (outcome, outcome_rx) = oneshot::channel();
-        let id = request.request_id.clone();
-        let admission = {
-            let mut state = inner.state.lock();
-            let admission = state.scheduler.submit(id.clone(), request.priority, request.queued_at)?;
-            let entry = Entry { request, allocation: Some(allocation), outcome: Some(outcome), outcome_rx: Some(outcome_rx) };
-            state.entries.insert(id.clone(), entry);
-            admission
-        };
-        match admission {
-            Admission::Now => inner.start(vec![id]),
-            Admission::Queued { position, queue_length } => {
-                inner.emit(SpawnerEvent::RequestQueued { request_id: id.into(), position, queue_length })
-            }
-        }
-        Ok(receiver)
+        let key: Arc<str> = request.request_id.into();
+        let channels = (allocation, outcome, outcome_rx);
+        self.core.submit(key, request.priority, request.queued_at, Body::Ready(request.config), Some(channels))?;
+        receiver.await.unwrap_or(Err(PoolFailure::PoolGone))
     }
 
     /// Removes a queued request (it fails with [`PoolFailure::Cancelled`]); false
     /// when it is not queued.
     pub fn cancel_request(&self, request_id: &str) -> bool {
-        let entry = {
-            let mut state = self.inner.state.lock();
-            if !state.scheduler.cancel(&request_id.to_owned()) {
-                return false;
-            }
-            state.entries.remove(request_id)
-        };
-        if let Some(entry) = entry {
-            fail(entry, PoolFailure::Cancelled);
-        }
-        self.inner.emit(SpawnerEvent::RequestCancelled { request_id: request_id.into() });
-        true
+        self.core.cancel(&Arc::from(request_id))
     }
 
     pub fn status(&self) -> PoolStatus {
-        let (capacity, active_count, queued_requests, sessions) = {
-            let state = self.inner.state.lock();
-            let sessions: Vec<Arc<str>> = state.slots.iter().filter(|(_, s)| s.allocated).map(|(id, _)| Arc::clone(id)).collect();
-            (state.scheduler.config().max_concurrent_sessions, state.scheduler.active_count(), state.scheduler.queue_snapshot(), sessions)
+        self.core.status()
+    }
+
+    pub fn metrics(&self) -> PoolMetrics {
+        self.core.metrics()
+    }
+
+    /// Stops admitting (queued requests fail with `Pool is draining`), waits for the
+    /// active sessions to end, stops those still running after `timeout` gracefully,
+    /// and returns when every session has ended. Calling it again waits again.
+    pub async fn drain(&self, timeout: Duration) {
+        let _ = self.core.drain(timeout).await;
+    }
+}
+
+type Channels = (AllocationSender, OutcomeSender, oneshot::Receiver<Result<SessionStatus, PoolFailure>>);
+
+impl<K: RequestKey> Core<K> {
+    /// Starts a pool's task over `spawner`.
+    pub(crate) fn start(
+        spawner: &Spawner,
+        config: PoolConfig,
+        handler: Box<dyn EventHandler>,
+        activity: Option<Arc<dyn Activity>>,
+        supply: Option<SupplyHook<K>>,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let watcher_tx = tx.clone();
+        let watcher_activity = activity.clone();
+        let watch = spawner.watch(move |notice| {
+            let _ = watcher_tx.send((Command::Notice(notice.clone()), Busy::new(&watcher_activity)));
+        });
+        let restarter = config.auto_recovery.then_some(Restarter { owner: "pool", states: RETRIED_STATES });
+        let core = Arc::new(Self {
+            spawner: spawner.clone(),
+            handler,
+            table: Mutex::new(Table { scheduler: Scheduler::new(config), entries: HashMap::new(), slots: HashMap::new() }),
+            commands: tx,
+            activity,
+            supply,
+            restarter,
+            watch,
+        });
+        spawner.runtime().spawn(run(Arc::downgrade(&core), rx));
+        core
+    }
+
+    pub(crate) fn emit(&self, event: SpawnerEvent) {
+        let handler = &self.handler;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(event))).is_err() {
+            tracing::error!("pool event handler panicked; event dropped");
+        }
+    }
+
+    /// A new request: a slot now (a `Ready` one starts at once; a `Deferred` one's
+    /// config is expected through [`Core::supply`]), a place in the queue
+    /// (`RequestQueued`), or a refusal.
+    pub(crate) fn submit(
+        &self,
+        key: K,
+        priority: Priority,
+        queued_at: SystemTime,
+        body: Body,
+        channels: Option<Channels>,
+    ) -> Result<Admission, PoolError> {
+        let mut table = self.table.lock();
+        let admission = table.scheduler.submit(key.clone(), priority, queued_at)?;
+        let (allocation, outcome, outcome_rx) = match channels {
+            Some((a, o, r)) => (Some(a), Some(o), Some(r)),
+            None => (None, None, None),
         };
-        let active_sessions: Vec<SessionStatus> = sessions.iter().filter_map(|id| self.spawner().session_status(id)).collect();
+        let deferred = matches!(body, Body::Deferred);
+        let now = admission == Admission::Now;
+        let ready = match (&body, now) {
+            (Body::Ready(config), true) => Some(config.clone()),
+            _ => None,
+        };
+        let entry = Entry {
+            body,
+            allocation,
+            outcome,
+            outcome_rx,
+            allocated: false,
+            awaiting_config: now && deferred,
+            _busy: Busy::new(&self.activity),
+        };
+        table.entries.insert(key.clone(), entry);
+        match admission {
+            Admission::Now => {
+                if let Some(config) = ready {
+                    self.launch(&mut table, key, config, None);
+                }
+            }
+            Admission::Queued { position, queue_length } => {
+                drop(table);
+                self.emit(SpawnerEvent::RequestQueued { request_id: key.id(), position, queue_length });
+            }
+        }
+        Ok(admission)
+    }
+
+    /// The config of an admitted deferred request: its session starts. False when the
+    /// request does not wait for one.
+    pub(crate) fn supply(&self, key: &K, config: SessionConfig, base_env: Option<Vec<(String, String)>>) -> bool {
+        let mut table = self.table.lock();
+        match table.entries.get_mut(key) {
+            Some(entry) if entry.awaiting_config => entry.awaiting_config = false,
+            _ => return false,
+        }
+        self.launch(&mut table, key.clone(), config, base_env);
+        true
+    }
+
+    /// Starts a session for a request holding a slot. Under the table's lock, so the
+    /// session is known here before it can end.
+    fn launch(&self, table: &mut Table<K>, key: K, mut config: SessionConfig, base_env: Option<Vec<(String, String)>>) {
+        let fallback = table.scheduler.config().default_session_timeout_ms;
+        if config.timeout_ms.unwrap_or(0) == 0 && fallback > 0 {
+            config.timeout_ms = Some(fallback);
+        }
+        let pending = self.spawner.start_claimed(config, base_env, self.restarter);
+        let session_id: Arc<str> = pending.session_id.as_str().into();
+        table.slots.insert(Arc::clone(&session_id), Slot { key: key.clone(), allocated: false, early_end: None });
+        let commands = self.commands.clone();
+        let busy = Busy::new(&self.activity);
+        self.spawner.runtime().spawn(async move {
+            let result = pending.await;
+            let _ = commands.send((Command::Spawned { key, session_id, result }, busy));
+        });
+    }
+
+    /// Admits what the queue can now serve.
+    fn admit(&self) {
+        let mut asks = Vec::new();
+        {
+            let mut table = self.table.lock();
+            for key in table.scheduler.admit_next() {
+                let ready = match table.entries.get_mut(&key) {
+                    Some(Entry { body: Body::Ready(config), .. }) => Some(config.clone()),
+                    Some(entry) => {
+                        entry.awaiting_config = true;
+                        None
+                    }
+                    None => continue,
+                };
+                match ready {
+                    Some(config) => self.launch(&mut table, key, config, None),
+                    None => asks.push(key),
+                }
+            }
+        }
+        if let Some(supply) = &self.supply {
+            for key in &asks {
+                supply(key);
+            }
+        }
+    }
+
+    /// Removes a queued request; false when it is not queued.
+    pub(crate) fn cancel(&self, key: &K) -> bool {
+        let entry = {
+            let mut table = self.table.lock();
+            if !table.scheduler.cancel(key) {
+                return false;
+            }
+            table.entries.remove(key)
+        };
+        self.emit(SpawnerEvent::RequestCancelled { request_id: key.id() });
+        if let Some(entry) = entry {
+            self.fail(key, entry, PoolFailure::Cancelled, "Request cancelled".into());
+        }
+        true
+    }
+
+    /// A request is over without a session to show: `RequestFailed`, then whoever waits
+    /// hears why (the caller of `request_session` before the first allocation, its
+    /// outcome after).
+    fn fail(&self, key: &K, mut entry: Entry, failure: PoolFailure, message: String) {
+        let status = match &failure {
+            PoolFailure::GaveUp(status) => Some(status.clone()),
+            _ => None,
+        };
+        self.emit(SpawnerEvent::RequestFailed { request_id: key.id(), code: failure.code(), message, status });
+        if let Some(allocation) = entry.allocation.take() {
+            let _ = allocation.send(Err(failure));
+        } else if let Some(outcome) = entry.outcome.take() {
+            let _ = outcome.send(Err(failure));
+        }
+    }
+
+    pub(crate) fn status(&self) -> PoolStatus {
+        let (capacity, active_count, queued, sessions) = {
+            let table = self.table.lock();
+            let sessions: Vec<Arc<str>> = table.slots.iter().filter(|(_, s)| s.allocated).map(|(id, _)| Arc::clone(id)).collect();
+            let queued = table.scheduler.queue_snapshot();
+            (table.scheduler.config().max_concurrent_sessions, table.scheduler.active_count(), queued, sessions)
+        };
+        let active_sessions: Vec<SessionStatus> = sessions.iter().filter_map(|id| self.spawner.session_status(id)).collect();
+        let queued_requests = queued
+            .into_iter()
+            .map(|q| super::scheduler::QueuedInfo {
+                key: q.key.id().to_string(),
+                priority: q.priority,
+                queued_at: q.queued_at,
+                estimated_wait_ms: q.estimated_wait_ms,
+            })
+            .collect::<Vec<_>>();
         PoolStatus {
             capacity,
             active_count,
@@ -274,263 +393,261 @@ impl Pool {
         }
     }
 
-    pub fn metrics(&self) -> PoolMetrics {
+    /// The allocated sessions' ids.
+    pub(crate) fn session_ids(&self) -> Vec<Arc<str>> {
+        self.table.lock().slots.iter().filter(|(_, s)| s.allocated).map(|(id, _)| Arc::clone(id)).collect()
+    }
+
+    /// Visits the queue in serving order (see [`Scheduler::for_each_queued`]).
+    pub(crate) fn for_each_queued(&self, visit: impl FnMut(&K, Priority, SystemTime, f64)) {
+        self.table.lock().scheduler.for_each_queued(visit)
+    }
+
+    /// (active requests, queued requests).
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let table = self.table.lock();
+        (table.scheduler.active_count(), table.scheduler.queued_count())
+    }
+
+    /// Mean milliseconds the queued requests have waited so far.
+    pub(crate) fn queue_wait_ms(&self) -> f64 {
+        self.table.lock().scheduler.queue_wait_ms(SystemTime::now())
+    }
+
+    pub(crate) fn metrics(&self) -> PoolMetrics {
         let (utilization, queue_length, queue_wait_ms) = {
-            let state = self.inner.state.lock();
-            let s = &state.scheduler;
+            let table = self.table.lock();
+            let s = &table.scheduler;
             (
                 s.active_count() as f64 / s.config().max_concurrent_sessions.max(1) as f64 * 100.0,
                 s.queued_count(),
                 s.queue_wait_ms(SystemTime::now()),
             )
         };
-        PoolMetrics { sessions: self.spawner().metrics_summary(), pool_utilization: utilization, queue_length, queue_wait_ms }
+        PoolMetrics { sessions: self.spawner.metrics_summary(), pool_utilization: utilization, queue_length, queue_wait_ms }
     }
 
-    /// Stops admitting (queued requests fail with `Pool is draining`), waits for the
-    /// active sessions to end, stops those still running after `timeout` gracefully,
-    /// and returns when every session has ended. Calling it again waits again.
-    pub async fn drain(&self, timeout: Duration) {
-        let inner = &self.inner;
-        let first = !inner.drain_started.swap(true, std::sync::atomic::Ordering::SeqCst);
-        if first {
-            inner.emit(SpawnerEvent::PoolDraining);
-            let dropped: Vec<Entry> = {
-                let mut state = inner.state.lock();
-                if let Some(resume) = state.resume.take() {
-                    resume.abort();
+    /// See [`Pool::drain`]; resolves when the pool is idle. The first call stops
+    /// admitting and fails the queued requests before it returns.
+    pub(crate) fn drain(&self, timeout: Duration) -> oneshot::Receiver<()> {
+        let dropped: Option<Vec<(K, Entry)>> = {
+            let mut table = self.table.lock();
+            (!table.scheduler.is_draining()).then(|| {
+                let keys = table.scheduler.drain();
+                keys.into_iter().filter_map(|k| table.entries.remove(&k).map(|e| (k, e))).collect()
+            })
+        };
+        if let Some(dropped) = dropped {
+            self.emit(SpawnerEvent::PoolDraining);
+            for (key, entry) in dropped {
+                self.fail(&key, entry, PoolFailure::Refused(PoolError::Draining), "Pool is draining".into());
+            }
+        }
+        let (reply, done) = oneshot::channel();
+        let _ = self.commands.send((Command::Drain { timeout, reply }, Busy::new(&self.activity)));
+        done
+    }
+
+    /// A request admitted with a deferred config that cannot be used: it fails, and its
+    /// slot is free again.
+    pub(crate) fn refuse(&self, key: &K, error: SpawnError) {
+        let entry = {
+            let mut table = self.table.lock();
+            match table.entries.get(key) {
+                Some(entry) if entry.awaiting_config => {}
+                _ => return,
+            }
+            table.scheduler.spawn_failed(key);
+            table.entries.remove(key)
+        };
+        if let Some(entry) = entry {
+            let message = error.to_string();
+            self.fail(key, entry, PoolFailure::Spawn(error), message);
+        }
+        self.admit();
+    }
+}
+
+/// A drain waiting for the pool to be idle.
+struct Waiter {
+    deadline: Instant,
+    stopped: bool,
+    reply: oneshot::Sender<()>,
+    _busy: Busy,
+}
+
+/// What only the task touches: its timers and drains.
+#[derive(Default)]
+struct Timers {
+    resume_at: Option<Instant>,
+    drains: Vec<Waiter>,
+    drained: bool,
+}
+
+async fn run<K: RequestKey>(core: Weak<Core<K>>, mut commands: mpsc::UnboundedReceiver<(Command<K>, Busy)>) {
+    let mut timers = Timers::default();
+    loop {
+        let deadline = timers.drains.iter().filter(|w| !w.stopped).map(|w| w.deadline).min();
+        let next = [timers.resume_at, deadline].into_iter().flatten().min();
+        let command = tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => Some(command),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => None,
+        };
+        let Some(core) = core.upgrade() else { break };
+        match command {
+            Some((command, _busy)) => core.on(command, &mut timers),
+            None => core.on_time(&mut timers),
+        }
+        core.check_drained(&mut timers);
+    }
+}
+
+impl<K: RequestKey> Core<K> {
+    fn on(&self, command: Command<K>, timers: &mut Timers) {
+        match command {
+            Command::Spawned { key, session_id, result } => self.spawned(key, session_id, result),
+            Command::Notice(Notice::Ended { session_id, status, .. }) => self.session_ended(&session_id, status),
+            Command::Notice(Notice::RateLimited { session_id, until, reason }) => {
+                {
+                    let mut table = self.table.lock();
+                    let ours = table.slots.contains_key(&session_id);
+                    if !ours || table.scheduler.is_draining() || !table.scheduler.throttle(until) {
+                        return;
+                    }
                 }
-                let ids = state.scheduler.drain();
-                ids.iter().filter_map(|id| state.entries.remove(id)).collect()
+                let wait = until.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+                timers.resume_at = Some(Instant::now() + wait);
+                self.emit(SpawnerEvent::PoolThrottled { until, reason });
+            }
+            Command::Drain { timeout, reply } => {
+                timers.resume_at = None;
+                let busy = Busy::new(&self.activity);
+                timers.drains.push(Waiter { deadline: Instant::now() + timeout, stopped: false, reply, _busy: busy });
+            }
+        }
+    }
+
+    fn on_time(&self, timers: &mut Timers) {
+        let now = Instant::now();
+        if timers.resume_at.is_some_and(|at| at <= now) {
+            timers.resume_at = None;
+            let (resumed, until) = {
+                let mut table = self.table.lock();
+                let resumed = table.scheduler.resume_if_due(SystemTime::now());
+                (resumed, table.scheduler.throttled_until())
             };
-            for entry in dropped {
-                fail(entry, PoolFailure::Refused(PoolError::Draining));
+            if resumed {
+                self.emit(SpawnerEvent::PoolResumed);
+                self.admit();
+            } else if let Some(until) = until {
+                timers.resume_at = Some(now + until.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO));
             }
         }
-        if tokio::time::timeout(timeout, inner.idle()).await.is_err() {
-            let sessions: Vec<Arc<str>> = inner.state.lock().slots.keys().cloned().collect();
-            for id in sessions {
-                // A session that ended meanwhile is what we wait for anyway.
-                let _ = inner.spawner().request_stop(&id, true);
+        if timers.drains.iter().any(|w| !w.stopped && w.deadline <= now) {
+            for w in timers.drains.iter_mut().filter(|w| w.deadline <= now) {
+                w.stopped = true;
             }
-            inner.idle().await;
-        }
-        if first {
-            inner.emit(SpawnerEvent::PoolDrained);
-        }
-    }
-}
-
-/// The spawner's handler: the event goes to the pool's handler first, then the pool
-/// acts on it (so its own events follow).
-fn relay(pool: &Weak<Inner>, event: SpawnerEvent) {
-    let Some(inner) = pool.upgrade() else { return };
-    let noted = match &event {
-        SpawnerEvent::SessionEnded { session_id, status } => Some((Arc::clone(session_id), Some(status.clone()), None)),
-        SpawnerEvent::SessionRateLimited { session_id, until, reason } => {
-            Some((Arc::clone(session_id), None, Some((*until, reason.clone()))))
-        }
-        _ => None,
-    };
-    inner.emit(event);
-    match noted {
-        Some((session_id, Some(status), _)) => inner.session_ended(&session_id, status),
-        Some((session_id, None, Some((until, reason)))) => inner.rate_limited(&session_id, until, reason),
-        _ => {}
-    }
-}
-
-/// A request is over without a session to show: whoever waits hears why (the caller
-/// of `request_session` before the first allocation, its outcome after).
-fn fail(mut entry: Entry, failure: PoolFailure) {
-    if let Some(allocation) = entry.allocation.take() {
-        let _ = allocation.send(Err(failure));
-    } else if let Some(outcome) = entry.outcome.take() {
-        let _ = outcome.send(Err(failure));
-    }
-}
-
-impl Inner {
-    fn spawner(&self) -> &Spawner {
-        self.spawner.get().expect("set when the pool is made")
-    }
-
-    fn emit(&self, event: SpawnerEvent) {
-        let handler = &self.handler;
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(event))).is_err() {
-            tracing::error!("pool event handler panicked; event dropped");
-        }
-    }
-
-    /// Spawns the sessions of requests that hold a slot.
-    fn start(self: &Arc<Self>, admitted: Vec<String>) {
-        for request_id in admitted {
-            let config = {
-                let state = self.state.lock();
-                let Some(entry) = state.entries.get(&request_id) else { continue };
-                let mut config = entry.request.config.clone();
-                let fallback = state.scheduler.config().default_session_timeout_ms;
-                if config.timeout_ms.unwrap_or(0) == 0 && fallback > 0 {
-                    config.timeout_ms = Some(fallback);
-                }
-                config
-            };
-            let pending = self.spawner().start_session(config, None);
-            let session_id: Arc<str> = pending.session_id.as_str().into();
-            let request: Arc<str> = request_id.as_str().into();
-            // Known before the spawn's result: the session may end before that arrives.
-            self.state
-                .lock()
-                .slots
-                .insert(Arc::clone(&session_id), Slot { request_id: Arc::clone(&request), allocated: false, early_end: None });
-            let inner = Arc::clone(self);
-            self.runtime.spawn(async move {
-                let result = pending.await;
-                inner.spawned(&session_id, &request, result);
-            });
-        }
-    }
-
-    fn spawned(self: &Arc<Self>, session_id: &Arc<str>, request_id: &Arc<str>, result: Result<SpawnResult, SpawnError>) {
-        match result {
-            Ok(session) => {
-                let (first, early_end) = {
-                    let mut state = self.state.lock();
-                    let early_end = state.slots.get_mut(session_id).and_then(|slot| {
-                        slot.allocated = true;
-                        slot.early_end.take()
-                    });
-                    let first = state.entries.get_mut(&**request_id).and_then(|e| {
-                        let outcome = e.outcome_rx.take()?;
-                        Some((e.allocation.take(), outcome))
-                    });
-                    (first, early_end)
-                };
-                self.emit(SpawnerEvent::SessionAllocated { request_id: Arc::clone(request_id), session_id: Arc::clone(session_id) });
-                if let Some((Some(allocation), outcome)) = first {
-                    let _ = allocation.send(Ok(Allocation {
-                        request_id: request_id.to_string(),
-                        session,
-                        outcome: RequestOutcome(outcome),
-                    }));
-                }
-                if let Some(status) = early_end {
-                    self.session_ended(session_id, status);
-                }
+            for id in self.session_ids() {
+                // A session that ended meanwhile is what drain waits for anyway.
+                let _ = self.spawner.request_stop(&id, true);
             }
+        }
+    }
+
+    fn check_drained(&self, timers: &mut Timers) {
+        if timers.drains.is_empty() || self.table.lock().scheduler.active_count() > 0 {
+            return;
+        }
+        if !timers.drained {
+            timers.drained = true;
+            self.emit(SpawnerEvent::PoolDrained);
+        }
+        for w in timers.drains.drain(..) {
+            let _ = w.reply.send(());
+        }
+    }
+
+    fn spawned(&self, key: K, session_id: Arc<str>, result: Result<SpawnResult, SpawnError>) {
+        let session = match result {
+            Ok(session) => session,
             Err(error) => {
                 let entry = {
-                    let mut state = self.state.lock();
-                    state.slots.remove(session_id);
-                    state.scheduler.spawn_failed(&request_id.to_string());
-                    state.entries.remove(&**request_id)
+                    let mut table = self.table.lock();
+                    table.slots.remove(&session_id);
+                    table.scheduler.spawn_failed(&key);
+                    table.entries.remove(&key)
                 };
                 if let Some(entry) = entry {
-                    fail(entry, PoolFailure::Spawn(error));
+                    let message = error.to_string();
+                    self.fail(&key, entry, PoolFailure::Spawn(error), message);
                 }
-                self.released.notify_waiters();
                 self.admit();
+                return;
             }
+        };
+        let (first, early_end) = {
+            let mut table = self.table.lock();
+            let early_end = table.slots.get_mut(&session_id).and_then(|slot| {
+                slot.allocated = true;
+                slot.early_end.take()
+            });
+            let first = table.entries.get_mut(&key).and_then(|e| {
+                let first = !e.allocated;
+                e.allocated = true;
+                first.then(|| (e.allocation.take(), e.outcome_rx.take()))
+            });
+            (first, early_end)
+        };
+        self.emit(SpawnerEvent::SessionAllocated { request_id: key.id(), session_id: Arc::clone(&session_id) });
+        if let Some((Some(allocation), Some(outcome))) = first {
+            let request_id = key.id().to_string();
+            let _ = allocation.send(Ok(Allocation { request_id, session, outcome: RequestOutcome(outcome) }));
+        }
+        if let Some(status) = early_end {
+            self.session_ended(&session_id, status);
         }
     }
 
-    fn session_ended(self: &Arc<Self>, session_id: &Arc<str>, status: Box<SessionStatus>) {
-        let decided = {
-            let mut state = self.state.lock();
-            let Some(slot) = state.slots.get_mut(session_id) else { return };
+    fn session_ended(&self, session_id: &Arc<str>, status: Arc<SessionStatus>) {
+        let (key, outcome, entry, draining) = {
+            let mut table = self.table.lock();
+            let Some(slot) = table.slots.get_mut(session_id) else { return };
             if !slot.allocated {
                 // Handled once the spawn's result is in (a failed spawn ends too).
                 slot.early_end = Some(status);
                 return;
             }
-            let request_id = Arc::clone(&slot.request_id);
-            state.slots.remove(session_id);
+            let key = slot.key.clone();
+            table.slots.remove(session_id);
             let ms = status.execution_time_ms.unwrap_or(0);
-            let outcome = state.scheduler.session_ended(&request_id.to_string(), status.state, ms);
+            let outcome = table.scheduler.session_ended(&key, status.state, ms);
             let entry = match outcome {
                 Some(Outcome::Requeued { .. }) | None => None,
-                Some(_) => state.entries.remove(&*request_id),
+                Some(_) => table.entries.remove(&key),
             };
-            (request_id, outcome, entry)
+            (key, outcome, entry, table.scheduler.is_draining())
         };
-        let (request_id, outcome, entry) = decided;
-        self.emit(SpawnerEvent::SessionReleased { session_id: Arc::clone(session_id), status: status.clone() });
+        let owned = || Box::new((*status).clone());
+        self.emit(SpawnerEvent::SessionReleased { session_id: Arc::clone(session_id), status: owned() });
         match (outcome, entry) {
             (Some(Outcome::Requeued { attempt }), _) => {
-                self.emit(SpawnerEvent::SessionRecovering { session_id: Arc::clone(session_id), request_id, attempt })
+                self.emit(SpawnerEvent::SessionRecovering { session_id: Arc::clone(session_id), request_id: key.id(), attempt })
             }
-            (Some(Outcome::GaveUp), Some(mut entry)) => {
-                if let Some(outcome) = entry.outcome.take() {
-                    let _ = outcome.send(Err(PoolFailure::GaveUp(status)));
-                }
+            (Some(Outcome::GaveUp), Some(entry)) => {
+                let message = gave_up_message(&key.id(), &status, draining);
+                self.fail(&key, entry, PoolFailure::GaveUp(owned()), message);
             }
             (_, Some(mut entry)) => {
+                self.emit(SpawnerEvent::RequestCompleted { request_id: key.id(), status: owned() });
                 if let Some(outcome) = entry.outcome.take() {
-                    let _ = outcome.send(Ok(*status));
+                    let _ = outcome.send(Ok((*status).clone()));
                 }
             }
             _ => {}
         }
-        self.released.notify_waiters();
         self.admit();
-    }
-
-    fn admit(self: &Arc<Self>) {
-        let admitted = self.state.lock().scheduler.admit_next();
-        if !admitted.is_empty() {
-            self.start(admitted);
-        }
-    }
-
-    fn rate_limited(self: &Arc<Self>, session_id: &Arc<str>, until: SystemTime, reason: String) {
-        {
-            let mut state = self.state.lock();
-            if !state.slots.contains_key(session_id) || state.scheduler.is_draining() || !state.scheduler.throttle(until) {
-                return;
-            }
-            if let Some(previous) = state.resume.take() {
-                previous.abort();
-            }
-            let inner = Arc::downgrade(self);
-            state.resume = Some(self.runtime.spawn(resume_when_due(inner)));
-        }
-        self.emit(SpawnerEvent::PoolThrottled { until, reason });
-    }
-
-    /// Resolves when no request holds a slot.
-    async fn idle(&self) {
-        loop {
-            let released = self.released.notified();
-            if self.state.lock().scheduler.active_count() == 0 {
-                return;
-            }
-            released.await;
-        }
-    }
-}
-
-/// Sleeps until the pause is due (it may be extended meanwhile), then resumes.
-async fn resume_when_due(pool: Weak<Inner>) {
-    loop {
-        let until = match pool.upgrade() {
-            Some(inner) => inner.state.lock().scheduler.throttled_until(),
-            None => return,
-        };
-        let Some(until) = until else { return };
-        tokio::time::sleep(until.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)).await;
-        let Some(inner) = pool.upgrade() else { return };
-        let resumed = {
-            let mut state = inner.state.lock();
-            let resumed = state.scheduler.resume_if_due(SystemTime::now());
-            if resumed {
-                state.resume = None;
-            }
-            resumed
-        };
-        if resumed {
-            inner.emit(SpawnerEvent::PoolResumed);
-            inner.admit();
-            return;
-        }
     }
 }
