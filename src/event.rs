@@ -101,17 +101,19 @@ pub enum SpawnerEvent {
     SessionTimeout { session_id: Arc<str> },
     /// The session ended; `status` is final.
     SessionEnded { session_id: Arc<str>, status: Box<SessionStatus> },
-    /// Pool: a request got its session (again, when it is being retried).
-    SessionAllocated { request_id: Arc<str>, session_id: Arc<str> },
-    /// Pool: a request's session ended and its slot is free.
-    SessionReleased { session_id: Arc<str>, status: Box<SessionStatus> },
+    /// Pool: a request got its session (again, when it is being retried). With a shared
+    /// queue, `host` runs it and `status` is the session's first status as it travelled.
+    SessionAllocated { request_id: Arc<str>, session_id: Arc<str>, host: Option<Arc<str>>, status: Option<Box<SessionStatus>> },
+    /// Pool: a request's session ended and its slot is free (with a shared queue: on the
+    /// host that made the request, which also learns the request and the host).
+    SessionReleased { session_id: Arc<str>, status: Box<SessionStatus>, request_id: Option<Arc<str>>, host: Option<Arc<str>> },
     /// Pool: a request waits; `position` is 1-based.
     RequestQueued { request_id: Arc<str>, position: usize, queue_length: usize },
     /// Pool: a queued request was cancelled.
     RequestCancelled { request_id: Arc<str> },
     /// Pool: a request whose session ended `timeout` or `crashed` is queued again;
     /// `attempt` is the attempt about to be made.
-    SessionRecovering { session_id: Arc<str>, request_id: Arc<str>, attempt: u32 },
+    SessionRecovering { session_id: Arc<str>, request_id: Arc<str>, attempt: u32, host: Option<Arc<str>> },
     /// Pool: draining began; nothing more is admitted.
     PoolDraining,
     /// Pool: draining finished; every session has ended.
@@ -126,6 +128,17 @@ pub enum SpawnerEvent {
     /// Pool: the request failed (`code` and `message` as the pool's error has them; the
     /// last session's status when it gave up after one).
     RequestFailed { request_id: Arc<str>, code: &'static str, message: String, status: Option<Box<SessionStatus>> },
+    /// Shared queue: the queue stopped answering (requests are refused; sessions run on).
+    QueueUnavailable { host: Arc<str>, code: &'static str, message: String },
+    /// Shared queue: it answers again.
+    QueueReconnected { host: Arc<str> },
+    /// Shared queue: this host lost its lease on a request (lapsed, or taken over) and
+    /// stops the session.
+    LeaseLost { request_id: Arc<str>, session_id: Option<Arc<str>>, host: Arc<str> },
+    /// Shared queue: an unexpected error of the queue (not an outage).
+    QueueError { code: &'static str, message: String },
+    /// Shared queue: this host fell so far behind that it missed `missed` events.
+    QueueLagged { missed: u64 },
     /// Recovery: a session ended in a way the manager recovers (or `handle_crash`).
     CrashDetected { session_id: Arc<str>, crash_report: Box<CrashReport> },
     /// Recovery: the crash dump was written.
@@ -174,6 +187,11 @@ impl SpawnerEvent {
             Self::PoolResumed => "pool-resumed",
             Self::RequestCompleted { .. } => "request-completed",
             Self::RequestFailed { .. } => "request-failed",
+            Self::QueueUnavailable { .. } => "queue-unavailable",
+            Self::QueueReconnected { .. } => "queue-reconnected",
+            Self::LeaseLost { .. } => "lease-lost",
+            Self::QueueError { .. } => "queue-error",
+            Self::QueueLagged { .. } => "queue-lagged",
             Self::CrashDetected { .. } => "crash-detected",
             Self::CrashDumpSaved { .. } => "crash-dump-saved",
             Self::CrashDumpFailed { .. } => "crash-dump-failed",
@@ -227,7 +245,12 @@ impl SpawnerEvent {
             | Self::PoolThrottled { .. }
             | Self::PoolResumed
             | Self::RequestCompleted { .. }
-            | Self::RequestFailed { .. } => return None,
+            | Self::RequestFailed { .. }
+            | Self::QueueUnavailable { .. }
+            | Self::QueueReconnected { .. }
+            | Self::LeaseLost { .. }
+            | Self::QueueError { .. }
+            | Self::QueueLagged { .. } => return None,
         })
     }
 }

@@ -201,6 +201,7 @@ impl Spawner {
 
     /// The environment sessions started without one inherit: `vars`, or this
     /// process's own with `None` (the default).
+    #[cfg_attr(not(feature = "napi"), allow(dead_code))]
     pub(crate) fn set_base_env(&self, vars: Option<Vec<(String, String)>>) {
         *self.shared.base_env.write() = vars.map(Arc::new);
     }

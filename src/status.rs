@@ -106,6 +106,135 @@ pub struct SessionStatus {
     pub modified_files: Vec<String>,
     /// The charter's denials, newest last (at most [`MAX_VIOLATIONS`]) (extra).
     pub violations: Vec<PolicyViolation>,
+    /// With a shared queue: the host that ran the session (extra).
+    pub host: Option<String>,
+    /// The tails were cut shorter to travel between hosts (extra; the whole output is
+    /// in the session directory on the host that ran it).
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+fn iso(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn time_of(v: &serde_json::Value) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(v.as_str()?).ok()
+}
+
+impl SessionStatus {
+    /// The contract's JSON shape (times as ISO text; `undefined` fields left out), as a
+    /// status travels to the host that made a shared-queue request.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::{json, Value};
+        let mut v = json!({
+            "sessionId": self.session_id,
+            "state": self.state.as_str(),
+            "startTime": iso(self.start_time),
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "metrics": {
+                "commandsExecuted": self.metrics.commands_executed,
+                "filesModified": self.metrics.files_modified,
+                "approvalPrompts": self.metrics.approval_prompts,
+                "escalations": self.metrics.escalations,
+                "errors": self.metrics.errors,
+            },
+            "modifiedFiles": self.modified_files,
+            "violations": self.violations.iter().map(|x| json!({
+                "timestamp": iso(x.timestamp), "toolName": x.tool_name, "input": x.input, "rule": x.rule, "detail": x.detail,
+            })).collect::<Vec<_>>(),
+        });
+        let mut set = |key: &str, value: Value| {
+            if !value.is_null() {
+                v[key] = value;
+            }
+        };
+        set("pid", json!(self.pid));
+        set("endTime", json!(self.end_time.map(iso)));
+        set("executionTime", json!(self.execution_time_ms));
+        set("exitCode", json!(self.exit_code));
+        set("signal", json!(self.signal));
+        set("errorMessage", json!(self.error_message));
+        set("tokenUsage", json!(self.token_usage.map(|t| json!({"input": t.input, "output": t.output, "total": t.total}))));
+        set("claudeSessionId", json!(self.claude_session_id));
+        set("costUsd", json!(self.cost_usd));
+        set("host", json!(self.host));
+        set("stdoutTruncated", json!(self.stdout_truncated.then_some(true)));
+        set("stderrTruncated", json!(self.stderr_truncated.then_some(true)));
+        v
+    }
+
+    /// Reads [`SessionStatus::to_json`]'s shape; `None` without a session id, a known
+    /// state and a start time.
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let text = |k: &str| v[k].as_str().map(str::to_owned);
+        let count = |x: &serde_json::Value, k: &str| x[k].as_u64().unwrap_or(0);
+        let m = &v["metrics"];
+        Some(Self {
+            session_id: text("sessionId")?,
+            state: v["state"].as_str()?.parse().ok()?,
+            pid: v["pid"].as_u64().and_then(|p| u32::try_from(p).ok()),
+            start_time: time_of(&v["startTime"])?,
+            end_time: time_of(&v["endTime"]),
+            execution_time_ms: v["executionTime"].as_u64(),
+            exit_code: v["exitCode"].as_i64().and_then(|c| i32::try_from(c).ok()),
+            signal: text("signal"),
+            error_message: text("errorMessage"),
+            stdout: text("stdout").unwrap_or_default(),
+            stderr: text("stderr").unwrap_or_default(),
+            token_usage: v["tokenUsage"].is_object().then(|| {
+                let t = &v["tokenUsage"];
+                TokenUsage { input: count(t, "input"), output: count(t, "output"), total: count(t, "total") }
+            }),
+            metrics: SessionMetrics {
+                commands_executed: count(m, "commandsExecuted"),
+                files_modified: count(m, "filesModified"),
+                approval_prompts: count(m, "approvalPrompts"),
+                escalations: count(m, "escalations"),
+                errors: count(m, "errors"),
+            },
+            claude_session_id: text("claudeSessionId"),
+            cost_usd: v["costUsd"].as_f64(),
+            modified_files: v["modifiedFiles"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+            violations: v["violations"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| {
+                            Some(PolicyViolation {
+                                timestamp: time_of(&x["timestamp"])?,
+                                tool_name: x["toolName"].as_str()?.to_owned(),
+                                input: x["input"].clone(),
+                                rule: x["rule"].as_str().unwrap_or_default().to_owned(),
+                                detail: x["detail"].as_str().unwrap_or_default().to_owned(),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            host: text("host"),
+            stdout_truncated: v["stdoutTruncated"] == serde_json::Value::Bool(true),
+            stderr_truncated: v["stderrTruncated"] == serde_json::Value::Bool(true),
+        })
+    }
+
+    /// The status as it travels between hosts: the newest `chars` characters of each
+    /// stream (flagged when cut), and the host that ran it.
+    pub fn portable(&self, host: &str, chars: usize) -> Self {
+        let mut s = self.clone();
+        for (text, cut) in [(&mut s.stdout, &mut s.stdout_truncated), (&mut s.stderr, &mut s.stderr_truncated)] {
+            if text.chars().count() > chars {
+                *text = last_chars(text, chars);
+                *cut = true;
+            }
+        }
+        s.host = Some(host.to_owned());
+        s
+    }
 }
 
 /// How many violations a status keeps.
@@ -218,6 +347,45 @@ mod tests {
             assert_eq!(st.is_ended(), !["initializing", "running", "waiting_input"].contains(&s));
         }
         assert!("done".parse::<SessionState>().is_err());
+    }
+
+    #[test]
+    fn a_status_round_trips_through_json_and_travels_cut() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        let status = SessionStatus {
+            session_id: "claude-session-x".into(),
+            state: SessionState::Crashed,
+            pid: Some(42),
+            start_time: at,
+            end_time: Some(at),
+            execution_time_ms: Some(5),
+            exit_code: None,
+            signal: Some("SIGSEGV".into()),
+            error_message: Some("agent was killed".into()),
+            stdout: "héllo".repeat(10),
+            stderr: String::new(),
+            token_usage: Some(TokenUsage { input: 1, output: 2, total: 3 }),
+            metrics: SessionMetrics { errors: 4, ..SessionMetrics::default() },
+            claude_session_id: Some("c".into()),
+            cost_usd: Some(0.5),
+            modified_files: vec!["a.txt".into()],
+            violations: vec![PolicyViolation {
+                timestamp: at,
+                tool_name: "Bash".into(),
+                input: serde_json::json!({"command": "rm -rf /"}),
+                rule: "forbidden-command".into(),
+                detail: "rm -rf".into(),
+            }],
+            host: None,
+            stdout_truncated: false,
+            stderr_truncated: false,
+        };
+        assert_eq!(SessionStatus::from_json(&status.to_json()), Some(status.clone()));
+        let cut = status.portable("h1", 7);
+        assert_eq!((cut.stdout.as_str(), cut.stdout_truncated, cut.host.as_deref()), ("lohéllo", true, Some("h1")));
+        let json = cut.to_json();
+        assert_eq!((json["stdoutTruncated"].as_bool(), json.get("stderrTruncated")), (Some(true), None));
+        assert_eq!(SessionStatus::from_json(&json), Some(cut));
     }
 
     #[test]

@@ -110,6 +110,10 @@ pub struct JsSessionStatus {
     pub cost_usd: Option<f64>,
     pub modified_files: Vec<String>,
     pub violations: Vec<JsViolation>,
+    /// With a shared queue: the host that ran it; the tails cut to travel.
+    pub host: Option<String>,
+    pub stdout_truncated: Option<bool>,
+    pub stderr_truncated: Option<bool>,
 }
 
 /// A status's policy violation; `input` travels as JSON text.
@@ -154,6 +158,9 @@ impl From<SessionStatus> for JsSessionStatus {
             cost_usd: s.cost_usd,
             modified_files: s.modified_files,
             violations: s.violations.into_iter().map(Into::into).collect(),
+            host: s.host,
+            stdout_truncated: s.stdout_truncated.then_some(true),
+            stderr_truncated: s.stderr_truncated.then_some(true),
         }
     }
 }

@@ -23,12 +23,12 @@ use napi::{sys, Env, Result};
 use napi_derive::napi;
 
 use super::convert::{millis, JsSessionStatus};
-use super::pipe::{Delivery, Payload, Pipe, PipeActivity};
+use super::pipe::{Delivery, Payload, PipeActivity, PipeHandler};
 use super::spawner::{parse_json, NativeSpawner};
 use super::{config_error, thrown};
 use crate::config::{ConfigError, Priority, SessionConfig};
 use crate::error::SpawnError;
-use crate::event::{EventHandler, SpawnerEvent};
+use crate::event::SpawnerEvent;
 use crate::pool::{Admission, Body, Core, PoolConfig};
 
 thread_local! {
@@ -61,74 +61,101 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// The pool's events to its target. `request-queued` stays behind: `lib/` emits it
-/// from `poolSubmit`'s answer, synchronously and only when someone listens.
-struct PoolEvents {
-    pipe: Arc<Pipe>,
-    target: u32,
-}
 
-impl EventHandler for PoolEvents {
-    fn handle(&self, event: SpawnerEvent) {
-        if !matches!(event, SpawnerEvent::RequestQueued { .. }) {
-            self.pipe.deliver(Delivery { target: self.target, payload: Payload::Event(event) });
-        }
-    }
-}
-
-/// A pool event's payload; which fields are set depends on the event. `requestId` is
-/// the request's number, as text.
+/// A pool event's payload; which fields are set depends on the event. For a pool
+/// without a shared queue `requestId` is the request's number, as text.
 #[napi(object, js_name = "NativePoolEvent", object_from_js = false)]
 pub struct JsPoolEvent {
     pub request_id: Option<String>,
     pub session_id: Option<String>,
     pub status: Option<JsSessionStatus>,
     pub attempt: Option<u32>,
+    pub host: Option<String>,
     pub until: Option<f64>,
     pub reason: Option<String>,
     pub code: Option<String>,
     pub message: Option<String>,
+    pub missed: Option<f64>,
+    pub position: Option<u32>,
+    pub queue_length: Option<u32>,
 }
 
-const NO_FIELDS: fn() -> JsPoolEvent = || JsPoolEvent {
-    request_id: None,
-    session_id: None,
-    status: None,
-    attempt: None,
-    until: None,
-    reason: None,
-    code: None,
-    message: None,
-};
+fn fields() -> JsPoolEvent {
+    JsPoolEvent {
+        request_id: None,
+        session_id: None,
+        status: None,
+        attempt: None,
+        host: None,
+        until: None,
+        reason: None,
+        code: None,
+        message: None,
+        missed: None,
+        position: None,
+        queue_length: None,
+    }
+}
 
-/// A pool event's payload, or `None` for events that are not the pool's.
+fn text(id: Option<Arc<str>>) -> Option<String> {
+    id.map(|id| id.to_string())
+}
+
+/// A pool event's payload, or `None` for events that are not a pool's.
 pub(crate) fn event_payload(raw: sys::napi_env, event: SpawnerEvent) -> Result<Option<sys::napi_value>> {
     let e = match event {
-        SpawnerEvent::SessionAllocated { request_id, session_id } => {
-            JsPoolEvent { request_id: Some(request_id.to_string()), session_id: Some(session_id.to_string()), ..NO_FIELDS() }
-        }
-        SpawnerEvent::SessionReleased { session_id, status } => {
-            JsPoolEvent { session_id: Some(session_id.to_string()), status: Some((*status).into()), ..NO_FIELDS() }
-        }
-        SpawnerEvent::SessionRecovering { session_id, request_id, attempt } => JsPoolEvent {
+        SpawnerEvent::SessionAllocated { request_id, session_id, host, status } => JsPoolEvent {
+            request_id: Some(request_id.to_string()),
+            session_id: Some(session_id.to_string()),
+            host: text(host),
+            status: status.map(|s| (*s).into()),
+            ..fields()
+        },
+        SpawnerEvent::SessionReleased { session_id, status, request_id, host } => JsPoolEvent {
+            session_id: Some(session_id.to_string()),
+            status: Some((*status).into()),
+            request_id: text(request_id),
+            host: text(host),
+            ..fields()
+        },
+        SpawnerEvent::SessionRecovering { session_id, request_id, attempt, host } => JsPoolEvent {
             request_id: Some(request_id.to_string()),
             session_id: Some(session_id.to_string()),
             attempt: Some(attempt),
-            ..NO_FIELDS()
+            host: text(host),
+            ..fields()
         },
-        SpawnerEvent::RequestCancelled { request_id } => JsPoolEvent { request_id: Some(request_id.to_string()), ..NO_FIELDS() },
+        SpawnerEvent::RequestCancelled { request_id } => JsPoolEvent { request_id: Some(request_id.to_string()), ..fields() },
         SpawnerEvent::RequestCompleted { request_id, status } => {
-            JsPoolEvent { request_id: Some(request_id.to_string()), status: Some((*status).into()), ..NO_FIELDS() }
+            JsPoolEvent { request_id: Some(request_id.to_string()), status: Some((*status).into()), ..fields() }
         }
         SpawnerEvent::RequestFailed { request_id, code, message, status } => JsPoolEvent {
             request_id: Some(request_id.to_string()),
             code: Some(code.to_owned()),
             message: Some(message),
             status: status.map(|s| (*s).into()),
-            ..NO_FIELDS()
+            ..fields()
         },
-        SpawnerEvent::PoolThrottled { until, reason } => JsPoolEvent { until: Some(millis(until)), reason: Some(reason), ..NO_FIELDS() },
-        SpawnerEvent::PoolDraining | SpawnerEvent::PoolDrained | SpawnerEvent::PoolResumed => NO_FIELDS(),
+        SpawnerEvent::PoolThrottled { until, reason } => JsPoolEvent { until: Some(millis(until)), reason: Some(reason), ..fields() },
+        SpawnerEvent::QueueUnavailable { host, code, message } => {
+            JsPoolEvent { host: Some(host.to_string()), code: Some(code.to_owned()), message: Some(message), ..fields() }
+        }
+        SpawnerEvent::QueueReconnected { host } => JsPoolEvent { host: Some(host.to_string()), ..fields() },
+        SpawnerEvent::LeaseLost { request_id, session_id, host } => JsPoolEvent {
+            request_id: Some(request_id.to_string()),
+            session_id: text(session_id),
+            host: Some(host.to_string()),
+            ..fields()
+        },
+        SpawnerEvent::QueueError { code, message } => JsPoolEvent { code: Some(code.to_owned()), message: Some(message), ..fields() },
+        SpawnerEvent::QueueLagged { missed } => JsPoolEvent { missed: Some(missed as f64), ..fields() },
+        SpawnerEvent::RequestQueued { request_id, position, queue_length } => JsPoolEvent {
+            request_id: Some(request_id.to_string()),
+            position: Some(count(position)),
+            queue_length: Some(count(queue_length)),
+            ..fields()
+        },
+        SpawnerEvent::PoolDraining | SpawnerEvent::PoolDrained | SpawnerEvent::PoolResumed => fields(),
         _ => return Ok(None),
     };
     // SAFETY: on JavaScript's thread, in the current scope.
@@ -160,7 +187,9 @@ impl NativePool {
         let capacity = count(config.max_concurrent_sessions);
         let pipe = Arc::clone(&spawner.pipe);
         let target = pipe.attach();
-        let handler = Box::new(PoolEvents { pipe: Arc::clone(&pipe), target });
+        // No `request-queued` comes this way: `lib/` emits it from `poolSubmit`'s answer,
+        // synchronously and only when someone listens.
+        let handler = Box::new(PipeHandler { pipe: Arc::clone(&pipe), target });
         let activity: Arc<dyn crate::notice::Activity> = Arc::new(PipeActivity(Arc::clone(&pipe)));
         let ask = Arc::clone(&pipe);
         let supply = Box::new(move |request: &u32| {

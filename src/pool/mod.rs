@@ -4,15 +4,19 @@
 //! `SessionPool`.
 
 mod config;
+mod handle;
 pub mod queue;
 mod request;
 mod runner;
 mod scheduler;
+mod shared;
 mod takeover;
 
 pub use config::{PoolConfig, PriorityWeights, SharedQueueConfig, MIN_LEASE_MS};
 pub use request::{Allocation, PoolFailure, PoolMetrics, PoolRequest, PoolStatus, RequestOutcome};
-pub use runner::Pool;
+pub use handle::Pool;
+#[cfg(feature = "napi")]
 pub(crate) use runner::{Body, Core};
+pub use shared::{SharedStatus, PORTABLE_OUTPUT, RECONCILE_EVERY};
 pub use takeover::{takeover_config, takeover_message};
 pub use scheduler::{Admission, Outcome, PoolError, QueuedInfo, Scheduler, DEFAULT_EXECUTION_MS, RETRIED_STATES};

@@ -44,6 +44,17 @@ pub enum PoolFailure {
     GaveUp(Box<SessionStatus>),
     #[error("the pool is gone")]
     PoolGone,
+    /// Shared queue: the pool was closed before the request settled (it stays in the
+    /// queue, for the other hosts).
+    #[error("Pool is closed")]
+    Closed,
+    /// Shared queue: the queue refused the request or could not be reached.
+    #[error(transparent)]
+    Queue(super::queue::QueueError),
+    /// Shared queue: the request failed where it ran (or the queue failed it); the
+    /// code and message that host reported, and its last session's status.
+    #[error("{message}")]
+    Remote { code: &'static str, message: String, status: Option<Box<SessionStatus>> },
 }
 
 impl PoolFailure {
@@ -54,6 +65,9 @@ impl PoolFailure {
             Self::Spawn(e) => e.code(),
             Self::GaveUp(_) => "ERR_POOL_GAVE_UP",
             Self::PoolGone => "ERR_POOL_GONE",
+            Self::Closed => "ERR_POOL_CLOSED",
+            Self::Queue(e) => e.code(),
+            Self::Remote { code, .. } => code,
         }
     }
 }
@@ -83,6 +97,8 @@ pub struct Allocation {
     pub session: SpawnResult,
     /// The request's end, after any retries.
     pub outcome: RequestOutcome,
+    /// With a shared queue: the host that runs the session.
+    pub host: Option<String>,
 }
 
 /// The pool now, as the contract's `PoolStatus` has it.
@@ -126,6 +142,28 @@ impl RequestKey for u32 {
     fn id(&self) -> Arc<str> {
         self.to_string().into()
     }
+}
+
+/// An error code another host reported, as one of this package's; unknown ones read
+/// as `ERR_POOL_REMOTE`.
+pub(crate) fn known_code(code: &str) -> &'static str {
+    const CODES: &[&str] = &[
+        "ERR_POOL_GAVE_UP",
+        "ERR_POOL_CLOSED",
+        "ERR_POOL_DRAINING",
+        "ERR_POOL_QUEUE_FULL",
+        "ERR_REQUEST_CANCELLED",
+        "ERR_QUEUE_MALFORMED",
+        "ERR_QUEUE_LOST",
+        "ERR_QUEUE_UNAVAILABLE",
+        "ERR_INVALID_CONFIG",
+        "ERR_WORKING_DIRECTORY",
+        "ERR_CLAUDE_CONFIG",
+        "ERR_SESSION_DIRECTORY",
+        "ERR_SPAWN_FAILED",
+        "ERR_SESSION_STOPPED",
+    ];
+    CODES.iter().find(|c| **c == code).copied().unwrap_or("ERR_POOL_REMOTE")
 }
 
 /// The message of a request that gave up after its session ended `state`.

@@ -1,7 +1,6 @@
-//! [`Pool`]: at most `max_concurrent_sessions` sessions of a spawner at once, the rest
-//! queued by priority, crashed and timed-out requests queued again, admission paused
-//! on rate limits, draining. It works over a [`Spawner`] it does not own (or makes
-//! its own with [`Pool::new`]).
+//! The in-process pool behind [`Pool`](super::Pool): at most `max_concurrent_sessions`
+//! sessions of a spawner at once, the rest queued by priority, crashed and timed-out
+//! requests queued again, admission paused on rate limits, draining.
 //!
 //! The decisions are the [`Scheduler`]'s, a state machine without I/O. One task per
 //! pool carries them out: it takes the spawner's notices (session ends, rate limits),
@@ -15,13 +14,12 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
-use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::config::PoolConfig;
 use super::request::{
-    gave_up_message, Allocation, AllocationSender, OutcomeSender, PoolFailure, PoolMetrics, PoolRequest, PoolStatus,
+    gave_up_message, Allocation, AllocationSender, OutcomeSender, PoolFailure, PoolMetrics, PoolStatus,
     RequestKey, RequestOutcome,
 };
 use super::scheduler::{Admission, Outcome, PoolError, Scheduler, RETRIED_STATES};
@@ -29,13 +27,14 @@ use crate::config::{Priority, SessionConfig};
 use crate::error::SpawnError;
 use crate::event::{EventHandler, SpawnerEvent};
 use crate::notice::{Activity, Busy, Notice, Restarter};
-use crate::options::SpawnerOptions;
 use crate::spawner::{SpawnResult, Spawner};
 use crate::status::{SessionState, SessionStatus};
 
 /// Where a request's session config comes from.
+#[cfg_attr(not(feature = "napi"), allow(dead_code))]
 pub(crate) enum Body {
-    Ready(SessionConfig),
+    /// Boxed: a pool may hold tens of thousands of entries.
+    Ready(Box<SessionConfig>),
     /// Asked for (the `supply` hook) when the request is admitted, and handed in with
     /// [`Core::supply`]: the Node binding keeps configs in JavaScript until then.
     Deferred,
@@ -83,10 +82,13 @@ pub(crate) struct Core<K: RequestKey> {
     table: Mutex<Table<K>>,
     commands: mpsc::UnboundedSender<(Command<K>, Busy)>,
     activity: Option<Arc<dyn Activity>>,
-    /// Asks for a deferred request's config.
+    /// Asks for a deferred request's config (the Node binding's pools).
     supply: Option<SupplyHook<K>>,
     /// The pool's claim on its sessions (with auto-recovery).
     restarter: Option<Restarter>,
+    /// `submit`'s caller reports `RequestQueued` itself (the Node binding, which emits it
+    /// only when someone listens).
+    quiet_queued: bool,
     watch: u64,
 }
 
@@ -96,101 +98,7 @@ impl<K: RequestKey> Drop for Core<K> {
     }
 }
 
-/// A pool of sessions over a spawner. Cheap to clone; clones share the pool; dropping
-/// the last stops it (its sessions run on; unsettled requests fail with `PoolGone`).
-#[derive(Clone)]
-pub struct Pool {
-    core: Arc<Core<Arc<str>>>,
-}
-
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("config", self.core.table.lock().scheduler.config()).finish_non_exhaustive()
-    }
-}
-
-/// One handler shared by a spawner and the pool made with it.
-struct SharedHandler(Arc<dyn EventHandler>);
-
-impl EventHandler for SharedHandler {
-    fn handle(&self, event: SpawnerEvent) {
-        self.0.handle(event)
-    }
-}
-
-fn no_shared_queue(config: &PoolConfig) -> Result<(), SpawnError> {
-    match config.queue {
-        None => Ok(()),
-        Some(_) => Err(SpawnError::InvalidConfig(crate::ConfigError::new(
-            "config.queue",
-            "is not served by the Rust Pool yet: use pool::queue::RequestQueue directly, or the npm package's SessionPool",
-        ))),
-    }
-}
-
-impl Pool {
-    /// A pool on the current Tokio runtime with a spawner of its own made from
-    /// `options`; `handler` gets the spawner's events and the pool's.
-    pub fn new(options: SpawnerOptions, config: PoolConfig, handler: impl EventHandler) -> Result<Self, SpawnError> {
-        let runtime = Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
-        no_shared_queue(&config)?;
-        Ok(Self::with_runtime(options, config, handler, runtime))
-    }
-
-    /// As [`Pool::new`], on `runtime`. A `config.queue` is not served here.
-    pub fn with_runtime(options: SpawnerOptions, config: PoolConfig, handler: impl EventHandler, runtime: Handle) -> Self {
-        let handler: Arc<dyn EventHandler> = Arc::new(handler);
-        let spawner = Spawner::with_runtime(options, SharedHandler(Arc::clone(&handler)), runtime);
-        Self { core: Core::start(&spawner, config, Box::new(SharedHandler(handler)), None, None) }
-    }
-
-    /// A pool over `spawner`, which other pools and recovery managers may share;
-    /// `handler` gets the pool's events (the spawner's go to the spawner's handler).
-    pub fn over(spawner: &Spawner, config: PoolConfig, handler: impl EventHandler) -> Result<Self, SpawnError> {
-        no_shared_queue(&config)?;
-        Ok(Self { core: Core::start(spawner, config, Box::new(handler), None, None) })
-    }
-
-    /// The pool's spawner: for queries, input and stops of its sessions.
-    pub fn spawner(&self) -> &Spawner {
-        &self.core.spawner
-    }
-
-    /// Resolves when the request's session is allocated, at once below capacity or
-    /// later from the queue; fails when the queue is full, the pool drains, the
-    /// request is cancelled or its spawn fails.
-    pub async fn request_session(&self, request: PoolRequest) -> Result<Allocation, PoolFailure> {
-        let (allocation, receiver) = oneshot::channel();
-        let (outcome, outcome_rx) = oneshot::channel();
-        let key: Arc<str> = request.request_id.into();
-        let channels = (allocation, outcome, outcome_rx);
-        self.core.submit(key, request.priority, request.queued_at, Body::Ready(request.config), Some(channels))?;
-        receiver.await.unwrap_or(Err(PoolFailure::PoolGone))
-    }
-
-    /// Removes a queued request (it fails with [`PoolFailure::Cancelled`]); false
-    /// when it is not queued.
-    pub fn cancel_request(&self, request_id: &str) -> bool {
-        self.core.cancel(&Arc::from(request_id))
-    }
-
-    pub fn status(&self) -> PoolStatus {
-        self.core.status()
-    }
-
-    pub fn metrics(&self) -> PoolMetrics {
-        self.core.metrics()
-    }
-
-    /// Stops admitting (queued requests fail with `Pool is draining`), waits for the
-    /// active sessions to end, stops those still running after `timeout` gracefully,
-    /// and returns when every session has ended. Calling it again waits again.
-    pub async fn drain(&self, timeout: Duration) {
-        let _ = self.core.drain(timeout).await;
-    }
-}
-
-type Channels = (AllocationSender, OutcomeSender, oneshot::Receiver<Result<SessionStatus, PoolFailure>>);
+pub(crate) type Channels = (AllocationSender, OutcomeSender, oneshot::Receiver<Result<SessionStatus, PoolFailure>>);
 
 impl<K: RequestKey> Core<K> {
     /// Starts a pool's task over `spawner`.
@@ -201,6 +109,7 @@ impl<K: RequestKey> Core<K> {
         activity: Option<Arc<dyn Activity>>,
         supply: Option<SupplyHook<K>>,
     ) -> Arc<Self> {
+        let quiet_queued = supply.is_some();
         let (tx, rx) = mpsc::unbounded_channel();
         let watcher_tx = tx.clone();
         let watcher_activity = activity.clone();
@@ -216,6 +125,7 @@ impl<K: RequestKey> Core<K> {
             activity,
             supply,
             restarter,
+            quiet_queued,
             watch,
         });
         spawner.runtime().spawn(run(Arc::downgrade(&core), rx));
@@ -249,7 +159,7 @@ impl<K: RequestKey> Core<K> {
         let deferred = matches!(body, Body::Deferred);
         let now = admission == Admission::Now;
         let ready = match (&body, now) {
-            (Body::Ready(config), true) => Some(config.clone()),
+            (Body::Ready(config), true) => Some((**config).clone()),
             _ => None,
         };
         let entry = Entry {
@@ -270,12 +180,15 @@ impl<K: RequestKey> Core<K> {
             }
             Admission::Queued { position, queue_length } => {
                 drop(table);
-                self.emit(SpawnerEvent::RequestQueued { request_id: key.id(), position, queue_length });
+                if !self.quiet_queued {
+                    self.emit(SpawnerEvent::RequestQueued { request_id: key.id(), position, queue_length });
+                }
             }
         }
         Ok(admission)
     }
 
+    #[cfg_attr(not(feature = "napi"), allow(dead_code))]
     /// The config of an admitted deferred request: its session starts. False when the
     /// request does not wait for one.
     pub(crate) fn supply(&self, key: &K, config: SessionConfig, base_env: Option<Vec<(String, String)>>) -> bool {
@@ -313,7 +226,7 @@ impl<K: RequestKey> Core<K> {
             let mut table = self.table.lock();
             for key in table.scheduler.admit_next() {
                 let ready = match table.entries.get_mut(&key) {
-                    Some(Entry { body: Body::Ready(config), .. }) => Some(config.clone()),
+                    Some(Entry { body: Body::Ready(config), .. }) => Some((**config).clone()),
                     Some(entry) => {
                         entry.awaiting_config = true;
                         None
@@ -380,6 +293,7 @@ impl<K: RequestKey> Core<K> {
                 priority: q.priority,
                 queued_at: q.queued_at,
                 estimated_wait_ms: q.estimated_wait_ms,
+                attempt: q.attempt,
             })
             .collect::<Vec<_>>();
         PoolStatus {
@@ -398,17 +312,20 @@ impl<K: RequestKey> Core<K> {
         self.table.lock().slots.iter().filter(|(_, s)| s.allocated).map(|(id, _)| Arc::clone(id)).collect()
     }
 
+    #[cfg_attr(not(feature = "napi"), allow(dead_code))]
     /// Visits the queue in serving order (see [`Scheduler::for_each_queued`]).
     pub(crate) fn for_each_queued(&self, visit: impl FnMut(&K, Priority, SystemTime, f64)) {
         self.table.lock().scheduler.for_each_queued(visit)
     }
 
+    #[cfg_attr(not(feature = "napi"), allow(dead_code))]
     /// (active requests, queued requests).
     pub(crate) fn counts(&self) -> (usize, usize) {
         let table = self.table.lock();
         (table.scheduler.active_count(), table.scheduler.queued_count())
     }
 
+    #[cfg_attr(not(feature = "napi"), allow(dead_code))]
     /// Mean milliseconds the queued requests have waited so far.
     pub(crate) fn queue_wait_ms(&self) -> f64 {
         self.table.lock().scheduler.queue_wait_ms(SystemTime::now())
@@ -448,6 +365,7 @@ impl<K: RequestKey> Core<K> {
         done
     }
 
+    #[cfg_attr(not(feature = "napi"), allow(dead_code))]
     /// A request admitted with a deferred config that cannot be used: it fails, and its
     /// slot is free again.
     pub(crate) fn refuse(&self, key: &K, error: SpawnError) {
@@ -601,10 +519,10 @@ impl<K: RequestKey> Core<K> {
             });
             (first, early_end)
         };
-        self.emit(SpawnerEvent::SessionAllocated { request_id: key.id(), session_id: Arc::clone(&session_id) });
+        self.emit(SpawnerEvent::SessionAllocated { request_id: key.id(), session_id: Arc::clone(&session_id), host: None, status: None });
         if let Some((Some(allocation), Some(outcome))) = first {
             let request_id = key.id().to_string();
-            let _ = allocation.send(Ok(Allocation { request_id, session, outcome: RequestOutcome(outcome) }));
+            let _ = allocation.send(Ok(Allocation { request_id, session, outcome: RequestOutcome(outcome), host: None }));
         }
         if let Some(status) = early_end {
             self.session_ended(&session_id, status);
@@ -631,10 +549,11 @@ impl<K: RequestKey> Core<K> {
             (key, outcome, entry, table.scheduler.is_draining())
         };
         let owned = || Box::new((*status).clone());
-        self.emit(SpawnerEvent::SessionReleased { session_id: Arc::clone(session_id), status: owned() });
+        self.emit(SpawnerEvent::SessionReleased { session_id: Arc::clone(session_id), status: owned(), request_id: None, host: None });
         match (outcome, entry) {
             (Some(Outcome::Requeued { attempt }), _) => {
-                self.emit(SpawnerEvent::SessionRecovering { session_id: Arc::clone(session_id), request_id: key.id(), attempt })
+                let event = SpawnerEvent::SessionRecovering { session_id: Arc::clone(session_id), request_id: key.id(), attempt, host: None };
+                self.emit(event)
             }
             (Some(Outcome::GaveUp), Some(entry)) => {
                 let message = gave_up_message(&key.id(), &status, draining);

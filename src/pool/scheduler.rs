@@ -73,6 +73,8 @@ pub struct QueuedInfo<K> {
     pub queued_at: SystemTime,
     /// Milliseconds.
     pub estimated_wait_ms: f64,
+    /// The attempt about to be made, from 1 (more after a retry, or a host that died).
+    pub attempt: u32,
 }
 
 /// An `f64` weight with a total order, highest first.
@@ -339,11 +341,16 @@ impl<K: Clone + Eq + Hash + Debug> Scheduler<K> {
 
     /// The queue in the order it will be served, with estimated waits.
     pub fn queue_snapshot(&self) -> Vec<QueuedInfo<K>> {
-        let mut out = Vec::with_capacity(self.queue.len());
-        self.for_each_queued(|key, priority, queued_at, estimated_wait_ms| {
-            out.push(QueuedInfo { key: key.clone(), priority, queued_at, estimated_wait_ms })
-        });
-        out
+        let mean = self.mean_execution_ms();
+        let capacity = self.config.max_concurrent_sessions.max(1);
+        let info = |(i, r): (usize, &Request<K>)| QueuedInfo {
+            key: r.key.clone(),
+            priority: r.priority,
+            queued_at: r.queued_at,
+            estimated_wait_ms: (i / capacity + 1) as f64 * mean,
+            attempt: r.attempts + 1,
+        };
+        self.queue.values().enumerate().map(info).collect()
     }
 
     /// Mean time queued requests have waited so far, in milliseconds.

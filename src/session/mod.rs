@@ -202,10 +202,7 @@ impl Session {
     }
 
     pub fn completion(self: &Arc<Self>) -> Completion {
-        Completion {
-            ended: self.ended.subscribe(),
-            session: Arc::clone(self),
-        }
+        Completion(Waiting::Local { ended: self.ended.subscribe(), session: Arc::clone(self) })
     }
 
     pub fn crash_report(&self) -> Option<CrashReport> {
@@ -261,21 +258,37 @@ fn snapshot(id: &str, r: &Record) -> SessionStatus {
         cost_usd: r.cost_usd,
         modified_files: r.modified_files.clone(),
         violations: r.violations.iter().cloned().collect(),
+        host: None,
+        stdout_truncated: false,
+        stderr_truncated: false,
     }
 }
 
 /// Resolves with the final status once the session has ended and its
-/// `SessionEnded` event has been handed to the event handler.
-pub struct Completion {
-    ended: watch::Receiver<bool>,
-    session: Arc<Session>,
+/// `SessionEnded` event has been handed to the event handler. For a shared-queue
+/// request's session on another host: once the request's end has arrived here.
+pub struct Completion(Waiting);
+
+enum Waiting {
+    Local { ended: watch::Receiver<bool>, session: Arc<Session> },
+    /// Another host's session; `last` is what is known if its end never arrives.
+    Remote { end: tokio::sync::oneshot::Receiver<SessionStatus>, last: Box<SessionStatus> },
 }
 
 impl Completion {
-    pub async fn wait(mut self) -> SessionStatus {
-        // The sender lives in the session we hold, so this cannot fail.
-        let _ = self.ended.wait_for(|ended| *ended).await;
-        self.session.status()
+    pub(crate) fn remote(end: tokio::sync::oneshot::Receiver<SessionStatus>, last: SessionStatus) -> Self {
+        Self(Waiting::Remote { end, last: Box::new(last) })
+    }
+
+    pub async fn wait(self) -> SessionStatus {
+        match self.0 {
+            Waiting::Local { mut ended, session } => {
+                // The sender lives in the session we hold, so this cannot fail.
+                let _ = ended.wait_for(|ended| *ended).await;
+                session.status()
+            }
+            Waiting::Remote { end, last } => end.await.unwrap_or(*last),
+        }
     }
 }
 
@@ -290,6 +303,9 @@ impl IntoFuture for Completion {
 
 impl std::fmt::Debug for Completion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Completion").field("session_id", &self.session.id).finish()
+        match &self.0 {
+            Waiting::Local { session, .. } => f.debug_struct("Completion").field("session_id", &session.id).finish(),
+            Waiting::Remote { last, .. } => f.debug_struct("Completion").field("session_id", &last.session_id).finish(),
+        }
     }
 }
