@@ -1,8 +1,8 @@
 'use strict'
 // What the package's classes tell each other and nobody else (behind symbols): how a
-// pool or recovery manager reaches the native spawner and gets its deliveries, a
-// started session's SpawnResult, and the shared-queue pool's spawn hooks. Also how
-// user code is called without letting a throw change the library's outcome.
+// pool or recovery manager reaches the native spawner and gets its deliveries, and a
+// started session's SpawnResult. Also how user code is called without letting a
+// throw change the library's outcome.
 
 /** The native spawner behind a ClaudeSessionSpawner. */
 const kNative = Symbol('claude-session-spawner.native')
@@ -11,8 +11,6 @@ const kAttach = Symbol('claude-session-spawner.attach')
 const kDeliver = Symbol('claude-session-spawner.deliver')
 /** `spawner[kSession](sessionId)`: the SpawnResult of a session whose `session-spawned` came. */
 const kSession = Symbol('claude-session-spawner.session')
-/** The spawner's hooks for a pool on a shared queue: spawning from config JSON. */
-const kShared = Symbol('claude-session-spawner.shared')
 
 /**
  * Emits an event; a listener that throws is reported as Node reports an uncaught
@@ -40,4 +38,4 @@ function runCallback(pool, request, name, argument) {
   }
 }
 
-module.exports = { kNative, kAttach, kDeliver, kSession, kShared, emitSafely, runCallback }
+module.exports = { kNative, kAttach, kDeliver, kSession, emitSafely, runCallback }

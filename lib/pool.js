@@ -1,12 +1,13 @@
 'use strict'
 // SessionPool: the native pool (Rust: queue order, slots, retries, draining,
-// rate-limit pauses, wait estimates, the sessions themselves) as an EventEmitter with
-// the TypeScript module's API. This class checks and converts arguments, keeps what
-// only JavaScript can hold (a request's callbacks, its config until it is admitted,
-// its promise), and turns the pool's deliveries into events and settlements.
-// Requests are numbered here (numbers are reused once a request is over, so they
-// index an array); only the number and the priority's index cross into Rust per
-// request, which keeps enqueueing cheap at tens of thousands of requests.
+// rate-limit pauses, wait estimates, the sessions; with `config.queue` the host loop
+// of a queue shared with other hosts, leases included) as an EventEmitter with the
+// TypeScript module's API. This class checks and converts arguments, keeps what only
+// JavaScript can hold (a request's callbacks, its config until it is admitted, its
+// promise), and turns the pool's deliveries into events and settlements.
+// Without a shared queue, requests are numbered here (numbers are reused once a
+// request is over, so they index an array): only the number and the priority's index
+// cross into Rust per request, which keeps enqueueing cheap at tens of thousands.
 
 const { EventEmitter } = require('node:events')
 const native = require('./native')
@@ -14,7 +15,6 @@ const { ClaudeSessionSpawner } = require('./spawner')
 const convert = require('./convert')
 const { encodeConfig, daemonEnv } = require('./encode')
 const { kAttach, kDeliver, kNative, kSession, emitSafely, runCallback } = require('./internal')
-const { SharedPool } = require('./shared-pool')
 
 /** Index of each priority in the core's `Priority::ALL`. */
 const PRIORITY_INDEX = new Map([
@@ -33,29 +33,39 @@ function queuedAtOf(request) {
 }
 
 function typeError(message, field) {
-  const error = new TypeError(message)
-  error.code = 'ERR_INVALID_CONFIG'
-  if (field) error.field = field
-  return error
+  return Object.assign(new TypeError(message), { code: 'ERR_INVALID_CONFIG' }, field ? { field } : {})
 }
 
 function poolError(message, code, extra) {
   return Object.assign(code === 'ERR_INVALID_CONFIG' ? new TypeError(message) : new Error(message), { code }, extra)
 }
 
+/** A payload's fields that are set (the contract's events have no undefined keys). */
+function defined(payload) {
+  for (const key of Object.keys(payload)) if (payload[key] === undefined) delete payload[key]
+  return payload
+}
+
+/** A shared pool's status: its times as Dates. */
+function sharedStatus(s) {
+  s.activeSessions.forEach(convert.status)
+  for (const q of s.queuedRequests) q.queuedAt = new Date(q.queuedAt)
+  s.shared.asOf = new Date(s.shared.asOf)
+  return s
+}
+
 class SessionPool extends EventEmitter {
   #spawner
-  #native = null
+  #native
   #h
-  /** request number -> entry, for requests queued or holding a slot */
+  /** Without a shared queue: request number -> entry, for requests queued or holding a slot. */
   #entries = []
   #freeNumbers = []
-  /** requestId -> entry, while the request is queued or holds a slot */
+  /** requestId -> entry, while the request is not settled */
   #byId = new Map()
   #draining = null
   #drained
-  /** With `config.queue`: the host's part in the shared queue, which does the work. */
-  #shared = null
+  #closed = false
 
   constructor(spawner, config) {
     super()
@@ -63,29 +73,31 @@ class SessionPool extends EventEmitter {
     if (typeof config !== 'object' || config === null || Array.isArray(config)) {
       throw typeError('config must be an object', 'config')
     }
-    const json = JSON.stringify(config)
     this.#spawner = spawner
-    const queue = convert.call(() => native.sharedQueueConfig(json))
-    if (queue) {
-      const limits = { capacity: config.maxConcurrentSessions, defaultSessionTimeout: config.defaultSessionTimeout }
-      this.#shared = new SharedPool(this, spawner, config, queue, limits)
-      return
-    }
-    this.#native = convert.call(() => new native.NativePool(spawner[kNative], json))
+    this.#native = convert.call(() => new native.NativePool(spawner[kNative], JSON.stringify(config)))
     this.#h = this.#native.handle
     spawner[kAttach](this.#native.target, this)
   }
 
+  /** With a shared queue: this pool's host name in it, else null. */
+  get host() {
+    return this.#native.host ?? null
+  }
+
   requestSession(request) {
-    if (this.#shared) return this.#requestShared(request)
     let entry
     let position
     try {
       const priority = this.#check(request)
       const queuedAt = queuedAtOf(request)
-      const number = this.#freeNumbers.length > 0 ? this.#freeNumbers.pop() : this.#entries.length
-      position = convert.call(() => native.poolSubmit(this.#h, number, priority, queuedAt.getTime()))
-      entry = { number, request, requestId: request.requestId, priority: request.priority, queuedAt, allocated: false, resolve: null, reject: null }
+      entry = { request, requestId: request.requestId, priority: request.priority, queuedAt, allocated: false }
+      if (this.#h === 0) {
+        const json = encodeConfig(request.config)
+        convert.call(() => this.#native.request(request.requestId, priority, queuedAt.getTime(), json))
+      } else {
+        entry.number = this.#freeNumbers.length > 0 ? this.#freeNumbers.pop() : this.#entries.length
+        position = convert.call(() => native.poolSubmit(this.#h, entry.number, priority, queuedAt.getTime()))
+      }
     } catch (error) {
       return Promise.reject(error)
     }
@@ -93,25 +105,21 @@ class SessionPool extends EventEmitter {
       entry.resolve = resolve
       entry.reject = reject
     })
-    this.#entries[entry.number] = entry
     this.#byId.set(request.requestId, entry)
-    if (position === 0) {
-      this.#supply(entry.number)
-    } else if (this.listenerCount('request-queued') > 0) {
-      emitSafely(this, 'request-queued', { requestId: request.requestId, position, queueLength: native.poolQueuedCount(this.#h) })
+    if (this.#h === 0) {
+      // Another host's session: its completion settles with the request.
+      entry.completion = new Promise((resolve) => {
+        entry.complete = resolve
+      })
+    } else {
+      this.#entries[entry.number] = entry
+      if (position === 0) {
+        this.#supply(entry.number)
+      } else if (this.listenerCount('request-queued') > 0) {
+        emitSafely(this, 'request-queued', { requestId: request.requestId, position, queueLength: native.poolQueuedCount(this.#h) })
+      }
     }
     return promise
-  }
-
-  async #requestShared(request) {
-    this.#check(request)
-    const queuedAt = queuedAtOf(request)
-    return this.#shared.request(request, queuedAt)
-  }
-
-  /** With a shared queue: this pool's host name in it, else null. */
-  get host() {
-    return this.#shared ? this.#shared.host : null
   }
 
   /** Validates a request; returns its priority's index. */
@@ -121,7 +129,7 @@ class SessionPool extends EventEmitter {
     if (typeof requestId !== 'string' || requestId === '') {
       throw typeError('request.requestId must be a non-empty string', 'request.requestId')
     }
-    if (this.#byId.has(requestId) || this.#shared?.has(requestId)) {
+    if (this.#byId.has(requestId)) {
       throw typeError(`request.requestId ${JSON.stringify(requestId)} is already queued or active`, 'request.requestId')
     }
     const priority = PRIORITY_INDEX.get(request.priority)
@@ -136,6 +144,7 @@ class SessionPool extends EventEmitter {
         throw typeError(`request.${name} must be a function`, `request.${name}`)
       }
     }
+    if (this.#closed) throw poolError('Pool is closed', 'ERR_POOL_CLOSED')
     if (this.#draining) throw poolError('Pool is draining: it admits no new requests', 'ERR_POOL_DRAINING')
     return priority
   }
@@ -157,54 +166,80 @@ class SessionPool extends EventEmitter {
   /** The pool's deliveries: events for listeners, and each request's settlement. */
   [kDeliver](name, p) {
     if (name === 'pool-supply') return this.#supply(p)
-    const entry = p?.requestId === undefined ? undefined : this.#entries[Number(p.requestId)]
+    const id = p?.requestId
+    const entry = id === undefined ? undefined : this.#h === 0 ? this.#byId.get(id) : this.#entries[Number(id)]
+    const requestId = entry?.requestId
     switch (name) {
-      case 'session-allocated':
+      case 'request-queued':
+        if (entry) entry.pushed = true
+        return emitSafely(this, name, { requestId, position: p.position, queueLength: p.queueLength })
+      case 'session-allocated': {
         if (entry === undefined) return
-        emitSafely(this, name, { requestId: entry.requestId, sessionId: p.sessionId })
-        if (!entry.allocated) {
-          entry.allocated = true
-          runCallback(this, entry.request, 'onAllocated', p.sessionId)
-          entry.resolve(this.#spawner[kSession](p.sessionId))
-        }
-        return
+        emitSafely(this, name, defined({ requestId, sessionId: p.sessionId, host: p.host }))
+        if (entry.allocated) return
+        entry.allocated = true
+        runCallback(this, entry.request, 'onAllocated', p.sessionId)
+        const status = convert.status(p.status)
+        entry.status = status
+        const result = this.#h === 0 ? { sessionId: p.sessionId, status, completion: entry.completion, host: p.host } : this.#spawner[kSession](p.sessionId)
+        return entry.resolve(result)
+      }
       case 'session-released':
-        return emitSafely(this, name, { sessionId: p.sessionId, status: convert.status(p.status) })
+        return emitSafely(this, name, defined({ sessionId: p.sessionId, status: convert.status(p.status), requestId, host: p.host }))
       case 'session-recovering':
-        return emitSafely(this, name, { sessionId: p.sessionId, requestId: entry?.requestId, attempt: p.attempt })
+        return emitSafely(this, name, defined({ sessionId: p.sessionId, requestId, attempt: p.attempt, host: p.host }))
       case 'request-cancelled':
-        return emitSafely(this, name, { requestId: entry?.requestId })
-      case 'request-completed':
+        return emitSafely(this, name, { requestId })
+      case 'request-completed': {
         if (entry === undefined) return
+        const status = convert.status(p.status)
         this.#finish(entry)
-        return runCallback(this, entry.request, 'onCompleted', convert.status(p.status))
+        runCallback(this, entry.request, 'onCompleted', status)
+        return entry.complete?.(status)
+      }
       case 'request-failed': {
         if (entry === undefined) return
+        const status = p.status === undefined ? undefined : convert.status(p.status)
         this.#finish(entry)
-        const error = poolError(p.message, p.code, p.status === undefined ? {} : { status: convert.status(p.status) })
-        runCallback(this, entry.request, 'onFailed', error)
+        const error = poolError(p.message, p.code, status === undefined ? {} : { status })
+        // A shared request the queue never took (full, unreachable) is refused: its
+        // promise rejects, as a refusal of the in-process queue throws, with no onFailed.
+        const refused = this.#h === 0 && !entry.pushed && !entry.allocated
+        if (!refused) runCallback(this, entry.request, 'onFailed', error)
         if (!entry.allocated) entry.reject(error)
-        return
+        return entry.complete?.(status ?? entry.status ?? null)
       }
       case 'pool-throttled':
         return emitSafely(this, name, { until: new Date(p.until), reason: p.reason })
       case 'pool-drained':
         emitSafely(this, name)
         return this.#drained?.()
+      case 'queue-unavailable':
+        return emitSafely(this, name, { error: poolError(p.message, p.code), host: p.host })
+      case 'queue-reconnected':
+        return emitSafely(this, name, { host: p.host })
+      case 'lease-lost':
+        return emitSafely(this, name, { requestId: p.requestId, sessionId: p.sessionId ?? null, host: p.host })
+      case 'queue-error':
+        return emitSafely(this, name, { error: poolError(p.message, p.code) })
+      case 'queue-lagged':
+        return emitSafely(this, name, { missed: p.missed })
       default:
         emitSafely(this, name)
     }
   }
 
-  /** The request is over: it no longer holds its id or its number. */
+  /** The request is over: it no longer holds its id (or its number). */
   #finish(entry) {
+    this.#byId.delete(entry.requestId)
+    if (entry.number === undefined) return
     this.#entries[entry.number] = undefined
     this.#freeNumbers.push(entry.number)
-    this.#byId.delete(entry.requestId)
   }
 
+  /** With a shared queue, the queue part is as of the last tick (see `getPoolStatusAsync`). */
   getPoolStatus() {
-    if (this.#shared) return this.#shared.status()
+    if (this.#h === 0) return sharedStatus(convert.call(() => this.#native.sharedStatus()))
     const { requests, estimatedWaits } = native.poolQueue(this.#h)
     const entries = this.#entries
     const queuedRequests = Array.from(requests, (number, i) => {
@@ -225,19 +260,32 @@ class SessionPool extends EventEmitter {
     }
   }
 
+  /** Added. The status with a fresh look at a shared queue (without one, `getPoolStatus()`). */
+  async getPoolStatusAsync() {
+    if (this.#h !== 0) return this.getPoolStatus()
+    return sharedStatus(await this.#native.sharedStatusAsync().catch((e) => Promise.reject(convert.error(e))))
+  }
+
+  /**
+   * Without a shared queue: removes a queued request. With one: true when this host
+   * made or runs the request, and the cancel goes to the queue.
+   */
   cancelRequest(requestId) {
-    if (this.#shared) return this.#shared.cancel(requestId)
-    const entry = typeof requestId === 'string' ? this.#byId.get(requestId) : undefined
+    if (typeof requestId !== 'string') return false
+    if (this.#h === 0) return convert.call(() => this.#native.cancelShared(requestId))
+    const entry = this.#byId.get(requestId)
     return entry !== undefined && convert.call(() => this.#native.cancel(entry.number))
+  }
+
+  /** Added. Cancels a request wherever it was made and runs; true when it was queued or running. */
+  async cancelRequestAsync(requestId) {
+    if (this.#h !== 0 || typeof requestId !== 'string') return this.cancelRequest(requestId)
+    return this.#native.cancelAsync(requestId).catch((e) => Promise.reject(convert.error(e)))
   }
 
   drain(timeoutMs = 30000) {
     if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) {
       return Promise.reject(typeError('timeoutMs must be a non-negative number of milliseconds', 'timeoutMs'))
-    }
-    if (this.#shared) {
-      this.#draining ??= this.#shared.drain(timeoutMs)
-      return this.#draining
     }
     // Settled by the pool's own `pool-drained`, which follows every event before it.
     this.#draining ??= new Promise((resolve) => {
@@ -248,40 +296,22 @@ class SessionPool extends EventEmitter {
   }
 
   /**
-   * Added. The pool status with a fresh look at the shared queue (`getPoolStatus`
-   * shows it as of the last tick); without a shared queue, the same as
-   * `getPoolStatus()`.
-   */
-  async getPoolStatusAsync() {
-    return this.#shared ? this.#shared.statusAsync() : this.getPoolStatus()
-  }
-
-  /**
-   * Added. Cancels a request wherever it was made and wherever it runs (a running
-   * one is stopped by its host); true when it was queued or running.
-   */
-  async cancelRequestAsync(requestId) {
-    return this.#shared ? this.#shared.cancelAsync(requestId) : this.cancelRequest(requestId)
-  }
-
-  /**
    * Added. With a shared queue: hands back what this host holds (its sessions are
    * stopped and run again elsewhere), leaves the queue and closes the connection.
    * Without one: drains with no grace.
    */
   async close() {
-    if (this.#shared) return this.#shared.close()
-    await this.drain(0)
+    if (this.#h !== 0) return this.drain(0)
+    this.#closed = true
+    this.#draining ??= new Promise((resolve) => {
+      this.#drained = resolve
+    })
+    await this.#native.close()
   }
 
   getMetrics() {
-    if (this.#shared) return this.#shared.metrics()
-    return {
-      ...this.#spawner.getMetricsSummary(),
-      poolUtilization: (native.poolActiveCount(this.#h) / this.#native.capacity) * 100,
-      queueLength: native.poolQueuedCount(this.#h),
-      queueWaitTime: native.poolQueueWaitMs(this.#h),
-    }
+    const { summary, ...pool } = convert.call(() => this.#native.metrics())
+    return { ...summary, ...pool }
   }
 }
 

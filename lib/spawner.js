@@ -10,7 +10,7 @@ const { EventEmitter } = require('node:events')
 const { NativeSpawner, killSessionsOnExit } = require('./native')
 const { encodeConfig, encodeOptions, checkString, daemonEnv } = require('./encode')
 const convert = require('./convert')
-const { kAttach, kDeliver, kNative, kSession, kShared, emitSafely } = require('./internal')
+const { kAttach, kDeliver, kNative, kSession, emitSafely } = require('./internal')
 
 let exitHookInstalled = false
 
@@ -88,18 +88,6 @@ class ClaudeSessionSpawner extends EventEmitter {
   /** Routes the deliveries to `target` to `component[kDeliver](name, payload)`. */
   [kAttach](target, component) {
     this.#attached.set(target, component)
-  }
-
-  /** A shared-queue pool's access: sessions from config JSON that is already checked. */
-  [kShared]() {
-    const native = this.#native
-    return {
-      spawnJson: (json, pool) => this[kSession](convert.call(() => native.spawnSession(json, daemonEnv(), pool))),
-      spawnTakenOver: (json, conversation, previousHost, pool) => {
-        const r = convert.call(() => native.spawnTakenOver(json, conversation, previousHost, daemonEnv(), pool))
-        return { ...this[kSession](r.sessionId), resumed: r.resumed, note: r.note }
-      },
-    }
   }
 
   getSessionStatus(sessionId) {

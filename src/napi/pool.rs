@@ -22,14 +22,14 @@ use napi::bindgen_prelude::{Float64Array, Reference, ToNapiValue, Uint32Array};
 use napi::{sys, Env, Result};
 use napi_derive::napi;
 
-use super::convert::{millis, JsSessionStatus};
+use super::convert::{millis, JsMetricsSummary, JsSessionStatus};
 use super::pipe::{Delivery, Payload, PipeActivity, PipeHandler};
 use super::spawner::{parse_json, NativeSpawner};
 use super::{config_error, thrown};
 use crate::config::{ConfigError, Priority, SessionConfig};
 use crate::error::SpawnError;
 use crate::event::SpawnerEvent;
-use crate::pool::{Admission, Body, Core, PoolConfig};
+use crate::pool::{redis_host, Admission, Body, Core, PoolConfig, SharedCore};
 
 thread_local! {
     static POOLS: RefCell<Registry> = RefCell::new(Registry::default());
@@ -162,35 +162,59 @@ pub(crate) fn event_payload(raw: sys::napi_env, event: SpawnerEvent) -> Result<O
     Ok(Some(unsafe { JsPoolEvent::to_napi_value(raw, e)? }))
 }
 
-/// Owns one pool; `handle` names it to the functions below.
+/// Which pool a `NativePool` is.
+pub(super) enum Kind {
+    /// This process's queue; `handle` names it to the functions below.
+    Local { handle: u32 },
+    /// A queue shared with pools on other hosts.
+    Shared(Arc<SharedCore>),
+}
+
+/// Owns one pool: when JavaScript collects it, the pool stops.
 #[napi]
 pub struct NativePool {
-    handle: u32,
+    pub(super) kind: Kind,
     target: u32,
     capacity: u32,
-    spawner: Reference<NativeSpawner>,
+    pub(super) spawner: Reference<NativeSpawner>,
 }
 
 impl Drop for NativePool {
     fn drop(&mut self) {
-        // Thread-local storage may already be gone when the thread ends.
-        let _ = POOLS.try_with(|r| r.borrow_mut().pools.remove(&self.handle));
+        if let Kind::Local { handle } = self.kind {
+            // Thread-local storage may already be gone when the thread ends.
+            let _ = POOLS.try_with(|r| r.borrow_mut().pools.remove(&handle));
+        }
+    }
+}
+
+impl NativePool {
+    fn local(&self, env: &Env) -> Result<u32> {
+        match self.kind {
+            Kind::Local { handle } => Ok(handle),
+            Kind::Shared(_) => Err(thrown(env, "ERR_INVALID_ARG", "this pool serves a shared queue".into(), &[])),
+        }
     }
 }
 
 #[napi]
 impl NativePool {
-    /// Over `spawner`; `config_json` is checked (a wrong field is a TypeError naming it).
+    /// Over `spawner`; `config_json` is checked (a wrong field is a TypeError naming
+    /// it). With `config.queue`, a host of that shared queue, connecting in the background.
     #[napi(constructor, catch_unwind)]
     pub fn new(env: Env, spawner: Reference<NativeSpawner>, config_json: String) -> Result<Self> {
         let config = PoolConfig::from_json(&parse_json(&env, &config_json, "config")?).map_err(|e| config_error(&env, e))?;
         let capacity = count(config.max_concurrent_sessions);
         let pipe = Arc::clone(&spawner.pipe);
         let target = pipe.attach();
-        // No `request-queued` comes this way: `lib/` emits it from `poolSubmit`'s answer,
-        // synchronously and only when someone listens.
         let handler = Box::new(PipeHandler { pipe: Arc::clone(&pipe), target });
         let activity: Arc<dyn crate::notice::Activity> = Arc::new(PipeActivity(Arc::clone(&pipe)));
+        if let Some(queue) = config.queue.clone() {
+            let core = redis_host(&spawner.inner, &config, &queue, handler, Some(activity)).map_err(|e| super::js_error(&env, e))?;
+            return Ok(Self { kind: Kind::Shared(core), target, capacity, spawner });
+        }
+        // No `request-queued` comes through the handler: `lib/` emits it from
+        // `poolSubmit`'s answer, synchronously and only when someone listens.
         let ask = Arc::clone(&pipe);
         let supply = Box::new(move |request: &u32| {
             ask.deliver(Delivery { target, payload: Payload::Supply { request: *request } });
@@ -206,12 +230,25 @@ impl NativePool {
             r.pools.insert(handle, core);
             handle
         });
-        Ok(Self { handle, target, capacity, spawner })
+        Ok(Self { kind: Kind::Local { handle }, target, capacity, spawner })
     }
 
+    /// The handle of a pool without a shared queue, for the functions below (0 for one with).
     #[napi(getter)]
     pub fn handle(&self) -> u32 {
-        self.handle
+        match self.kind {
+            Kind::Local { handle } => handle,
+            Kind::Shared(_) => 0,
+        }
+    }
+
+    /// With a shared queue: this pool's host name in it.
+    #[napi(getter)]
+    pub fn host(&self) -> Option<String> {
+        match &self.kind {
+            Kind::Shared(core) => Some(core.settings.host.to_string()),
+            Kind::Local { .. } => None,
+        }
     }
 
     /// Where this pool's events arrive in the spawner's listener.
@@ -231,6 +268,7 @@ impl NativePool {
     /// not encode it.
     #[napi(catch_unwind)]
     pub fn supply(&self, env: Env, request: u32, config_json: Option<String>, problem: Option<String>, env_json: Option<String>) -> Result<()> {
+        let handle = self.local(&env)?;
         let base_env = self.spawner.daemon_environment(&env, env_json)?;
         let config = match (config_json, problem) {
             (Some(json), None) => parse_json(&env, &json, "config")
@@ -240,7 +278,7 @@ impl NativePool {
             (_, problem) => Err(ConfigError::new("config", problem.unwrap_or_else(|| "is missing".into()))),
         };
         let pipe = Arc::clone(&self.spawner.pipe);
-        with(&env, self.handle, |core| {
+        with(&env, handle, |core| {
             pipe.sync(&env, || match config {
                 Ok(config) => {
                     core.supply(&request, config, base_env);
@@ -254,25 +292,54 @@ impl NativePool {
     /// before this returns. False when it is not queued.
     #[napi(catch_unwind)]
     pub fn cancel(&self, env: Env, request: u32) -> Result<bool> {
+        let handle = self.local(&env)?;
         let pipe = Arc::clone(&self.spawner.pipe);
-        with(&env, self.handle, |core| pipe.sync(&env, || core.cancel(&request)))?
+        with(&env, handle, |core| pipe.sync(&env, || core.cancel(&request)))?
     }
 
-    /// Stops admitting (the queued requests fail before this returns), waits for the
-    /// sessions to end (stopping them past `timeout_ms`); `pool-drained` says when.
+    /// Stops admitting, waits for the sessions to end (past `timeout_ms`: stops them, or
+    /// with a shared queue hands them over); `pool-drained` says when.
     #[napi(catch_unwind)]
     pub fn drain(&self, env: Env, timeout_ms: f64) -> Result<()> {
-        let pipe = Arc::clone(&self.spawner.pipe);
         let timeout = Duration::from_millis(timeout_ms.max(0.0) as u64);
-        with(&env, self.handle, |core| pipe.sync(&env, || drop(core.drain(timeout))))?
+        let pipe = Arc::clone(&self.spawner.pipe);
+        match &self.kind {
+            Kind::Shared(core) => pipe.sync(&env, || drop(core.drain(timeout))),
+            Kind::Local { handle } => with(&env, *handle, |core| pipe.sync(&env, || drop(core.drain(timeout))))?,
+        }
     }
 
     /// The sessions of the requests holding a slot, as statuses.
     #[napi(catch_unwind)]
     pub fn active_sessions(&self, env: Env) -> Result<Vec<JsSessionStatus>> {
+        let handle = self.local(&env)?;
         let spawner = &self.spawner.inner;
-        with(&env, self.handle, |core| core.session_ids().iter().filter_map(|id| spawner.session_status(id)).map(Into::into).collect())
+        with(&env, handle, |core| core.session_ids().iter().filter_map(|id| spawner.session_status(id)).map(Into::into).collect())
     }
+
+    /// The spawner's summary and the pool's figures.
+    #[napi(catch_unwind)]
+    pub fn metrics(&self, env: Env) -> Result<JsPoolMetrics> {
+        let m = match &self.kind {
+            Kind::Shared(core) => core.metrics(),
+            Kind::Local { handle } => with(&env, *handle, |core| core.metrics())?,
+        };
+        Ok(JsPoolMetrics {
+            summary: m.sessions.into(),
+            pool_utilization: m.pool_utilization,
+            queue_length: count(m.queue_length),
+            queue_wait_time: m.queue_wait_ms,
+        })
+    }
+}
+
+/// The contract's `PoolMetrics`: the spawner's summary and the pool's figures.
+#[napi(object, js_name = "NativePoolMetrics", object_from_js = false)]
+pub struct JsPoolMetrics {
+    pub summary: JsMetricsSummary,
+    pub pool_utilization: f64,
+    pub queue_length: u32,
+    pub queue_wait_time: f64,
 }
 
 /// 0 when the request has a slot now (supply its config), else its 1-based place in

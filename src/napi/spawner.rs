@@ -74,14 +74,6 @@ pub(super) fn base_environment(env: &Env, env_json: Option<String>) -> Result<Op
     env_json.map(|text| parse_json(env, &text, "process.env").map(|v| environment(&v))).transpose()
 }
 
-/// A variable of the environment an agent inherits: `base`, else this process's.
-pub(super) fn inherited(base: &Option<Vec<(String, String)>>, name: &str) -> Option<String> {
-    match base {
-        Some(vars) => vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-        None => std::env::var(name).ok(),
-    }
-}
-
 #[napi]
 impl NativeSpawner {
     /// `options_json`: the spawner options as JSON; `env_json`: the daemon's

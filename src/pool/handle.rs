@@ -68,28 +68,15 @@ impl Pool {
     /// With `config.queue`, this pool is a host of that shared queue in Redis, and
     /// connects in the background.
     pub fn over(spawner: &Spawner, config: PoolConfig, handler: impl EventHandler) -> Result<Self, SpawnError> {
-        let Some(queue) = config.queue.clone() else {
-            let core = Core::start(spawner, config, Box::new(handler), None, None);
-            return Ok(Self { kind: Kind::Local(core), spawner: spawner.clone() });
-        };
-        #[cfg(feature = "redis")]
-        {
-            let mut options = super::queue::RedisQueueOptions::new(queue.url.clone(), queue.name.clone());
-            if let Some(ms) = queue.connect_timeout_ms {
-                options.connect_timeout = Duration::from_millis(ms);
+        match config.queue.clone() {
+            None => {
+                let core = Core::start(spawner, config, Box::new(handler), None, None);
+                Ok(Self { kind: Kind::Local(core), spawner: spawner.clone() })
             }
-            if let Some(ms) = queue.response_timeout_ms {
-                options.response_timeout = Duration::from_millis(ms);
+            Some(queue) => {
+                let core = redis_host(spawner, &config, &queue, Box::new(handler), None)?;
+                Ok(Self { kind: Kind::Shared(core), spawner: spawner.clone() })
             }
-            let host = queue.host.clone().unwrap_or_else(shared::default_host);
-            let settings = Settings::new(&config, &queue, host.into());
-            let core = SharedCore::start(spawner, settings, Connect::Redis(options), Box::new(handler), None);
-            Ok(Self { kind: Kind::Shared(core), spawner: spawner.clone() })
-        }
-        #[cfg(not(feature = "redis"))]
-        {
-            let _ = (queue, handler);
-            Err(SpawnError::InvalidConfig(crate::ConfigError::new("config.queue", "needs this crate's `redis` feature")))
         }
     }
 
@@ -224,5 +211,34 @@ impl Pool {
                 let _ = core.close().await;
             }
         }
+    }
+}
+
+/// A host of the shared queue in Redis that `queue` names, over `spawner`; it connects
+/// in the background.
+pub(crate) fn redis_host(
+    spawner: &Spawner,
+    config: &PoolConfig,
+    queue: &super::config::SharedQueueConfig,
+    handler: Box<dyn EventHandler>,
+    activity: Option<Arc<dyn crate::notice::Activity>>,
+) -> Result<Arc<SharedCore>, SpawnError> {
+    #[cfg(feature = "redis")]
+    {
+        let mut options = super::queue::RedisQueueOptions::new(queue.url.clone(), queue.name.clone());
+        if let Some(ms) = queue.connect_timeout_ms {
+            options.connect_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = queue.response_timeout_ms {
+            options.response_timeout = Duration::from_millis(ms);
+        }
+        let host = queue.host.clone().unwrap_or_else(shared::default_host);
+        let settings = Settings::new(config, queue, host.into());
+        Ok(SharedCore::start(spawner, settings, Connect::Redis(options), handler, activity))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (spawner, config, queue, handler, activity);
+        Err(SpawnError::InvalidConfig(crate::ConfigError::new("config.queue", "needs this crate's `redis` feature")))
     }
 }

@@ -16,7 +16,11 @@ pub use config::{PoolConfig, PriorityWeights, SharedQueueConfig, MIN_LEASE_MS};
 pub use request::{Allocation, PoolFailure, PoolMetrics, PoolRequest, PoolStatus, RequestOutcome};
 pub use handle::Pool;
 #[cfg(feature = "napi")]
+pub(crate) use handle::redis_host;
+#[cfg(feature = "napi")]
 pub(crate) use runner::{Body, Core};
+#[cfg(feature = "napi")]
+pub(crate) use shared::SharedCore;
 pub use shared::{SharedStatus, PORTABLE_OUTPUT, RECONCILE_EVERY};
 pub use takeover::{takeover_config, takeover_message};
 pub use scheduler::{Admission, Outcome, PoolError, QueuedInfo, Scheduler, DEFAULT_EXECUTION_MS, RETRIED_STATES};

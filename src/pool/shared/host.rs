@@ -208,6 +208,7 @@ impl Host {
                     self.op_failed(core, &e);
                 }
                 self.snapshot(core, snapshot);
+                self.pump(core);
                 if !self.own.is_empty() && self.last_reconcile.elapsed() >= RECONCILE_EVERY {
                     self.reconcile(core);
                 }
