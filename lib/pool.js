@@ -194,8 +194,11 @@ class SessionPool extends EventEmitter {
         if (entry === undefined) return
         const status = convert.status(p.status)
         this.#finish(entry)
-        runCallback(this, entry.request, 'onCompleted', status)
-        return entry.complete?.(status)
+        // After the reactions to its allocation, which may have come in the same batch.
+        return queueMicrotask(() => {
+          runCallback(this, entry.request, 'onCompleted', status)
+          entry.complete?.(status)
+        })
       }
       case 'request-failed': {
         if (entry === undefined) return
@@ -205,9 +208,11 @@ class SessionPool extends EventEmitter {
         // A shared request the queue never took (full, unreachable) is refused: its
         // promise rejects, as a refusal of the in-process queue throws, with no onFailed.
         const refused = this.#h === 0 && !entry.pushed && !entry.allocated
-        if (!refused) runCallback(this, entry.request, 'onFailed', error)
-        if (!entry.allocated) entry.reject(error)
-        return entry.complete?.(status ?? entry.status ?? null)
+        return queueMicrotask(() => {
+          if (!refused) runCallback(this, entry.request, 'onFailed', error)
+          if (!entry.allocated) entry.reject(error)
+          entry.complete?.(status ?? entry.status ?? null)
+        })
       }
       case 'pool-throttled':
         return emitSafely(this, name, { until: new Date(p.until), reason: p.reason })

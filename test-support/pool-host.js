@@ -9,6 +9,7 @@
 //      { op: 'status' }                                   -> 'status'
 //      { op: 'drain', timeoutMs } | { op: 'close' }       -> 'drained' | 'closed'
 //      { op: 'burst', count, prefix, config }             -> 'burst-done' { ms }
+//      { op: 'block', ms }                                -> 'unblocked' (JavaScript's thread busy that long)
 // Out: 'ready', 'queued', 'rejected', 'allocated', 'completed', 'failed', the pool's
 //      queue events, and 'active' (this host's live sessions, on every change), with
 //      the time (`at`, ms since the epoch) where it matters.
@@ -106,6 +107,15 @@ process.on('message', (m) => {
     case 'close':
       pool.close().then(() => send({ ev: 'closed' }))
       break
+    case 'block': {
+      // A long synchronous task: this host's leases must be kept without JavaScript.
+      const until = Date.now() + m.ms
+      while (Date.now() < until) {
+        // busy
+      }
+      send({ ev: 'unblocked', at: Date.now() })
+      break
+    }
   }
 })
 process.on('disconnect', () => {
