@@ -3,9 +3,7 @@
 // own objects belong to Node's main realm, so under a `vm` sandbox (Jest runs every
 // test file in one) `instanceof Date` / `instanceof TypeError` would be false.
 
-function toDate(ms) {
-  return ms === undefined ? undefined : new Date(ms)
-}
+const toDate = (ms) => (ms === undefined ? undefined : new Date(ms))
 
 function status(s) {
   if (s === null || s === undefined) return null
@@ -36,10 +34,7 @@ function startedStatus(sessionId, pid, startTime, claudeSessionId) {
   }
 }
 
-function crashReport(r) {
-  r.timestamp = toDate(r.timestamp)
-  return r
-}
+const crashReport = (r) => Object.assign(r, { timestamp: toDate(r.timestamp) })
 
 const EXTRA_FIELDS = ['code', 'field', 'sessionId']
 
@@ -62,4 +57,18 @@ function call(fn) {
   }
 }
 
-module.exports = { status, startedStatus, violation, crashReport, error, call }
+/** Awaits a native promise; its errors, thrown or rejected, come out of this realm. */
+async function settle(fn) {
+  try {
+    return await fn()
+  } catch (e) {
+    throw error(e)
+  }
+}
+
+/** A bad argument or config field: a TypeError with `code` and, when known, `field`. */
+function typeError(message, field, code = 'ERR_INVALID_CONFIG') {
+  return Object.assign(new TypeError(message), { code }, field ? { field } : {})
+}
+
+module.exports = { status, startedStatus, violation, crashReport, error, call, settle, typeError }

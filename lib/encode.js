@@ -5,6 +5,7 @@
 
 const { isMainThread } = require('node:worker_threads')
 const { realEnvVar } = require('./native')
+const { typeError } = require('./convert')
 
 /**
  * Whether `process.env` here is the process's real environment, which the native
@@ -46,18 +47,12 @@ function toJson(value, name) {
   try {
     return JSON.stringify(value, replacer)
   } catch (error) {
-    const wrapped = new TypeError(`${name} cannot be encoded: ${error.message}`)
-    wrapped.code = 'ERR_INVALID_CONFIG'
-    throw wrapped
+    throw typeError(`${name} cannot be encoded: ${error.message}`)
   }
 }
 
 function encodeConfig(config) {
-  if (!isObject(config)) {
-    const error = new TypeError('config must be an object')
-    error.code = 'ERR_INVALID_CONFIG'
-    throw error
-  }
+  if (!isObject(config)) throw typeError('config must be an object')
   return toJson(config, 'config')
 }
 
@@ -67,23 +62,13 @@ function encodeConfig(config) {
  */
 function encodeOptions(options) {
   if (options === undefined || options === null) options = {}
-  if (!isObject(options)) {
-    const error = new TypeError('options must be an object')
-    error.code = 'ERR_INVALID_CONFIG'
-    throw error
-  }
+  if (!isObject(options)) throw typeError('options must be an object')
   const { approvalHandler, reapOrphans, ...rest } = options
   if (reapOrphans !== undefined && typeof reapOrphans !== 'boolean') {
-    const error = new TypeError('options.reapOrphans must be a boolean')
-    error.code = 'ERR_INVALID_CONFIG'
-    error.field = 'options.reapOrphans'
-    throw error
+    throw typeError('options.reapOrphans must be a boolean', 'options.reapOrphans')
   }
   if (approvalHandler !== undefined && typeof approvalHandler !== 'function') {
-    const error = new TypeError('options.approvalHandler must be a function')
-    error.code = 'ERR_INVALID_CONFIG'
-    error.field = 'options.approvalHandler'
-    throw error
+    throw typeError('options.approvalHandler must be a function', 'options.approvalHandler')
   }
   if (approvalHandler) rest.approvalHandler = true
   if (rest.claudePath === undefined && process.env.CLAUDE_PATH) rest.claudePath = process.env.CLAUDE_PATH
@@ -91,11 +76,7 @@ function encodeOptions(options) {
 }
 
 function checkString(value, name) {
-  if (typeof value !== 'string') {
-    const error = new TypeError(`${name} must be a string`)
-    error.code = 'ERR_INVALID_ARG'
-    throw error
-  }
+  if (typeof value !== 'string') throw typeError(`${name} must be a string`, undefined, 'ERR_INVALID_ARG')
   return value
 }
 

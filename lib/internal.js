@@ -18,8 +18,7 @@ const kSession = Symbol('claude-session-spawner.session')
  */
 function emitSafely(emitter, name, payload) {
   try {
-    if (payload === undefined) emitter.emit(name)
-    else emitter.emit(name, payload)
+    emitter.emit(name, ...(payload === undefined ? [] : [payload]))
   } catch (error) {
     process.nextTick(() => {
       throw error

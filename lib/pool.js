@@ -17,12 +17,7 @@ const { encodeConfig, daemonEnv } = require('./encode')
 const { kAttach, kDeliver, kNative, kSession, emitSafely, runCallback } = require('./internal')
 
 /** Index of each priority in the core's `Priority::ALL`. */
-const PRIORITY_INDEX = new Map([
-  ['critical', 0],
-  ['high', 1],
-  ['medium', 2],
-  ['low', 3],
-])
+const PRIORITY_INDEX = new Map(['critical', 'high', 'medium', 'low'].map((p, i) => [p, i]))
 
 const CALLBACKS = ['onAllocated', 'onCompleted', 'onFailed']
 
@@ -32,13 +27,9 @@ function queuedAtOf(request) {
   return at instanceof Date && !Number.isNaN(at.getTime()) ? at : new Date()
 }
 
-function typeError(message, field) {
-  return Object.assign(new TypeError(message), { code: 'ERR_INVALID_CONFIG' }, field ? { field } : {})
-}
-
-function poolError(message, code, extra) {
-  return Object.assign(code === 'ERR_INVALID_CONFIG' ? new TypeError(message) : new Error(message), { code }, extra)
-}
+const { typeError } = convert
+const poolError = (message, code, extra) =>
+  Object.assign(code === 'ERR_INVALID_CONFIG' ? new TypeError(message) : new Error(message), { code }, extra)
 
 /** A payload's fields that are set (the contract's events have no undefined keys). */
 function defined(payload) {
@@ -222,13 +213,12 @@ class SessionPool extends EventEmitter {
       case 'queue-unavailable':
         return emitSafely(this, name, { error: poolError(p.message, p.code), host: p.host })
       case 'queue-reconnected':
-        return emitSafely(this, name, { host: p.host })
+      case 'queue-lagged':
+        return emitSafely(this, name, { ...p })
       case 'lease-lost':
         return emitSafely(this, name, { requestId: p.requestId, sessionId: p.sessionId ?? null, host: p.host })
       case 'queue-error':
         return emitSafely(this, name, { error: poolError(p.message, p.code) })
-      case 'queue-lagged':
-        return emitSafely(this, name, { missed: p.missed })
       default:
         emitSafely(this, name)
     }
@@ -245,30 +235,19 @@ class SessionPool extends EventEmitter {
   /** With a shared queue, the queue part is as of the last tick (see `getPoolStatusAsync`). */
   getPoolStatus() {
     if (this.#h === 0) return sharedStatus(convert.call(() => this.#native.sharedStatus()))
+    const { activeSessions, ...status } = this.#native.localStatus()
     const { requests, estimatedWaits } = native.poolQueue(this.#h)
-    const entries = this.#entries
     const queuedRequests = Array.from(requests, (number, i) => {
-      const entry = entries[number]
-      return { requestId: entry.requestId, priority: entry.priority, queuedAt: entry.queuedAt, estimatedWaitTime: estimatedWaits[i] }
+      const { requestId, priority, queuedAt } = this.#entries[number]
+      return { requestId, priority, queuedAt, estimatedWaitTime: estimatedWaits[i] }
     })
-    const activeSessions = this.#native.activeSessions().map(convert.status)
-    const capacity = this.#native.capacity
-    const activeCount = native.poolActiveCount(this.#h)
-    return {
-      capacity,
-      activeCount,
-      idleCount: activeSessions.filter((s) => s.state === 'waiting_input').length,
-      queuedCount: queuedRequests.length,
-      utilization: (activeCount / capacity) * 100,
-      activeSessions,
-      queuedRequests,
-    }
+    return { ...status, queuedCount: queuedRequests.length, activeSessions: activeSessions.map(convert.status), queuedRequests }
   }
 
   /** Added. The status with a fresh look at a shared queue (without one, `getPoolStatus()`). */
   async getPoolStatusAsync() {
     if (this.#h !== 0) return this.getPoolStatus()
-    return sharedStatus(await this.#native.sharedStatusAsync().catch((e) => Promise.reject(convert.error(e))))
+    return sharedStatus(await convert.settle(() => this.#native.sharedStatusAsync()))
   }
 
   /**
@@ -285,7 +264,7 @@ class SessionPool extends EventEmitter {
   /** Added. Cancels a request wherever it was made and runs; true when it was queued or running. */
   async cancelRequestAsync(requestId) {
     if (this.#h !== 0 || typeof requestId !== 'string') return this.cancelRequest(requestId)
-    return this.#native.cancelAsync(requestId).catch((e) => Promise.reject(convert.error(e)))
+    return convert.settle(() => this.#native.cancelAsync(requestId))
   }
 
   drain(timeoutMs = 30000) {

@@ -10,23 +10,10 @@ const { ClaudeSessionSpawner } = require('./spawner')
 const convert = require('./convert')
 const { kAttach, kDeliver, kNative, emitSafely } = require('./internal')
 
-function typeError(message, field) {
-  return Object.assign(new TypeError(message), { code: 'ERR_INVALID_CONFIG', field })
-}
+const { typeError } = convert
+const argError = (message) => typeError(message, undefined, 'ERR_INVALID_ARG')
 
-function argError(message) {
-  return Object.assign(new TypeError(message), { code: 'ERR_INVALID_ARG' })
-}
-
-/** JSON of a crash report, dates as ISO text. */
-function reportJson(report) {
-  return JSON.stringify(report, (key, value) => (value instanceof Date ? value.toISOString() : value))
-}
-
-function crashReport(r) {
-  r.timestamp = new Date(r.timestamp)
-  return r
-}
+const { crashReport } = convert
 
 /** A recovery state from JSON: times become Dates. */
 function revive(s) {
@@ -42,10 +29,8 @@ function payload(name, json) {
   const p = JSON.parse(json)
   if (name === 'crash-detected') crashReport(p.crashReport)
   if (name === 'recovery-throttled') p.until = new Date(p.until)
-  if (p.code !== undefined) {
-    return { sessionId: p.sessionId, error: Object.assign(new Error(p.message), { code: p.code, sessionId: p.sessionId }) }
-  }
-  return p
+  // A failure travels as its code and message, and is an Error here.
+  return p.code === undefined ? p : { sessionId: p.sessionId, error: Object.assign(new Error(p.message), { code: p.code, sessionId: p.sessionId }) }
 }
 
 class SessionRecoveryManager extends EventEmitter {
@@ -70,10 +55,9 @@ class SessionRecoveryManager extends EventEmitter {
     if (crashReport !== undefined && (typeof crashReport !== 'object' || crashReport === null)) {
       throw argError('crashReport must be an object')
     }
-    const json = crashReport === undefined ? undefined : reportJson(crashReport)
-    return convert.call(() => this.#native.handleCrash(sessionId, json)).catch((error) => {
-      throw convert.error(error)
-    })
+    // Its Date becomes ISO text (Date's own toJSON).
+    const json = crashReport === undefined ? undefined : JSON.stringify(crashReport)
+    return convert.settle(() => this.#native.handleCrash(sessionId, json))
   }
 
   getRecoveryStatus(sessionId) {

@@ -1,12 +1,11 @@
 'use strict'
 // SharedQueue: a handle on a request queue that several hosts share (in Redis) or
-// that one process keeps (local), over the native NativeSharedQueue. Internal
-// plumbing for SessionPool, not part of the package's API: it is not exported from
-// the package root or the typings.
-//
-// This module owns two things the native handle cannot do: results and errors as
-// objects of the caller's realm (Dates, TypeErrors), and the native event
-// subscription, which exists only while the emitter has listeners for queue events.
+// that one process keeps (local), over the native NativeSharedQueue, for tests and
+// tools that watch or drive a queue directly (the pools' host loop is native). Not
+// part of the package's API: not exported from the package root or the typings.
+// Each operation is the Rust `RequestQueue`'s (see its docs); this module makes
+// times `Date`s and errors of the caller's realm, and holds the native event
+// subscription only while the emitter has listeners for queue events.
 
 const { EventEmitter } = require('node:events')
 const native = require('./native')
@@ -16,51 +15,22 @@ const EVENTS = ['queued', 'allocated', 'started', 'completed', 'failed', 'cancel
 
 const kConstruct = Symbol('SharedQueue.construct')
 
-function argError(message, field) {
-  return Object.assign(new TypeError(message), { code: 'ERR_INVALID_ARG', field })
-}
-
 function encodeOptions(options) {
   if (options === undefined || options === null) return undefined
-  if (typeof options !== 'object' || Array.isArray(options)) throw argError('options must be an object', 'options')
+  if (typeof options !== 'object' || Array.isArray(options)) throw convert.typeError('options must be an object', 'options', 'ERR_INVALID_ARG')
   return JSON.stringify(options)
 }
 
-/** Awaits a native promise; its errors, thrown or rejected, come out of this realm. */
-async function settle(fn) {
-  try {
-    return await fn()
-  } catch (e) {
-    throw convert.error(e)
-  }
-}
+const { settle } = convert
 
-function toDate(ms) {
-  return new Date(ms)
-}
+/** A native object as one of this realm (its prototype the caller's `Object.prototype`). */
+const plain = (o) => ({ ...o })
 
-/** The native payload, rebuilt with this realm's objects; a queue-made failure has host null. */
+/** An event's payload as listeners get it: a failure the queue made itself has host null. */
 function eventPayload(name, p) {
-  switch (name) {
-    case 'queued':
-      return { id: p.id, priority: p.priority }
-    case 'allocated':
-      return { id: p.id, host: p.host, attempt: p.attempt }
-    case 'started':
-      return { id: p.id, host: p.host, attempt: p.attempt, detail: p.detail }
-    case 'completed':
-      return { id: p.id, host: p.host, detail: p.detail }
-    case 'failed':
-      return { id: p.id, host: p.host ?? null, detail: p.detail }
-    case 'cancelled':
-      return { id: p.id }
-    case 'requeued':
-      return { id: p.id, attempt: p.attempt }
-    case 'lagged':
-      return { missed: p.missed }
-    default:
-      return { ...p }
-  }
+  const payload = plain(p)
+  if (name === 'failed') payload.host ??= null
+  return payload
 }
 
 class SharedQueue extends EventEmitter {
@@ -84,12 +54,8 @@ class SharedQueue extends EventEmitter {
     super()
     this.#native = handle
     // 'newListener' comes before the listener is added, 'removeListener' after it is gone.
-    this.on('newListener', (event) => {
-      if (EVENTS.includes(event)) this.#subscribe()
-    })
-    this.on('removeListener', (event) => {
-      if (EVENTS.includes(event) && !this.#listening()) this.#unsubscribe()
-    })
+    this.on('newListener', (event) => EVENTS.includes(event) && this.#subscribe())
+    this.on('removeListener', (event) => EVENTS.includes(event) && !this.#listening() && this.#unsubscribe())
   }
 
   /** `local` or `redis`. */
@@ -97,44 +63,24 @@ class SharedQueue extends EventEmitter {
     return this.#native.kind
   }
 
-  /**
-   * `{ position, queueLength }`; position from 1. With `limit`, refused
-   * (`ERR_POOL_QUEUE_FULL`) when that many requests are waiting already.
-   */
+  /** `{ position, queueLength }`; with `limit`, ERR_POOL_QUEUE_FULL when that many wait already. */
   async push(id, priority, payload, attempt, limit) {
-    const { position, queueLength } = await settle(() => this.#native.push(id, priority, payload, attempt, limit))
-    return { position, queueLength }
+    return plain(await settle(() => this.#native.push(id, priority, payload, attempt, limit)))
   }
 
-  /**
-   * The next request under a lease of `leaseMs` for `host`, or null. `note` is what
-   * the host of an earlier attempt passed to `started` (null if none did).
-   */
+  /** The next request under a lease for `host`, or null; `note`: what an earlier attempt's host said. */
   async take(host, leaseMs) {
     const t = await settle(() => this.#native.take(host, leaseMs))
-    if (t === null || t === undefined) return null
-    return {
-      id: t.id,
-      priority: t.priority,
-      payload: t.payload,
-      attempt: t.attempt,
-      enqueuedAt: toDate(t.enqueuedAt),
-      leaseExpiresAt: toDate(t.leaseExpiresAt),
-      note: t.note ?? null,
-    }
+    if (t == null) return null
+    return { ...t, enqueuedAt: new Date(t.enqueuedAt), leaseExpiresAt: new Date(t.leaseExpiresAt) }
   }
 
   /** `{ held, cancelRequested }`: not held means the host must stop the session. */
   async renew(host, id, leaseMs) {
-    const { held, cancelRequested } = await settle(() => this.#native.renew(host, id, leaseMs))
-    return { held, cancelRequested }
+    return plain(await settle(() => this.#native.renew(host, id, leaseMs)))
   }
 
-  /**
-   * The holder's session on `id` started: `detail` becomes the request's note (a host
-   * that takes the request over after a lapse or release gets it as `note`) and goes
-   * out in a 'started' event. Anyone but the holder: ERR_QUEUE_NOT_HOLDER.
-   */
+  /** The holder's session started: `detail` becomes the request's note and goes out in `started`. */
   async started(host, id, detail) {
     await settle(() => this.#native.started(host, id, detail))
   }
@@ -151,43 +97,26 @@ class SharedQueue extends EventEmitter {
 
   /** What became of lapsed leases: `{ id, host, fate, attempt? , attempts? }`. */
   async requeueExpired(maxAttempts) {
-    const expired = await settle(() => this.#native.requeueExpired(maxAttempts))
-    return Array.from(expired, ({ id, host, fate, attempt, attempts }) => {
-      if (fate === 'requeued') return { id, host, fate, attempt }
-      if (fate === 'failed') return { id, host, fate, attempts }
-      return { id, host, fate }
-    })
+    return Array.from(await settle(() => this.#native.requeueExpired(maxAttempts)), plain)
   }
 
   /** 'removed', 'flagged' or 'unknown'. */
-  async cancel(id) {
+  cancel(id) {
     return settle(() => this.#native.cancel(id))
   }
 
   /**
-   * Where request `id` stands, or how it ended, for a host that may have missed its
-   * events: `{ state: 'queued', position, attempt }` (position from 1),
-   * `{ state: 'leased', host, attempt }`, `{ state: 'finished', event }` with the
-   * terminal event as listeners get it plus its `name` (`{ name: 'completed', id, host,
-   * detail }`, `{ name: 'failed', id, host, detail }` with host null when the queue
-   * failed it, or `{ name: 'cancelled', id }`), kept for an hour by the queue's clock,
-   * or `{ state: 'unknown' }`.
+   * `{ state: 'queued', position, attempt }`, `{ state: 'leased', host, attempt }`,
+   * `{ state: 'finished', event }` (the terminal event as listeners get it, with its
+   * `name`) or `{ state: 'unknown' }`.
    */
   async lookup(id) {
-    const s = await settle(() => this.#native.lookup(id))
-    switch (s.state) {
-      case 'queued':
-        return { state: s.state, position: s.position, attempt: s.attempt }
-      case 'leased':
-        return { state: s.state, host: s.host, attempt: s.attempt }
-      case 'finished':
-        return { state: s.state, event: { name: s.event.name, ...eventPayload(s.event.name, s.event) } }
-      default:
-        return { state: 'unknown' }
-    }
+    const s = plain(await settle(() => this.#native.lookup(id)))
+    if (s.state === 'finished') s.event = eventPayload(s.event.name, s.event)
+    return s
   }
 
-  /** `host` is live with `capacity` sessions for `ttlMs` from now (by the queue's clock); again refreshes. */
+  /** `host` is live with `capacity` sessions for `ttlMs` from now (by the queue's clock). */
   async announce(host, capacity, ttlMs) {
     await settle(() => this.#native.announce(host, capacity, ttlMs))
   }
@@ -197,19 +126,12 @@ class SharedQueue extends EventEmitter {
     await settle(() => this.#native.leave(host))
   }
 
-  /**
-   * `{ queued: [{ id, priority, attempt, enqueuedAt }], leased, meanExecutionMs, hosts, capacity }`:
-   * meanExecutionMs is null until one finished; hosts and capacity count the live announced hosts.
-   */
+  /** `{ queued: [{ id, priority, attempt, enqueuedAt }], leased, meanExecutionMs, hosts, capacity }`. */
   async snapshot() {
-    const s = await settle(() => this.#native.snapshot())
-    return {
-      queued: Array.from(s.queued, (e) => ({ id: e.id, priority: e.priority, attempt: e.attempt, enqueuedAt: toDate(e.enqueuedAt) })),
-      leased: s.leased,
-      meanExecutionMs: s.meanExecutionMs ?? null,
-      hosts: s.hosts,
-      capacity: s.capacity,
-    }
+    const s = plain(await settle(() => this.#native.snapshot()))
+    s.queued = Array.from(s.queued, (e) => ({ ...e, enqueuedAt: new Date(e.enqueuedAt) }))
+    s.meanExecutionMs ??= null
+    return s
   }
 
   /** No more events; later operations reject with ERR_QUEUE_CLOSED. */

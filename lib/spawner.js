@@ -48,14 +48,9 @@ class ClaudeSessionSpawner extends EventEmitter {
     }
   }
 
-  /**
-   * Stops what is left of sessions whose daemon died (their state files are in
-   * `stateDir`), records each in this spawner's history as `crashed`, and reports.
-   */
+  /** Stops what is left of sessions of daemons that died (see README), records them `crashed`, reports. */
   async reapOrphans() {
-    return this.#native.reapOrphans().catch((error) => {
-      throw convert.error(error)
-    })
+    return convert.settle(() => this.#native.reapOrphans())
   }
 
   /** The agent executable this spawner starts. */

@@ -32,6 +32,9 @@ use crate::session::{snapshot_of, Completion, Control, Session, StdinCommand, St
 use crate::status::{CrashReport, MetricsSummary, SessionState, SessionStatus};
 use crate::table::SessionTable;
 
+/// An environment as name and value pairs.
+type Environment = Vec<(String, String)>;
+
 /// Environment variable naming the session an agent process belongs to. Inherited by
 /// everything the agent starts, so the session's processes can be told apart.
 pub const SESSION_ID_ENV: &str = "CLAUDE_SESSION_SPAWNER_SESSION_ID";
@@ -82,7 +85,7 @@ pub(crate) struct Shared {
     pub activity: Option<Arc<dyn Activity>>,
     /// The daemon's environment for sessions started without one, when it is not
     /// this process's (the Node binding sets `process.env` when they differ).
-    base_env: parking_lot::RwLock<Option<Arc<Vec<(String, String)>>>>,
+    base_env: parking_lot::RwLock<Option<Arc<Environment>>>,
 }
 
 impl Shared {

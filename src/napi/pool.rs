@@ -309,12 +309,21 @@ impl NativePool {
         }
     }
 
-    /// The sessions of the requests holding a slot, as statuses.
+    /// The status but for the queue (`poolQueue` gives that as numbers).
     #[napi(catch_unwind)]
-    pub fn active_sessions(&self, env: Env) -> Result<Vec<JsSessionStatus>> {
+    pub fn local_status(&self, env: Env) -> Result<JsLocalStatus> {
         let handle = self.local(&env)?;
         let spawner = &self.spawner.inner;
-        with(&env, handle, |core| core.session_ids().iter().filter_map(|id| spawner.session_status(id)).map(Into::into).collect())
+        let (ids, active) = with(&env, handle, |core| (core.session_ids(), core.counts().0))?;
+        let sessions: Vec<_> = ids.iter().filter_map(|id| spawner.session_status(id)).collect();
+        let idle = sessions.iter().filter(|s| s.state == crate::status::SessionState::WaitingInput).count();
+        Ok(JsLocalStatus {
+            capacity: self.capacity,
+            active_count: count(active),
+            idle_count: count(idle),
+            utilization: active as f64 / f64::from(self.capacity.max(1)) * 100.0,
+            active_sessions: sessions.into_iter().map(Into::into).collect(),
+        })
     }
 
     /// The spawner's summary and the pool's figures.
@@ -331,6 +340,16 @@ impl NativePool {
             queue_wait_time: m.queue_wait_ms,
         })
     }
+}
+
+/// A pool's status without its queue.
+#[napi(object, js_name = "NativeLocalStatus", object_from_js = false)]
+pub struct JsLocalStatus {
+    pub capacity: u32,
+    pub active_count: u32,
+    pub idle_count: u32,
+    pub utilization: f64,
+    pub active_sessions: Vec<JsSessionStatus>,
 }
 
 /// The contract's `PoolMetrics`: the spawner's summary and the pool's figures.

@@ -153,7 +153,7 @@ impl Pool {
     pub async fn cancel_request_async(&self, request_id: &str) -> Result<bool, QueueError> {
         match &self.kind {
             Kind::Local(core) => Ok(core.cancel(&Arc::from(request_id))),
-            Kind::Shared(core) => core.cancel_async(request_id).await.unwrap_or_else(|_| Ok(false)),
+            Kind::Shared(core) => core.cancel_async(request_id).await.unwrap_or(Ok(false)),
         }
     }
 

@@ -68,6 +68,8 @@ struct Table<K> {
     slots: HashMap<Arc<str>, Slot<K>>,
 }
 
+// One message per spawn or notice: not worth a box each.
+#[allow(clippy::large_enum_variant)]
 enum Command<K> {
     Notice(Notice),
     Spawned { key: K, session_id: Arc<str>, result: Result<SpawnResult, SpawnError> },

@@ -20,7 +20,9 @@ use crate::pool::queue::{
 };
 use crate::spawner::SpawnResult;
 
-/// A queue operation's result, back on the host task.
+/// A queue operation's result, back on the host task (one per operation: not worth a
+/// box each).
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Op {
     Connected(Result<Arc<dyn RequestQueue>, QueueError>),
     Pushed { id: Arc<str>, result: Result<Pushed, QueueError> },
@@ -29,7 +31,7 @@ pub(super) enum Op {
     Announced { id: Arc<str>, seq: u64, detail: Arc<str>, result: Result<(), QueueError> },
     /// `announced`: a `started` that had not got through went first, and did.
     EndSent { id: Arc<str>, seq: u64, announced: bool, result: Result<(), QueueError> },
-    Cancelled { id: Arc<str>, withdrawn: bool, reply: Option<oneshot::Sender<Result<bool, QueueError>>>, result: Result<CancelResult, QueueError> },
+    Cancelled { id: Arc<str>, withdrawn: bool, reply: Option<CancelReply>, result: Result<CancelResult, QueueError> },
     Looked { id: Arc<str>, result: Result<RequestState, QueueError> },
     Housekept { announced: Option<Result<(), QueueError>>, requeued: Option<Result<Vec<Expired>, QueueError>>, snapshot: Result<QueueSnapshot, QueueError> },
     Refreshed(Result<QueueSnapshot, QueueError>),
@@ -38,6 +40,9 @@ pub(super) enum Op {
     Launched { id: Arc<str>, seq: u64, session_id: Arc<str>, resumed: bool, note: Option<String>, result: Result<SpawnResult, SpawnError> },
     Left(Result<(), QueueError>),
 }
+
+/// Who waits for a cancel's answer (`cancel_async`).
+pub(super) type CancelReply = oneshot::Sender<Result<bool, QueueError>>;
 
 /// Where a drain stands.
 pub(super) enum Drain {
@@ -62,7 +67,7 @@ pub(super) struct Host {
     pub withdrawn: HashSet<Arc<str>>,
     pub cancelling: HashSet<Arc<str>>,
     /// Cancels asked for before the queue was connected.
-    pub waiting_cancels: Vec<(Arc<str>, Option<oneshot::Sender<Result<bool, QueueError>>>)>,
+    pub waiting_cancels: Vec<(Arc<str>, Option<CancelReply>)>,
     pub taking: bool,
     reachable_since: Option<Instant>,
     outage: bool,
@@ -83,6 +88,7 @@ pub(super) struct Host {
     pub ops: JoinSet<Op>,
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Wake {
     Command(Option<(Command, Busy)>),
     Op(Op),
@@ -442,7 +448,7 @@ impl Host {
     /// it continues the conversation where it can.
     fn hand_back(&mut self, core: &SharedCore) {
         let mut runs: Vec<(u64, Arc<str>)> = self.held.values().map(|r| (r.seq, Arc::clone(&r.id))).collect();
-        runs.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        runs.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
         for (_, id) in runs {
             self.stop(core, &id, Stop::Release);
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::host::{Host, Op};
+use super::host::{CancelReply, Host, Op};
 use super::wire::{self, Ended, Started};
 use super::worker::Stop;
 use super::{NewRequest, SharedCore};
@@ -297,7 +297,7 @@ impl Host {
     }
 
     /// Cancels a request through the queue (`reply`: the caller of `cancel_async`).
-    pub(super) fn cancel(&mut self, core: &SharedCore, id: Arc<str>, reply: Option<oneshot::Sender<Result<bool, QueueError>>>) {
+    pub(super) fn cancel(&mut self, core: &SharedCore, id: Arc<str>, reply: Option<CancelReply>) {
         let Some(queue) = self.queue.clone() else {
             // Once connected (or refused with the connection's error).
             self.waiting_cancels.push((id, reply));
@@ -314,7 +314,7 @@ impl Host {
         core: &SharedCore,
         id: Arc<str>,
         withdrawn: bool,
-        reply: Option<oneshot::Sender<Result<bool, QueueError>>>,
+        reply: Option<CancelReply>,
         result: Result<CancelResult, QueueError>,
     ) {
         if withdrawn {

@@ -195,7 +195,7 @@ impl Host {
             .and_then(|v| SessionConfig::from_json(&v).map_err(|e| e.to_string()));
         let config = match config {
             Ok(config) => config,
-            Err(e) => return self.start_failed(core, id, format!("{e}"), "ERR_INVALID_CONFIG"),
+            Err(e) => return self.start_failed(core, id, e, "ERR_INVALID_CONFIG"),
         };
         match takeover {
             Some((Some(conversation), previous_host)) => {
