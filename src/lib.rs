@@ -26,8 +26,13 @@
 //! # }
 //! ```
 //!
+//! Over a spawner, a [`pool::Pool`] runs requests at most so many at once (queued by
+//! priority, in this process or in a queue shared with pools on other hosts) and a
+//! [`recovery::RecoveryManager`] brings crashed sessions back; both are tasks on the
+//! spawner's runtime that report through their own handlers.
+//!
 //! The Node package (`claude-session-spawner` on npm) is this crate built with the
-//! `napi` feature, wrapped in `EventEmitter` classes.
+//! `napi` feature, wrapped in `EventEmitter` classes that only convert and forward.
 
 mod approval;
 pub mod charter;

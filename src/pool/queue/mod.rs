@@ -16,11 +16,9 @@
 //! host may call) hands the request to another host.
 //!
 //! This layer moves opaque payloads; what a request means (its `SessionConfig`, its
-//! callbacks) is the pool's business. The npm package's `SessionPool` with a `queue`
-//! config runs on it (its host loop is `lib/shared-pool.js`); the Rust
-//! [`Pool`](crate::pool::Pool) does not, so a Rust program that shares a queue drives
-//! this trait itself, with [`takeover_config`](crate::pool::takeover_config) for a
-//! request another host began.
+//! callbacks) is the pool's business: a [`Pool`](crate::pool::Pool) with a `queue`
+//! config (or made with `Pool::on_queue`) is one host of a queue, and runs its host
+//! loop on it, for Rust programs and the npm package's `SessionPool` alike.
 
 mod local;
 #[cfg(feature = "redis")]
