@@ -28,8 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = RecoveryConfig { crash_dump_directory: dir.join("dumps"), retry_delay_ms: 100, ..RecoveryConfig::default() };
     let manager = RecoveryManager::new(&spawner, config, events);
 
-    let mut config = SessionConfig::default();
-    config.working_directory = dir.clone();
+    let mut config = SessionConfig { working_directory: dir.clone(), ..SessionConfig::default() };
     config.task_context.description = "crash once, then finish".into();
     let session = spawner.spawn_session(config).await?;
     println!("started {}", session.session_id);

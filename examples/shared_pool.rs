@@ -51,8 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut waiting = Vec::new();
     for i in 0..8 {
-        let mut config = SessionConfig::default();
-        config.working_directory = dir.clone();
+        let mut config = SessionConfig { working_directory: dir.clone(), ..SessionConfig::default() };
         config.task_context.description = format!("task {i}");
         let pool = pools[0].clone();
         let request = PoolRequest::new(format!("task-{i}"), config, Priority::ALL[i % 4]);

@@ -4,7 +4,6 @@
 // started session's SpawnResult. Also how user code is called without letting a
 // throw change the library's outcome.
 
-/** The native spawner behind a ClaudeSessionSpawner. */
 const kNative = Symbol('claude-session-spawner.native')
 /** `spawner[kAttach](target, component)`: deliveries to `target` go to `component[kDeliver](name, payload)`. */
 const kAttach = Symbol('claude-session-spawner.attach')
@@ -12,18 +11,21 @@ const kDeliver = Symbol('claude-session-spawner.deliver')
 /** `spawner[kSession](sessionId)`: the SpawnResult of a session whose `session-spawned` came. */
 const kSession = Symbol('claude-session-spawner.session')
 
-/**
- * Emits an event; a listener that throws is reported as Node reports an uncaught
- * exception (asynchronously), and what the library does next is not cut short.
- */
+/** Emits; a listener that throws is reported as an uncaught exception, later, and cuts nothing short. */
 function emitSafely(emitter, name, payload) {
   try {
-    emitter.emit(name, ...(payload === undefined ? [] : [payload]))
+    if (payload === undefined) emitter.emit(name)
+    else emitter.emit(name, payload)
   } catch (error) {
-    process.nextTick(() => {
-      throw error
-    })
+    reportLater(error)
   }
+}
+
+/** Throws `error` where Node reports uncaught exceptions, after the current work. */
+function reportLater(error) {
+  process.nextTick(() => {
+    throw error
+  })
 }
 
 /** Runs a request's callback; one that throws is reported as `callback-error` on `pool` and changes nothing. */
@@ -37,4 +39,4 @@ function runCallback(pool, request, name, argument) {
   }
 }
 
-module.exports = { kNative, kAttach, kDeliver, kSession, emitSafely, runCallback }
+module.exports = { kNative, kAttach, kDeliver, kSession, emitSafely, reportLater, runCallback }

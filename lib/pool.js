@@ -1,20 +1,18 @@
 'use strict'
-// SessionPool: the native pool (Rust: queue order, slots, retries, draining,
-// rate-limit pauses, wait estimates, the sessions; with `config.queue` the host loop
-// of a queue shared with other hosts, leases included) as an EventEmitter with the
-// TypeScript module's API. This class checks and converts arguments, keeps what only
-// JavaScript can hold (a request's callbacks, its config until it is admitted, its
-// promise), and turns the pool's deliveries into events and settlements.
-// Without a shared queue, requests are numbered here (numbers are reused once a
-// request is over, so they index an array): only the number and the priority's index
-// cross into Rust per request, which keeps enqueueing cheap at tens of thousands.
+// SessionPool: the native pool (queue, slots, retries, draining, rate-limit pauses,
+// wait estimates, its sessions; with `config.queue` the host loop of a shared queue)
+// as an EventEmitter with the TypeScript module's API. This class checks arguments,
+// keeps what only JavaScript can hold (callbacks, the config until admission, the
+// promise), and turns the pool's deliveries into events and settlements. Without a
+// shared queue, requests are numbered here (reused once over, indexing an array): only
+// numbers cross into Rust per request, which keeps enqueueing cheap.
 
 const { EventEmitter } = require('node:events')
 const native = require('./native')
 const { ClaudeSessionSpawner } = require('./spawner')
 const convert = require('./convert')
 const { encodeConfig, daemonEnv } = require('./encode')
-const { kAttach, kDeliver, kNative, kSession, emitSafely, runCallback } = require('./internal')
+const { kAttach, kDeliver, kNative, kSession, emitSafely, reportLater, runCallback } = require('./internal')
 
 /** Index of each priority in the core's `Priority::ALL`. */
 const PRIORITY_INDEX = new Map(['critical', 'high', 'medium', 'low'].map((p, i) => [p, i]))
@@ -81,13 +79,14 @@ class SessionPool extends EventEmitter {
     try {
       const priority = this.#check(request)
       const queuedAt = queuedAtOf(request)
-      entry = { request, requestId: request.requestId, priority: request.priority, queuedAt, allocated: false }
-      if (this.#h === 0) {
+      const local = this.#h !== 0
+      const number = local ? (this.#freeNumbers.length > 0 ? this.#freeNumbers.pop() : this.#entries.length) : undefined
+      entry = { number, request, requestId: request.requestId, priority: request.priority, queuedAt, allocated: false, resolve: null, reject: null }
+      if (local) {
+        position = convert.call(() => native.poolSubmit(this.#h, number, priority, queuedAt.getTime()))
+      } else {
         const json = encodeConfig(request.config)
         convert.call(() => this.#native.request(request.requestId, priority, queuedAt.getTime(), json))
-      } else {
-        entry.number = this.#freeNumbers.length > 0 ? this.#freeNumbers.pop() : this.#entries.length
-        position = convert.call(() => native.poolSubmit(this.#h, entry.number, priority, queuedAt.getTime()))
       }
     } catch (error) {
       return Promise.reject(error)
@@ -107,7 +106,11 @@ class SessionPool extends EventEmitter {
       if (position === 0) {
         this.#supply(entry.number)
       } else if (this.listenerCount('request-queued') > 0) {
-        emitSafely(this, 'request-queued', { requestId: request.requestId, position, queueLength: native.poolQueuedCount(this.#h) })
+        try {
+          this.emit('request-queued', { requestId: request.requestId, position, queueLength: native.poolQueuedCount(this.#h) })
+        } catch (error) {
+          reportLater(error)
+        }
       }
     }
     return promise

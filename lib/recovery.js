@@ -55,7 +55,6 @@ class SessionRecoveryManager extends EventEmitter {
     if (crashReport !== undefined && (typeof crashReport !== 'object' || crashReport === null)) {
       throw argError('crashReport must be an object')
     }
-    // Its Date becomes ISO text (Date's own toJSON).
     const json = crashReport === undefined ? undefined : JSON.stringify(crashReport)
     return convert.settle(() => this.#native.handleCrash(sessionId, json))
   }

@@ -59,9 +59,7 @@ class SharedQueue extends EventEmitter {
   }
 
   /** `local` or `redis`. */
-  get kind() {
-    return this.#native.kind
-  }
+  get kind() { return this.#native.kind } // prettier-ignore
 
   /** `{ position, queueLength }`; with `limit`, ERR_POOL_QUEUE_FULL when that many wait already. */
   async push(id, priority, payload, attempt, limit) {

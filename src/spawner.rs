@@ -270,17 +270,7 @@ impl Spawner {
         config: SessionConfig,
         base_env: Option<Vec<(String, String)>>,
     ) -> Result<SpawnResult, SpawnError> {
-        self.spawn_claimed_now(config, base_env, None)
-    }
-
-    /// [`Spawner::spawn_session_now`] with a restarter (see [`Spawner::start_claimed`]).
-    pub(crate) fn spawn_claimed_now(
-        &self,
-        config: SessionConfig,
-        base_env: Option<Vec<(String, String)>>,
-        restarter: Option<Restarter>,
-    ) -> Result<SpawnResult, SpawnError> {
-        let (session, stops, stdin_commands) = self.register(config, restarter);
+        let (session, stops, stdin_commands) = self.register(config, None);
         launch_guarded(&self.shared, &session, base_env, stops, stdin_commands)
     }
 

@@ -41,12 +41,23 @@ struct Registry {
     pools: HashMap<u32, Arc<Core<u32>>>,
 }
 
+/// Calls `f` with pool `pool`. A clone of it: `f` may call JavaScript (through the
+/// pipe), which may make or drop a pool meanwhile.
 fn with<T>(env: &Env, pool: u32, f: impl FnOnce(&Arc<Core<u32>>) -> T) -> Result<T> {
     let core = POOLS.with(|r| r.borrow().pools.get(&pool).cloned());
     match core {
         Some(core) => Ok(f(&core)),
-        None => Err(thrown(env, "ERR_POOL_GONE", format!("no pool {pool} on this thread"), &[])),
+        None => Err(gone(env, pool)),
     }
+}
+
+/// Calls `f` with pool `pool` borrowed, for the hot paths: `f` must not call JavaScript.
+fn borrowed<T>(env: &Env, pool: u32, f: impl FnOnce(&Core<u32>) -> T) -> Result<T> {
+    POOLS.with(|r| r.borrow().pools.get(&pool).map(|core| f(core))).ok_or_else(|| gone(env, pool))
+}
+
+fn gone(env: &Env, pool: u32) -> napi::Error {
+    thrown(env, "ERR_POOL_GONE", format!("no pool {pool} on this thread"), &[])
 }
 
 fn time(ms: f64) -> SystemTime {
@@ -368,7 +379,8 @@ pub fn pool_submit(env: Env, pool: u32, request: u32, priority: u32, queued_at_m
     let Some(&priority) = Priority::ALL.get(priority as usize) else {
         return Err(config_error(&env, ConfigError::new("request.priority", "must be one of 'critical', 'high', 'medium', 'low'")));
     };
-    match with(&env, pool, |core| core.submit(request, priority, time(queued_at_ms), Body::Deferred, None))? {
+    // A submit calls no JavaScript: its `request-queued` is `lib/`'s to emit.
+    match borrowed(&env, pool, |core| core.submit(request, priority, time(queued_at_ms), Body::Deferred, None))? {
         Ok(Admission::Now) => Ok(0),
         Ok(Admission::Queued { position, .. }) => Ok(count(position)),
         Err(e) => Err(thrown(&env, e.code(), e.to_string(), &[])),
@@ -377,17 +389,17 @@ pub fn pool_submit(env: Env, pool: u32, request: u32, priority: u32, queued_at_m
 
 #[napi(catch_unwind)]
 pub fn pool_queued_count(env: Env, pool: u32) -> Result<u32> {
-    with(&env, pool, |core| count(core.counts().1))
+    borrowed(&env, pool, |core| count(core.counts().1))
 }
 
 #[napi(catch_unwind)]
 pub fn pool_active_count(env: Env, pool: u32) -> Result<u32> {
-    with(&env, pool, |core| count(core.counts().0))
+    borrowed(&env, pool, |core| count(core.counts().0))
 }
 
 #[napi(catch_unwind)]
 pub fn pool_queue_wait_ms(env: Env, pool: u32) -> Result<f64> {
-    with(&env, pool, |core| core.queue_wait_ms())
+    borrowed(&env, pool, |core| core.queue_wait_ms())
 }
 
 /// The queue in serving order: request numbers and estimated waits (ms).
@@ -399,7 +411,7 @@ pub struct JsQueue {
 
 #[napi(catch_unwind)]
 pub fn pool_queue(env: Env, pool: u32) -> Result<JsQueue> {
-    with(&env, pool, |core| {
+    borrowed(&env, pool, |core| {
         let mut requests = Vec::new();
         let mut waits = Vec::new();
         core.for_each_queued(|request, _, _, wait| {

@@ -15,9 +15,7 @@ use super::convert::{JsCrashReport, JsMetricsSummary, JsSessionStatus};
 use super::pipe::{Args, Pipe, PipeActivity, PipeHandler};
 use super::{config_error, js_error};
 use crate::config::{ConfigError, SessionConfig};
-use crate::notice::Restarter;
 use crate::options::SpawnerOptions;
-use crate::pool::RETRIED_STATES;
 use crate::spawner::{Spawner, WeakSpawner};
 
 #[napi]
@@ -46,10 +44,6 @@ pub fn kill_sessions_on_exit() {
     });
 }
 
-/// A pool's claim on a session it starts: it retries these endings itself.
-pub(super) fn pool_restarter(claimed: Option<bool>) -> Option<Restarter> {
-    claimed.unwrap_or(false).then_some(Restarter { owner: "pool", states: RETRIED_STATES })
-}
 
 pub(super) fn parse_json(env: &Env, text: &str, what: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text)
@@ -124,13 +118,13 @@ impl NativeSpawner {
     /// Starts a session on this (JavaScript's) thread, as `child_process.spawn` does,
     /// and returns its id once its agent runs; its `session-spawned` is delivered
     /// before. `env_json`: the daemon's environment (`process.env`) when it is not this
-    /// process's own. `pool`: a pool retries its crashes and timeouts itself.
+    /// process's own.
     #[napi(catch_unwind)]
-    pub fn spawn_session(&self, env: Env, config_json: String, env_json: Option<String>, pool: Option<bool>) -> Result<String> {
+    pub fn spawn_session(&self, env: Env, config_json: String, env_json: Option<String>) -> Result<String> {
         let config = SessionConfig::from_json(&parse_json(&env, &config_json, "config")?)
             .map_err(|e| config_error(&env, e))?;
         let base_env = self.daemon_environment(&env, env_json)?;
-        let result = self.pipe.sync(&env, || self.inner.spawn_claimed_now(config, base_env, pool_restarter(pool)))?;
+        let result = self.pipe.sync(&env, || self.inner.spawn_session_now(config, base_env))?;
         Ok(result.map_err(|e| js_error(&env, e))?.session_id)
     }
 

@@ -13,7 +13,7 @@ use super::config::PoolConfig;
 use super::queue::{QueueError, RequestQueue};
 use super::request::{Allocation, PoolFailure, PoolMetrics, PoolRequest, PoolStatus};
 use super::runner::{Body, Core};
-use super::shared::{self, Connect, Settings, SharedCore, SharedStatus};
+use super::shared::{Connect, Settings, SharedCore, SharedStatus};
 use crate::error::SpawnError;
 use crate::event::{EventHandler, SpawnerEvent};
 use crate::options::SpawnerOptions;
@@ -232,7 +232,7 @@ pub(crate) fn redis_host(
         if let Some(ms) = queue.response_timeout_ms {
             options.response_timeout = Duration::from_millis(ms);
         }
-        let host = queue.host.clone().unwrap_or_else(shared::default_host);
+        let host = queue.host.clone().unwrap_or_else(super::shared::default_host);
         let settings = Settings::new(config, queue, host.into());
         Ok(SharedCore::start(spawner, settings, Connect::Redis(options), handler, activity))
     }

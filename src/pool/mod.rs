@@ -4,6 +4,7 @@
 //! `SessionPool`.
 
 mod config;
+mod fast_hash;
 mod handle;
 pub mod queue;
 mod request;

@@ -9,7 +9,6 @@
 //! the event handler), so that submitting, cancelling and the status answer at once:
 //! the contract's `request-queued` and `getPoolStatus` are synchronous.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::config::PoolConfig;
+use super::fast_hash::FastMap;
 use super::request::{
     gave_up_message, Allocation, AllocationSender, OutcomeSender, PoolFailure, PoolMetrics, PoolStatus,
     RequestKey, RequestOutcome,
@@ -49,8 +49,6 @@ struct Entry {
     allocated: bool,
     /// Admitted, its deferred config not handed in yet.
     awaiting_config: bool,
-    /// The request counts as work in flight until it is over.
-    _busy: Busy,
 }
 
 /// A session the pool started, from the spawn to its end.
@@ -64,8 +62,27 @@ struct Slot<K> {
 
 struct Table<K> {
     scheduler: Scheduler<K>,
-    entries: HashMap<K, Entry>,
-    slots: HashMap<Arc<str>, Slot<K>>,
+    entries: FastMap<K, Entry>,
+    slots: FastMap<Arc<str>, Slot<K>>,
+    /// Work in flight while any request is outstanding (one count for all of them).
+    busy: Option<Busy>,
+}
+
+impl<K: RequestKey> Table<K> {
+    fn insert(&mut self, key: K, entry: Entry, activity: &Option<Arc<dyn Activity>>) {
+        if self.busy.is_none() {
+            self.busy = Some(Busy::new(activity));
+        }
+        self.entries.insert(key, entry);
+    }
+
+    fn remove(&mut self, key: &K) -> Option<Entry> {
+        let entry = self.entries.remove(key);
+        if self.entries.is_empty() {
+            self.busy = None;
+        }
+        entry
+    }
 }
 
 // One message per spawn or notice: not worth a box each.
@@ -122,7 +139,7 @@ impl<K: RequestKey> Core<K> {
         let core = Arc::new(Self {
             spawner: spawner.clone(),
             handler,
-            table: Mutex::new(Table { scheduler: Scheduler::new(config), entries: HashMap::new(), slots: HashMap::new() }),
+            table: Mutex::new(Table { scheduler: Scheduler::new(config), entries: FastMap::default(), slots: FastMap::default(), busy: None }),
             commands: tx,
             activity,
             supply,
@@ -171,9 +188,8 @@ impl<K: RequestKey> Core<K> {
             outcome_rx,
             allocated: false,
             awaiting_config: now && deferred,
-            _busy: Busy::new(&self.activity),
         };
-        table.entries.insert(key.clone(), entry);
+        table.insert(key.clone(), entry, &self.activity);
         match admission {
             Admission::Now => {
                 if let Some(config) = ready {
@@ -255,7 +271,7 @@ impl<K: RequestKey> Core<K> {
             if !table.scheduler.cancel(key) {
                 return false;
             }
-            table.entries.remove(key)
+            table.remove(key)
         };
         self.emit(SpawnerEvent::RequestCancelled { request_id: key.id() });
         if let Some(entry) = entry {
@@ -353,7 +369,7 @@ impl<K: RequestKey> Core<K> {
             let mut table = self.table.lock();
             (!table.scheduler.is_draining()).then(|| {
                 let keys = table.scheduler.drain();
-                keys.into_iter().filter_map(|k| table.entries.remove(&k).map(|e| (k, e))).collect()
+                keys.into_iter().filter_map(|k| table.remove(&k).map(|e| (k, e))).collect()
             })
         };
         if let Some(dropped) = dropped {
@@ -378,7 +394,7 @@ impl<K: RequestKey> Core<K> {
                 _ => return,
             }
             table.scheduler.spawn_failed(key);
-            table.entries.remove(key)
+            table.remove(key)
         };
         if let Some(entry) = entry {
             let message = error.to_string();
@@ -498,7 +514,7 @@ impl<K: RequestKey> Core<K> {
                     let mut table = self.table.lock();
                     table.slots.remove(&session_id);
                     table.scheduler.spawn_failed(&key);
-                    table.entries.remove(&key)
+                    table.remove(&key)
                 };
                 if let Some(entry) = entry {
                     let message = error.to_string();
@@ -546,7 +562,7 @@ impl<K: RequestKey> Core<K> {
             let outcome = table.scheduler.session_ended(&key, status.state, ms);
             let entry = match outcome {
                 Some(Outcome::Requeued { .. }) | None => None,
-                Some(_) => table.entries.remove(&key),
+                Some(_) => table.remove(&key),
             };
             (key, outcome, entry, table.scheduler.is_draining())
         };

@@ -11,12 +11,13 @@
 //! `max_concurrent_sessions` holds however many requests arrive at once.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::time::{Duration, SystemTime};
 
 use super::config::PoolConfig;
+use super::fast_hash::FastMap;
 use crate::config::Priority;
 use crate::status::SessionState;
 
@@ -119,11 +120,11 @@ struct Request<K> {
 pub struct Scheduler<K = String> {
     config: PoolConfig,
     queue: BTreeMap<Place, Request<K>>,
-    queued: HashMap<K, Place>,
+    queued: FastMap<K, Place>,
     /// How many queued requests have each weight (positions in O(weights)).
     per_weight: BTreeMap<Weight, usize>,
     /// Requests holding a slot: being spawned or running.
-    active: HashMap<K, Request<K>>,
+    active: FastMap<K, Request<K>>,
     seq: u64,
     draining: bool,
     throttled_until: Option<SystemTime>,
@@ -134,6 +135,13 @@ pub struct Scheduler<K = String> {
 /// Until a session has finished, the mean execution time is taken to be this.
 pub const DEFAULT_EXECUTION_MS: f64 = 60_000.0;
 
+/// The wait of the request at 0-based `index` in a queue served `capacity` at a time,
+/// each taking `mean_ms`: its round of the queue, times the mean execution time (the
+/// contract's estimate; a shared queue's capacity is that of all its live hosts).
+pub fn estimated_wait_ms(index: usize, capacity: usize, mean_ms: f64) -> f64 {
+    (index / capacity.max(1) + 1) as f64 * mean_ms
+}
+
 /// The endings a pool with auto-recovery retries; its claim on its sessions names them,
 /// so a recovery manager leaves those endings to it.
 pub const RETRIED_STATES: &[SessionState] = &[SessionState::Timeout, SessionState::Crashed];
@@ -143,9 +151,9 @@ impl<K: Clone + Eq + Hash + Debug> Scheduler<K> {
         Self {
             config,
             queue: BTreeMap::new(),
-            queued: HashMap::new(),
+            queued: FastMap::default(),
             per_weight: BTreeMap::new(),
-            active: HashMap::new(),
+            active: FastMap::default(),
             seq: 0,
             draining: false,
             throttled_until: None,
@@ -335,7 +343,7 @@ impl<K: Clone + Eq + Hash + Debug> Scheduler<K> {
         let mean = self.mean_execution_ms();
         let capacity = self.config.max_concurrent_sessions.max(1);
         for (i, r) in self.queue.values().enumerate() {
-            visit(&r.key, r.priority, r.queued_at, (i / capacity + 1) as f64 * mean);
+            visit(&r.key, r.priority, r.queued_at, estimated_wait_ms(i, capacity, mean));
         }
     }
 
@@ -347,7 +355,7 @@ impl<K: Clone + Eq + Hash + Debug> Scheduler<K> {
             key: r.key.clone(),
             priority: r.priority,
             queued_at: r.queued_at,
-            estimated_wait_ms: (i / capacity + 1) as f64 * mean,
+            estimated_wait_ms: estimated_wait_ms(i, capacity, mean),
             attempt: r.attempts + 1,
         };
         self.queue.values().enumerate().map(info).collect()

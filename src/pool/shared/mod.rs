@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::config::{PoolConfig, SharedQueueConfig};
 use super::queue::{QueueError, QueueSnapshot, RequestQueue};
 use super::request::{AllocationSender, OutcomeSender, PoolFailure, PoolMetrics, PoolStatus};
-use super::scheduler::{PoolError, QueuedInfo, DEFAULT_EXECUTION_MS};
+use super::scheduler::{estimated_wait_ms, PoolError, QueuedInfo, DEFAULT_EXECUTION_MS};
 use crate::config::{Priority, SessionConfig};
 use crate::event::{EventHandler, SpawnerEvent};
 use crate::notice::{Activity, Busy, Notice};
@@ -283,7 +283,7 @@ impl SharedCore {
                 key: e.id.clone(),
                 priority: e.priority,
                 queued_at: e.enqueued_at,
-                estimated_wait_ms: (i / shared_capacity + 1) as f64 * mean,
+                estimated_wait_ms: estimated_wait_ms(i, shared_capacity, mean),
                 attempt: e.attempt,
             })
             .collect();
@@ -343,6 +343,7 @@ pub struct SharedStatus {
 }
 
 /// The default host name: the machine's, the process's and a random part.
+#[cfg(feature = "redis")]
 pub(crate) fn default_host() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
