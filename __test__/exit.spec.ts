@@ -47,6 +47,26 @@ spawner.spawnSession(config)
     expect(run).toEqual({ code: 0, stdout: 'output: late output\nended: completed\n', stderr: '' })
   })
 
+  it('a pool stays alive until every request has been reported, then exits by itself', async () => {
+    // Sessions end on the pool's worker faster than JavaScript takes their completion
+    // events: hundreds are still queued when the pool goes idle. Node must wait for
+    // them (it once exited with a third of them delivered), with no timer of ours.
+    const run = await within(
+      runScript(`
+const { SessionPool } = require(${JSON.stringify(LIB)})
+const spawner = new ClaudeSessionSpawner({ claudePath: AGENT, protocol: 'text', extraArgs: ['exit:0'] })
+const pool = new SessionPool(spawner, { maxConcurrentSessions: 8, defaultSessionTimeout: 0, maxQueueSize: 1000 })
+let completed = 0
+process.on('exit', () => console.log('completed ' + completed))
+for (let i = 0; i < 400; i++) {
+  pool.requestSession({ requestId: 'r' + i, priority: 'low', queuedAt: new Date(), config, onCompleted: () => completed++, onFailed: (e) => console.log('failed ' + e.message) })
+}
+`),
+      'script exit',
+    )
+    expect(run).toEqual({ code: 0, stdout: 'completed 400\n', stderr: '' })
+  })
+
   it('process.exit() while sessions stream output: no crash, and their processes are stopped', async () => {
     const run = await within(
       runScript(`

@@ -274,6 +274,19 @@ impl Spawner {
         launch_guarded(&self.shared, &session, base_env, stops, stdin_commands)
     }
 
+    /// A session in the table under its id, not started yet: start it with
+    /// [`Spawner::launch_registered`] on the calling thread. For a caller that must
+    /// know the id before the session can end (a pool keeps its slot by it).
+    pub(crate) fn register_session(&self, config: SessionConfig, restarter: Option<Restarter>) -> Registered {
+        let (session, stops, stdin_commands) = self.register(config, restarter);
+        Registered { session, stops, stdin_commands }
+    }
+
+    /// Starts a session [`Spawner::register_session`] made, as `spawn_session_now` does.
+    pub(crate) fn launch_registered(&self, r: Registered, base_env: Option<Vec<(String, String)>>) -> Result<SpawnResult, SpawnError> {
+        launch_guarded(&self.shared, &r.session, base_env, r.stops, r.stdin_commands)
+    }
+
     /// A new session in the table, `initializing`, with the receiving ends of its
     /// channels.
     fn register(
@@ -739,6 +752,19 @@ fn inherited(inherit: &InheritEnv, given: Option<Vec<(String, String)>>) -> Opti
         (_, None) => std::env::vars_os().collect(),
     };
     Some(vars.into_iter().filter(|(name, _)| name.to_str().is_some_and(|n| inherit.passes(n))).collect())
+}
+
+/// A session registered and not started yet (see [`Spawner::register_session`]).
+pub(crate) struct Registered {
+    session: Arc<Session>,
+    stops: mpsc::UnboundedReceiver<StopRequest>,
+    stdin_commands: mpsc::UnboundedReceiver<StdinCommand>,
+}
+
+impl Registered {
+    pub fn id(&self) -> &Arc<str> {
+        &self.session.id
+    }
 }
 
 /// A [`Spawner`] reference that does not keep it alive.

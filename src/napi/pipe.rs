@@ -5,9 +5,10 @@
 //! are handed out by [`Pipe::attach`]); `lib/spawner.js` routes it.
 //!
 //! The pipe also decides whether Node stays alive: it counts work in flight (the
-//! core's [`Activity`]: live sessions, requests a pool holds, recoveries waiting) and
-//! keeps the thread-safe function ref'd, and the spawner's JavaScript object strongly
-//! referenced, exactly while the count is above zero. Ref and unref are only possible
+//! core's [`Activity`]: live sessions, requests a pool holds, recoveries waiting; and
+//! every delivery not yet made) and keeps the thread-safe function ref'd, and the
+//! spawner's JavaScript object strongly referenced, exactly while the count is above
+//! zero. The core ends a piece of work only after sending the events it caused. Ref and unref are only possible
 //! on JavaScript's thread: a change of the count elsewhere sends a `recheck` through
 //! the function, which applies it.
 //!
@@ -118,6 +119,10 @@ impl Pipe {
             .weak::<true>()
             .callee_handled::<false>()
             .build_callback(move |ctx: ThreadsafeCallContext<Delivery>| {
+                // Delivered now (its JavaScript call follows at once): no longer in flight.
+                if !matches!(ctx.value.payload, Payload::Recheck) {
+                    shared.busy.fetch_sub(1, Ordering::SeqCst);
+                }
                 shared.update(&ctx.env);
                 // A panic must not unwind into Node (it would abort the process).
                 match catch_unwind(AssertUnwindSafe(|| events::to_js(&ctx.env, ctx.value))) {
@@ -156,11 +161,17 @@ impl Pipe {
             }
             _ => Some(delivery),
         });
-        match delivery {
-            None => true,
-            // Unbounded: output is bounded by the credit each chunk holds until converted.
-            Some(d) => self.function.call(d, ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok,
+        let Some(delivery) = delivery else { return true };
+        // An event on its way is work in flight: Node must not exit before it arrives
+        // (the work it reports may be over already). Whoever sends it holds other work
+        // meanwhile, so the count does not start from zero here.
+        self.state.busy.fetch_add(1, Ordering::SeqCst);
+        // Unbounded: output is bounded by the credit each chunk holds until converted.
+        let queued = self.function.call(delivery, ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok;
+        if !queued {
+            self.state.busy.fetch_sub(1, Ordering::SeqCst);
         }
+        queued
     }
 
     /// Runs a JavaScript call's work; the deliveries it causes go to the listener

@@ -75,3 +75,19 @@ mod tests {
         assert_ne!(hash(&|h| "request-1".hash(h)), hash(&|h| "request-2".hash(h)));
     }
 }
+
+#[cfg(test)]
+mod map_tests {
+    use super::FastMap;
+
+    #[test]
+    fn holds_what_was_put_in() {
+        let mut m: FastMap<u32, u32> = FastMap::default();
+        for i in 0..600 {
+            m.insert(i, i);
+        }
+        assert_eq!(m.len(), 600);
+        m.remove(&5);
+        assert_eq!(m.len(), 599);
+    }
+}

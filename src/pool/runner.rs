@@ -77,11 +77,7 @@ impl<K: RequestKey> Table<K> {
     }
 
     fn remove(&mut self, key: &K) -> Option<Entry> {
-        let entry = self.entries.remove(key);
-        if self.entries.is_empty() {
-            self.busy = None;
-        }
-        entry
+        self.entries.remove(key)
     }
 }
 
@@ -207,25 +203,33 @@ impl<K: RequestKey> Core<K> {
     }
 
     #[cfg_attr(not(feature = "napi"), allow(dead_code))]
-    /// The config of an admitted deferred request: its session starts. False when the
-    /// request does not wait for one.
-    pub(crate) fn supply(&self, key: &K, config: SessionConfig, base_env: Option<Vec<(String, String)>>) -> bool {
-        let mut table = self.table.lock();
-        match table.entries.get_mut(key) {
-            Some(entry) if entry.awaiting_config => entry.awaiting_config = false,
-            _ => return false,
-        }
-        self.launch(&mut table, key.clone(), config, base_env);
+    /// The config of an admitted deferred request: its session starts on the calling
+    /// thread (the binding's: JavaScript's, as `spawnSession` does), and its allocation
+    /// is reported before this returns. False when the request does not wait for one.
+    pub(crate) fn supply(&self, key: &K, mut config: SessionConfig, base_env: Option<Vec<(String, String)>>) -> bool {
+        let registered = {
+            let mut table = self.table.lock();
+            match table.entries.get_mut(key) {
+                Some(entry) if entry.awaiting_config => entry.awaiting_config = false,
+                _ => return false,
+            }
+            apply_default_timeout(&mut config, table.scheduler.config());
+            let registered = self.spawner.register_session(config, self.restarter);
+            // Known here before the session can end.
+            table.slots.insert(Arc::clone(registered.id()), Slot { key: key.clone(), allocated: false, early_end: None });
+            registered
+        };
+        let session_id = Arc::clone(registered.id());
+        let result = self.spawner.launch_registered(registered, base_env);
+        self.spawned(key.clone(), session_id, result);
+        self.release_if_idle();
         true
     }
 
     /// Starts a session for a request holding a slot. Under the table's lock, so the
     /// session is known here before it can end.
     fn launch(&self, table: &mut Table<K>, key: K, mut config: SessionConfig, base_env: Option<Vec<(String, String)>>) {
-        let fallback = table.scheduler.config().default_session_timeout_ms;
-        if config.timeout_ms.unwrap_or(0) == 0 && fallback > 0 {
-            config.timeout_ms = Some(fallback);
-        }
+        apply_default_timeout(&mut config, table.scheduler.config());
         let pending = self.spawner.start_claimed(config, base_env, self.restarter);
         let session_id: Arc<str> = pending.session_id.as_str().into();
         table.slots.insert(Arc::clone(&session_id), Slot { key: key.clone(), allocated: false, early_end: None });
@@ -235,6 +239,20 @@ impl<K: RequestKey> Core<K> {
             let result = pending.await;
             let _ = commands.send((Command::Spawned { key, session_id, result }, busy));
         });
+    }
+
+    /// No request outstanding any more: the pool's work in flight ends, after the
+    /// events that settled its requests went out (so Node waits for them).
+    fn release_if_idle(&self) {
+        let idle = {
+            let mut table = self.table.lock();
+            if table.entries.is_empty() {
+                table.busy.take()
+            } else {
+                None
+            }
+        };
+        drop(idle);
     }
 
     /// Admits what the queue can now serve.
@@ -277,6 +295,7 @@ impl<K: RequestKey> Core<K> {
         if let Some(entry) = entry {
             self.fail(key, entry, PoolFailure::Cancelled, "Request cancelled".into());
         }
+        self.release_if_idle();
         true
     }
 
@@ -377,6 +396,7 @@ impl<K: RequestKey> Core<K> {
             for (key, entry) in dropped {
                 self.fail(&key, entry, PoolFailure::Refused(PoolError::Draining), "Pool is draining".into());
             }
+            self.release_if_idle();
         }
         let (reply, done) = oneshot::channel();
         let _ = self.commands.send((Command::Drain { timeout, reply }, Busy::new(&self.activity)));
@@ -401,6 +421,14 @@ impl<K: RequestKey> Core<K> {
             self.fail(key, entry, PoolFailure::Spawn(error), message);
         }
         self.admit();
+        self.release_if_idle();
+    }
+}
+
+/// The pool's `default_session_timeout_ms` for a config that has no timeout.
+fn apply_default_timeout(config: &mut SessionConfig, pool: &PoolConfig) {
+    if config.timeout_ms.unwrap_or(0) == 0 && pool.default_session_timeout_ms > 0 {
+        config.timeout_ms = Some(pool.default_session_timeout_ms);
     }
 }
 
@@ -438,6 +466,7 @@ async fn run<K: RequestKey>(core: Weak<Core<K>>, mut commands: mpsc::UnboundedRe
             None => core.on_time(&mut timers),
         }
         core.check_drained(&mut timers);
+        core.release_if_idle();
     }
 }
 
