@@ -80,4 +80,4 @@ function checkString(value, name) {
   return value
 }
 
-module.exports = { encodeConfig, encodeOptions, checkString, daemonEnv }
+module.exports = { encodeConfig, encodeOptions, checkString, daemonEnv, isObject }

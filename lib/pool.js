@@ -11,19 +11,18 @@ const { EventEmitter } = require('node:events')
 const native = require('./native')
 const { ClaudeSessionSpawner } = require('./spawner')
 const convert = require('./convert')
-const { encodeConfig, daemonEnv } = require('./encode')
+const { encodeConfig, daemonEnv, isObject } = require('./encode')
 const { kAttach, kDeliver, kNative, kSession, emitSafely, reportLater, runCallback } = require('./internal')
 
 /** Index of each priority in the core's `Priority::ALL`. */
 const PRIORITY_INDEX = new Map(['critical', 'high', 'medium', 'low'].map((p, i) => [p, i]))
 
 const CALLBACKS = ['onAllocated', 'onCompleted', 'onFailed']
+/** `poolSubmit` answers a queued request's `position + queueLength * QUEUED_SHIFT` (src/napi/pool.rs). */
+const QUEUED_SHIFT = 2 ** 26
 
 /** The request's `queuedAt`, or now when it has none (the contract lets it be omitted). */
-function queuedAtOf(request) {
-  const at = request.queuedAt
-  return at instanceof Date && !Number.isNaN(at.getTime()) ? at : new Date()
-}
+const queuedAtOf = ({ queuedAt: at }) => (at instanceof Date && !Number.isNaN(at.getTime()) ? at : new Date())
 
 const { typeError } = convert
 const poolError = (message, code, extra) =>
@@ -59,9 +58,7 @@ class SessionPool extends EventEmitter {
   constructor(spawner, config) {
     super()
     if (!(spawner instanceof ClaudeSessionSpawner)) throw typeError('spawner must be a ClaudeSessionSpawner', 'spawner')
-    if (typeof config !== 'object' || config === null || Array.isArray(config)) {
-      throw typeError('config must be an object', 'config')
-    }
+    if (!isObject(config)) throw typeError('config must be an object', 'config')
     this.#spawner = spawner
     this.#native = convert.call(() => new native.NativePool(spawner[kNative], JSON.stringify(config)))
     this.#h = this.#native.handle
@@ -74,46 +71,55 @@ class SessionPool extends EventEmitter {
   }
 
   requestSession(request) {
+    if (this.#h === 0) return this.#requestShared(request)
     let entry
-    let position
+    let queued
     try {
       const priority = this.#check(request)
       const queuedAt = queuedAtOf(request)
-      const local = this.#h !== 0
-      const number = local ? (this.#freeNumbers.length > 0 ? this.#freeNumbers.pop() : this.#entries.length) : undefined
+      const number = this.#freeNumbers.length > 0 ? this.#freeNumbers.pop() : this.#entries.length
+      queued = native.poolSubmit(this.#h, number, priority, queuedAt.getTime())
       entry = { number, request, requestId: request.requestId, priority: request.priority, queuedAt, allocated: false, resolve: null, reject: null }
-      if (local) {
-        position = convert.call(() => native.poolSubmit(this.#h, number, priority, queuedAt.getTime()))
-      } else {
-        const json = encodeConfig(request.config)
-        convert.call(() => this.#native.request(request.requestId, priority, queuedAt.getTime(), json))
-      }
     } catch (error) {
-      return Promise.reject(error)
+      return Promise.reject(convert.error(error))
     }
-    const promise = new Promise((resolve, reject) => {
-      entry.resolve = resolve
-      entry.reject = reject
-    })
-    this.#byId.set(request.requestId, entry)
-    if (this.#h === 0) {
-      // Another host's session: its completion settles with the request.
-      entry.completion = new Promise((resolve) => {
-        entry.complete = resolve
-      })
-    } else {
-      this.#entries[entry.number] = entry
-      if (position === 0) {
-        this.#supply(entry.number)
-      } else if (this.listenerCount('request-queued') > 0) {
-        try {
-          this.emit('request-queued', { requestId: request.requestId, position, queueLength: native.poolQueuedCount(this.#h) })
-        } catch (error) {
-          reportLater(error)
-        }
+    const promise = this.#settledBy(entry)
+    this.#entries[entry.number] = entry
+    if (queued === 0) {
+      this.#supply(entry.number)
+    } else if (this.listenerCount('request-queued') > 0) {
+      const queueLength = Math.floor(queued / QUEUED_SHIFT)
+      try {
+        this.emit('request-queued', { requestId: request.requestId, position: queued - queueLength * QUEUED_SHIFT, queueLength })
+      } catch (error) {
+        reportLater(error)
       }
     }
     return promise
+  }
+
+  /** On the shared queue: another host's session's completion settles with the request. */
+  #requestShared(request) {
+    let entry
+    try {
+      const priority = this.#check(request)
+      const queuedAt = queuedAtOf(request)
+      entry = { number: undefined, request, requestId: request.requestId, priority: request.priority, queuedAt, allocated: false, resolve: null, reject: null }
+      this.#native.request(request.requestId, priority, queuedAt.getTime(), encodeConfig(request.config))
+    } catch (error) {
+      return Promise.reject(convert.error(error))
+    }
+    entry.completion = new Promise((resolve) => (entry.complete = resolve))
+    return this.#settledBy(entry)
+  }
+
+  /** The promise `entry` settles, with the entry known by its id from now on. */
+  #settledBy(entry) {
+    this.#byId.set(entry.requestId, entry)
+    return new Promise((resolve, reject) => {
+      entry.resolve = resolve
+      entry.reject = reject
+    })
   }
 
   /** Validates a request; returns its priority's index. */
@@ -290,9 +296,7 @@ class SessionPool extends EventEmitter {
   async close() {
     if (this.#h !== 0) return this.drain(0)
     this.#closed = true
-    this.#draining ??= new Promise((resolve) => {
-      this.#drained = resolve
-    })
+    this.#draining ??= new Promise((resolve) => (this.#drained = resolve))
     await this.#native.close()
   }
 

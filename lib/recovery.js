@@ -9,11 +9,10 @@ const { NativeRecoveryManager } = require('./native')
 const { ClaudeSessionSpawner } = require('./spawner')
 const convert = require('./convert')
 const { kAttach, kDeliver, kNative, emitSafely } = require('./internal')
+const { isObject } = require('./encode')
 
-const { typeError } = convert
+const { typeError, crashReport } = convert
 const argError = (message) => typeError(message, undefined, 'ERR_INVALID_ARG')
-
-const { crashReport } = convert
 
 /** A recovery state from JSON: times become Dates. */
 function revive(s) {
@@ -39,9 +38,7 @@ class SessionRecoveryManager extends EventEmitter {
   constructor(spawner, config = {}) {
     super()
     if (!(spawner instanceof ClaudeSessionSpawner)) throw typeError('spawner must be a ClaudeSessionSpawner', 'spawner')
-    if (typeof config !== 'object' || config === null || Array.isArray(config)) {
-      throw typeError('config must be an object', 'config')
-    }
+    if (!isObject(config)) throw typeError('config must be an object', 'config')
     this.#native = convert.call(() => new NativeRecoveryManager(spawner[kNative], JSON.stringify(config)))
     spawner[kAttach](this.#native.target, this)
   }

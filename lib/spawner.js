@@ -141,9 +141,7 @@ class ClaudeSessionSpawner extends EventEmitter {
       case 'session-spawned': {
         const { sessionId, pid, startTime, claudeSessionId } = payload
         let resolve
-        const completion = new Promise((r) => {
-          resolve = r
-        })
+        const completion = new Promise((r) => (resolve = r))
         this.#live.set(sessionId, { status: convert.startedStatus(sessionId, pid, startTime, claudeSessionId), completion, resolve })
         emitSafely(this, name, { sessionId, pid })
         return

@@ -358,7 +358,6 @@ impl Work<'_> {
                 },
             });
         }
-        self.inner.emit(SpawnerEvent::CrashAnalyzed { session_id: Arc::clone(session_id), analysis: Box::new(analysis.clone()) });
         let (state, restarter) = match ended {
             Some(ended) => ended,
             None => (
@@ -368,7 +367,10 @@ impl Work<'_> {
         };
         let owner = restarter.filter(|r| r.takes(state)).map(|r| r.owner);
         let mut step = Step::default();
+        let analyzed = SpawnerEvent::CrashAnalyzed { session_id: Arc::clone(session_id), analysis: Box::new(analysis.clone()) };
         self.inner.book.lock().crash_analyzed(session_id, report, analysis, owner, SystemTime::now(), &mut step);
+        // After the book has it: a listener of `crash-analyzed` finds the recovery.
+        self.inner.emit(analyzed);
         self.record(step);
         Ok(())
     }
