@@ -249,7 +249,13 @@ impl Spawner {
         base_env: Option<Vec<(String, String)>>,
         restarter: Option<Restarter>,
     ) -> PendingSpawn {
-        let (session, stops, stdin_commands) = self.register(config, restarter);
+        self.start_registered(self.register_session(config, restarter), base_env)
+    }
+
+    /// Starts a session [`Spawner::register_session`] made, off the calling thread, as
+    /// [`Spawner::start_session`] does.
+    pub(crate) fn start_registered(&self, r: Registered, base_env: Option<Vec<(String, String)>>) -> PendingSpawn {
+        let Registered { session, stops, stdin_commands } = r;
         let shared = Arc::clone(&self.shared);
         let id = Arc::clone(&session.id);
         let (done, result) = oneshot::channel();

@@ -116,6 +116,22 @@ pub struct PoolStatus {
     pub queued_requests: Vec<QueuedInfo<String>>,
 }
 
+impl PoolStatus {
+    /// The status of `active_count` slots out of `capacity`: the counts and the
+    /// utilization follow from the sessions and requests (one rule for both kinds of pool).
+    pub(crate) fn new(capacity: usize, active_count: usize, active_sessions: Vec<SessionStatus>, queued_requests: Vec<QueuedInfo<String>>) -> Self {
+        Self {
+            capacity,
+            active_count,
+            idle_count: active_sessions.iter().filter(|s| s.state == crate::SessionState::WaitingInput).count(),
+            queued_count: queued_requests.len(),
+            utilization: active_count as f64 / capacity.max(1) as f64 * 100.0,
+            active_sessions,
+            queued_requests,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PoolMetrics {
     pub sessions: MetricsSummary,

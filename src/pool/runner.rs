@@ -28,7 +28,7 @@ use crate::error::SpawnError;
 use crate::event::{EventHandler, SpawnerEvent};
 use crate::notice::{Activity, Busy, Notice, Restarter};
 use crate::spawner::{SpawnResult, Spawner};
-use crate::status::{SessionState, SessionStatus};
+use crate::status::SessionStatus;
 
 /// Where a request's session config comes from.
 #[cfg_attr(not(feature = "napi"), allow(dead_code))]
@@ -333,15 +333,7 @@ impl<K: RequestKey> Core<K> {
                 attempt: q.attempt,
             })
             .collect::<Vec<_>>();
-        PoolStatus {
-            capacity,
-            active_count,
-            idle_count: active_sessions.iter().filter(|s| s.state == SessionState::WaitingInput).count(),
-            queued_count: queued_requests.len(),
-            utilization: active_count as f64 / capacity.max(1) as f64 * 100.0,
-            active_sessions,
-            queued_requests,
-        }
+        PoolStatus::new(capacity, active_count, active_sessions, queued_requests)
     }
 
     /// The allocated sessions' ids.

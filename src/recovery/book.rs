@@ -69,6 +69,8 @@ pub(crate) struct Book {
     finished: VecDeque<Arc<str>>,
     handled: HashSet<Arc<str>>,
     handled_order: VecDeque<Arc<str>>,
+    /// Attempts' sessions being started: their ends wait until the start is booked.
+    launching: HashSet<Arc<str>>,
     /// When recent attempts started (the storm limit).
     starts: VecDeque<SystemTime>,
     crashes: u64,
@@ -116,6 +118,23 @@ impl Book {
     /// Never handles `session_id`'s ending (a session of ours that did not start).
     pub fn ignore(&mut self, session_id: &Arc<str>) {
         self.remember(session_id);
+    }
+
+    /// An attempt's session is registered and about to start (see `is_launching`).
+    pub fn launching(&mut self, session_id: &Arc<str>) {
+        self.launching.insert(Arc::clone(session_id));
+    }
+
+    /// Whether `session_id` is an attempt's session whose start is not booked yet
+    /// (`respawned` or `ignore` books it): its end must wait for that.
+    pub fn is_launching(&self, session_id: &str) -> bool {
+        self.launching.contains(session_id)
+    }
+
+    /// The start of `session_id` is booked (with `respawned` or `ignore`, under the
+    /// same lock).
+    pub fn launched(&mut self, session_id: &str) {
+        self.launching.remove(session_id);
     }
 
     /// Whether `session_id` is one of the recoveries' new sessions.

@@ -1,10 +1,13 @@
 //! [`RecoveryManager`]: watches a spawner it does not own and brings crashed
 //! sessions back, as the contract's `SessionRecoveryManager` does.
 //!
-//! One task per manager carries the work out: it takes the spawner's notices of
-//! ended sessions and the manager's own commands from one channel, keeps the timers
-//! (backoff, the storm limit), writes dumps and looks for transcripts off the runtime
-//! (`spawn_blocking`), and starts new sessions through the spawner. The rules are the
+//! A session's end is booked in the spawner's notice of it, at once: its crash is
+//! detected and analysed (or its attempt decided) before anything else can follow
+//! from it, as the contract's listener on `session-ended` did; a pool's retry of the
+//! same session never overtakes `crash-analyzed` or `recovery-deferred`. What needs
+//! I/O or time goes to one task per manager: it keeps the timers (backoff, the storm
+//! limit), writes dumps and looks for transcripts off the runtime (`spawn_blocking`),
+//! and starts new sessions through the spawner. The rules are the
 //! [`Book`]'s; its state sits behind a lock held only for a step (never across I/O
 //! or the event handler), so queries, `abandon` and `trigger_manual_recovery` answer
 //! at once, as the contract's synchronous methods must.
@@ -17,17 +20,20 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::analysis::{analyze, CrashFacts};
+use super::analysis::{analyze, CrashAnalysis, CrashFacts};
 use super::book::{Book, Effect, Step};
 use super::config::RecoveryConfig;
 use super::state::{RecoveryError, RecoveryState, RecoveryStatistics};
 use crate::event::{EventHandler, SpawnerEvent};
 use crate::notice::{Activity, Busy, Notice, Restarter};
 use crate::spawner::Spawner;
-use crate::status::{CrashReport, SessionState};
+use crate::status::{CrashReport, SessionState, SessionStatus};
 
 enum Command {
-    Notice(Notice),
+    /// The end of an attempt's session that ended before its start was booked.
+    Ended { session_id: Arc<str>, status: Arc<SessionStatus>, restarter: Option<Restarter>, reached_init: bool },
+    /// A crash booked up to its dump, which is written before it is analysed.
+    Dump(Crash),
     HandleCrash {
         session_id: Arc<str>,
         report: Option<CrashReport>,
@@ -35,6 +41,14 @@ enum Command {
     },
     /// Work a synchronous call decided (a manual attempt, a timer to drop).
     Effects(Vec<Effect>),
+}
+
+/// A crash detected and analysed, not booked yet.
+struct Crash {
+    session_id: Arc<str>,
+    report: CrashReport,
+    analysis: CrashAnalysis,
+    owner: Option<&'static str>,
 }
 
 struct Inner {
@@ -80,21 +94,14 @@ impl RecoveryManager {
         activity: Option<Arc<dyn Activity>>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let watcher_tx = tx.clone();
-        let watcher_activity = activity.clone();
-        let watch = spawner.watch(move |notice| {
-            if let Notice::Ended { .. } = notice {
-                // Counted here, in the spawner's call: the work is never uncounted.
-                let _ = watcher_tx.send((Command::Notice(notice.clone()), Busy::new(&watcher_activity)));
-            }
-        });
-        let inner = Arc::new(Inner {
-            spawner: spawner.clone(),
-            book: Mutex::new(Book::new(config)),
-            handler,
-            commands: tx,
-            activity,
-            watch,
+        let inner = Arc::new_cyclic(|me: &Weak<Inner>| {
+            let me = me.clone();
+            let watch = spawner.watch(move |notice| {
+                if let (Notice::Ended { session_id, status, restarter, reached_init }, Some(inner)) = (notice, me.upgrade()) {
+                    inner.ended(session_id, status, *restarter, *reached_init);
+                }
+            });
+            Inner { spawner: spawner.clone(), book: Mutex::new(Book::new(config)), handler, commands: tx, activity, watch }
         });
         spawner.runtime().spawn(run(Arc::downgrade(&inner), rx));
         Self { inner }
@@ -162,6 +169,84 @@ impl Inner {
         }
     }
 
+    /// A session ended (the spawner's notice, in its call): its attempt is decided, or
+    /// its crash booked, now; what needs I/O goes to the task.
+    fn ended(&self, session_id: &Arc<str>, status: &Arc<SessionStatus>, restarter: Option<Restarter>, reached_init: bool) {
+        let (launching, current, attempt_session, handles) = {
+            let book = self.book.lock();
+            let current = book.current_of(session_id).is_some();
+            (book.is_launching(session_id), current, book.is_attempt_session(session_id), book.handles(status))
+        };
+        if launching {
+            // The task is starting it: decided there, once the start is booked.
+            let (session_id, status) = (Arc::clone(session_id), Arc::clone(status));
+            return self.send(Command::Ended { session_id, status, restarter, reached_init });
+        }
+        if current {
+            let mut step = Step::default();
+            self.book.lock().attempt_ended(session_id, status, reached_init, SystemTime::now(), &mut step);
+            self.report(step);
+        } else if !attempt_session && handles {
+            match self.crashed(session_id, None, Some((status.state, restarter))) {
+                Ok(Some(crash)) => self.send(Command::Dump(crash)),
+                Ok(None) => {}
+                Err(e) => self.emit(SpawnerEvent::RecoveryError { session_id: Arc::clone(session_id), code: e.code(), message: e.to_string() }),
+            }
+        }
+    }
+
+    /// A crash, up to its dump: recorded (`CrashDetected`) and analysed. With no dump
+    /// to write it is booked here too (`analysed`); else what the task is to finish.
+    /// `ended`: how it ended and who claimed it, from the spawner's notice (looked up
+    /// otherwise).
+    fn crashed(
+        &self,
+        session_id: &Arc<str>,
+        report: Option<CrashReport>,
+        ended: Option<(SessionState, Option<Restarter>)>,
+    ) -> Result<Option<Crash>, RecoveryError> {
+        let spawner = &self.spawner;
+        if self.book.lock().was_handled(session_id) {
+            return Ok(None);
+        }
+        let report = report
+            .or_else(|| spawner.crash_report_for(session_id))
+            .ok_or_else(|| RecoveryError::UnknownSession(session_id.to_string()))?;
+        if !self.book.lock().first_crash(session_id) {
+            return Ok(None);
+        }
+        self.emit(SpawnerEvent::CrashDetected { session_id: Arc::clone(session_id), crash_report: Box::new(report.clone()) });
+        let facts = spawner.crash_facts(session_id).unwrap_or_else(|| CrashFacts::from_report(&report));
+        let analysis = analyze(&facts);
+        let (state, restarter) = match ended {
+            Some(ended) => ended,
+            None => (
+                spawner.session_status(session_id).map_or(SessionState::Crashed, |s| s.state),
+                spawner.restarter_of(session_id),
+            ),
+        };
+        let owner = restarter.filter(|r| r.takes(state)).map(|r| r.owner);
+        let crash = Crash { session_id: Arc::clone(session_id), report, analysis, owner };
+        if self.book.lock().config().save_crash_dumps {
+            return Ok(Some(crash));
+        }
+        let step = self.analysed(crash);
+        self.report(step);
+        Ok(None)
+    }
+
+    /// Books an analysed crash: counted against its recovery, left to its restarter, or
+    /// recovered. `CrashAnalyzed` goes out once the book has it (a listener finds the
+    /// recovery); the step's events follow.
+    fn analysed(&self, crash: Crash) -> Step {
+        let Crash { session_id, report, analysis, owner } = crash;
+        let mut step = Step::default();
+        let analyzed = SpawnerEvent::CrashAnalyzed { session_id: Arc::clone(&session_id), analysis: Box::new(analysis.clone()) };
+        self.book.lock().crash_analyzed(&session_id, report, analysis, owner, SystemTime::now(), &mut step);
+        self.emit(analyzed);
+        step
+    }
+
     /// A step taken outside the task: its events now, its effects on the task.
     fn report(&self, step: Step) {
         for event in step.events {
@@ -216,23 +301,13 @@ struct Work<'a> {
 impl Work<'_> {
     async fn command(&mut self, command: Command) {
         match command {
-            Command::Notice(Notice::Ended { session_id, status, restarter, reached_init }) => {
-                let (current, attempt_session, handles) = {
-                    let book = self.inner.book.lock();
-                    (book.current_of(&session_id).is_some(), book.is_attempt_session(&session_id), book.handles(&status))
-                };
-                if current {
-                    let mut step = Step::default();
-                    self.inner.book.lock().attempt_ended(&session_id, &status, reached_init, SystemTime::now(), &mut step);
-                    self.carry_out(step).await;
-                } else if !attempt_session && handles {
-                    if let Err(e) = self.handle(&session_id, None, Some((status.state, restarter))).await {
-                        self.inner.emit(SpawnerEvent::RecoveryError { session_id, code: e.code(), message: e.to_string() });
-                    }
-                    self.drain().await;
-                }
+            Command::Ended { session_id, status, restarter, reached_init } => {
+                self.inner.ended(&session_id, &status, restarter, reached_init);
             }
-            Command::Notice(_) => {}
+            Command::Dump(crash) => {
+                self.dump_and_book(crash).await;
+                self.drain().await;
+            }
             Command::HandleCrash { session_id, report, reply } => {
                 let result = self.handle(&session_id, report, None).await;
                 self.drain().await;
@@ -273,7 +348,11 @@ impl Work<'_> {
                 Effect::Respawn { recovery, attempt, resume } => {
                     let result = self.respawn(&recovery, attempt, resume).await;
                     let Some(result) = result else { continue };
-                    self.inner.book.lock().respawned(&recovery, attempt, result, SystemTime::now(), &mut step);
+                    let mut book = self.inner.book.lock();
+                    if let Ok((new_id, ..)) = &result {
+                        book.launched(new_id);
+                    }
+                    book.respawned(&recovery, attempt, result, SystemTime::now(), &mut step);
                 }
                 Effect::HandleCrash { session_id, state } => {
                     if let Err(e) = self.handle(&session_id, None, Some((state, None))).await {
@@ -306,72 +385,51 @@ impl Work<'_> {
                 "the config of session {recovery} is no longer kept (it left the spawner's history)"
             )));
         };
-        let pending = self.inner.spawner.start_session(plan.config, None);
-        let new_id: Arc<str> = pending.session_id.as_str().into();
+        // Known to the book before it can end: its end waits until its start is booked.
+        let registered = self.inner.spawner.register_session(plan.config, None);
+        let new_id = Arc::clone(registered.id());
+        self.inner.book.lock().launching(&new_id);
+        let pending = self.inner.spawner.start_registered(registered, None);
         Some(match pending.await {
             Ok(_) => Ok((new_id, plan.resumed, plan.note)),
             Err(e) => {
-                // It ends `failed` without having run: no crash to recover. Its notice
-                // comes after this turn of the task.
-                self.inner.book.lock().ignore(&new_id);
+                // It ends `failed` without having run: no crash to recover.
+                let mut book = self.inner.book.lock();
+                book.ignore(&new_id);
+                book.launched(&new_id);
                 Err(e.to_string())
             }
         })
     }
 
-    /// A crash: recorded, dumped, analysed, then counted against its recovery, left to
-    /// its restarter, or recovered. `ended`: how it ended and who claimed it, from the
-    /// spawner's notice (looked up otherwise).
+    /// A crash the daemon reported, or one an attempt's end left to handle: booked as
+    /// the spawner's notice books one, its dump (if any) written here.
     async fn handle(
         &mut self,
         session_id: &Arc<str>,
         report: Option<CrashReport>,
         ended: Option<(SessionState, Option<Restarter>)>,
     ) -> Result<(), RecoveryError> {
-        let spawner = &self.inner.spawner;
-        if self.inner.book.lock().was_handled(session_id) {
-            return Ok(());
+        if let Some(crash) = self.inner.crashed(session_id, report, ended)? {
+            self.dump_and_book(crash).await;
         }
-        let report = report
-            .or_else(|| spawner.crash_report_for(session_id))
-            .ok_or_else(|| RecoveryError::UnknownSession(session_id.to_string()))?;
-        if !self.inner.book.lock().first_crash(session_id) {
-            return Ok(());
-        }
-        self.inner.emit(SpawnerEvent::CrashDetected { session_id: Arc::clone(session_id), crash_report: Box::new(report.clone()) });
-        let facts = spawner.crash_facts(session_id).unwrap_or_else(|| CrashFacts::from_report(&report));
-        let analysis = analyze(&facts);
-        let config = self.inner.book.lock().config().clone();
-        if config.save_crash_dumps {
-            let (spawner, id, dir, json, a) =
-                (spawner.clone(), Arc::clone(session_id), config.crash_dump_directory.clone(), report.to_json(), analysis.clone());
-            let written = tokio::task::spawn_blocking(move || spawner.write_crash_dump(&id, &dir, json, &a)).await;
-            self.inner.emit(match written {
-                Ok(Ok(filepath)) => SpawnerEvent::CrashDumpSaved { session_id: Arc::clone(session_id), filepath },
-                Ok(Err(e)) => SpawnerEvent::CrashDumpFailed {
-                    session_id: Arc::clone(session_id),
-                    message: format!("cannot write the crash dump of {session_id} {e}"),
-                },
-                Err(_) => SpawnerEvent::CrashDumpFailed {
-                    session_id: Arc::clone(session_id),
-                    message: format!("cannot write the crash dump of {session_id}: internal error"),
-                },
-            });
-        }
-        let (state, restarter) = match ended {
-            Some(ended) => ended,
-            None => (
-                spawner.session_status(session_id).map_or(SessionState::Crashed, |s| s.state),
-                spawner.restarter_of(session_id),
-            ),
-        };
-        let owner = restarter.filter(|r| r.takes(state)).map(|r| r.owner);
-        let mut step = Step::default();
-        let analyzed = SpawnerEvent::CrashAnalyzed { session_id: Arc::clone(session_id), analysis: Box::new(analysis.clone()) };
-        self.inner.book.lock().crash_analyzed(session_id, report, analysis, owner, SystemTime::now(), &mut step);
-        // After the book has it: a listener of `crash-analyzed` finds the recovery.
-        self.inner.emit(analyzed);
-        self.record(step);
         Ok(())
+    }
+
+    /// Writes a crash's dump off the runtime (`CrashDumpSaved` or `CrashDumpFailed`),
+    /// then books it.
+    async fn dump_and_book(&mut self, crash: Crash) {
+        let dir = self.inner.book.lock().config().crash_dump_directory.clone();
+        let (spawner, id) = (self.inner.spawner.clone(), Arc::clone(&crash.session_id));
+        let (json, analysis) = (crash.report.to_json(), crash.analysis.clone());
+        let written = tokio::task::spawn_blocking(move || spawner.write_crash_dump(&id, &dir, json, &analysis)).await;
+        let session_id = Arc::clone(&crash.session_id);
+        self.inner.emit(match written {
+            Ok(Ok(filepath)) => SpawnerEvent::CrashDumpSaved { session_id, filepath },
+            Ok(Err(e)) => SpawnerEvent::CrashDumpFailed { message: format!("cannot write the crash dump of {session_id} {e}"), session_id },
+            Err(_) => SpawnerEvent::CrashDumpFailed { message: format!("cannot write the crash dump of {session_id}: internal error"), session_id },
+        });
+        let step = self.inner.analysed(crash);
+        self.record(step);
     }
 }

@@ -38,7 +38,7 @@ use crate::config::{Priority, SessionConfig};
 use crate::event::{EventHandler, SpawnerEvent};
 use crate::notice::{Activity, Busy, Notice};
 use crate::spawner::Spawner;
-use crate::status::{SessionState, SessionStatus};
+use crate::status::SessionStatus;
 
 pub use wire::PORTABLE_OUTPUT;
 
@@ -288,17 +288,7 @@ impl SharedCore {
             })
             .collect();
         let active_sessions: Vec<SessionStatus> = sessions.iter().filter_map(|id| self.spawner.session_status(id)).collect();
-        let capacity = self.settings.capacity;
-        let active_count = sessions.len();
-        let status = PoolStatus {
-            capacity,
-            active_count,
-            idle_count: active_sessions.iter().filter(|s| s.state == SessionState::WaitingInput).count(),
-            queued_count: queued_requests.len(),
-            utilization: active_count as f64 / capacity.max(1) as f64 * 100.0,
-            active_sessions,
-            queued_requests,
-        };
+        let status = PoolStatus::new(self.settings.capacity, sessions.len(), active_sessions, queued_requests);
         let shared = SharedStatus {
             host: self.settings.host.to_string(),
             hosts: snapshot.hosts,
