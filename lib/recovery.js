@@ -9,7 +9,7 @@ const { NativeRecoveryManager } = require('./native')
 const { ClaudeSessionSpawner } = require('./spawner')
 const convert = require('./convert')
 const { kAttach, kDeliver, kNative, emitSafely } = require('./internal')
-const { isObject } = require('./encode')
+const { checkString, isObject } = require('./encode')
 
 const { typeError, crashReport } = convert
 const argError = (message) => typeError(message, undefined, 'ERR_INVALID_ARG')
@@ -57,7 +57,7 @@ class SessionRecoveryManager extends EventEmitter {
   }
 
   getRecoveryStatus(sessionId) {
-    if (typeof sessionId !== 'string') throw argError('sessionId must be a string')
+    checkString(sessionId, 'sessionId')
     const json = this.#native.recoveryStatus(sessionId)
     return json == null ? null : revive(JSON.parse(json))
   }
@@ -71,12 +71,12 @@ class SessionRecoveryManager extends EventEmitter {
   }
 
   async triggerManualRecovery(sessionId) {
-    if (typeof sessionId !== 'string') throw argError('sessionId must be a string')
+    checkString(sessionId, 'sessionId')
     return convert.call(() => this.#native.triggerManualRecovery(sessionId))
   }
 
   abandonRecovery(sessionId) {
-    if (typeof sessionId !== 'string') throw argError('sessionId must be a string')
+    checkString(sessionId, 'sessionId')
     convert.call(() => this.#native.abandonRecovery(sessionId))
   }
 }

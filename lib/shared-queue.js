@@ -10,14 +10,15 @@
 const { EventEmitter } = require('node:events')
 const native = require('./native')
 const convert = require('./convert')
+const { isObject } = require('./encode')
 
 const EVENTS = ['queued', 'allocated', 'started', 'completed', 'failed', 'cancelled', 'requeued', 'lagged']
 
 const kConstruct = Symbol('SharedQueue.construct')
 
-function encodeOptions(options) {
+function queueOptions(options) {
   if (options === undefined || options === null) return undefined
-  if (typeof options !== 'object' || Array.isArray(options)) throw convert.typeError('options must be an object', 'options', 'ERR_INVALID_ARG')
+  if (!isObject(options)) throw convert.typeError('options must be an object', 'options', 'ERR_INVALID_ARG')
   return JSON.stringify(options)
 }
 
@@ -40,7 +41,7 @@ class SharedQueue extends EventEmitter {
 
   /** The queue `name` in the Redis at `url`; `options`: `{ connectTimeoutMs, responseTimeoutMs }`. */
   static async connectRedis(url, name, options) {
-    const handle = await settle(() => native.NativeSharedQueue.connectRedis(url, name, encodeOptions(options)))
+    const handle = await settle(() => native.NativeSharedQueue.connectRedis(url, name, queueOptions(options)))
     return new SharedQueue(kConstruct, handle)
   }
 

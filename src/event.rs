@@ -261,6 +261,15 @@ pub trait EventHandler: Send + Sync + 'static {
     fn handle(&self, event: SpawnerEvent);
 }
 
+/// Hands `event` to `handler`. A handler that panics must not take the core's task
+/// (a session's supervisor, a pool's or a manager's) down with it: the panic is
+/// logged as `who`'s and the event dropped.
+pub(crate) fn handle_guarded(handler: &dyn EventHandler, event: SpawnerEvent, who: &str) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(event))).is_err() {
+        tracing::error!("{who} event handler panicked; event dropped");
+    }
+}
+
 impl<F: Fn(SpawnerEvent) + Send + Sync + 'static> EventHandler for F {
     fn handle(&self, event: SpawnerEvent) {
         self(event)

@@ -48,7 +48,9 @@ pub(crate) enum Notice {
 type Watcher = Arc<dyn Fn(&Notice) + Send + Sync>;
 
 /// The watchers of one spawner. Each is called on the thread where the notice arises
-/// and must only hand it on (into its component's channel).
+/// (a session's supervisor), so it must not block: it hands the notice to its
+/// component's task, or books it under a short lock (the recovery manager, so its
+/// events follow `SessionEnded` before anything can act on the end).
 #[derive(Default)]
 pub(crate) struct Watchers {
     list: RwLock<Vec<(u64, Watcher)>>,

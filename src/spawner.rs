@@ -93,11 +93,7 @@ impl Shared {
     }
 
     pub fn emit(&self, event: SpawnerEvent) {
-        let handler = &self.handler;
-        // A handler that panics must not take a session's supervisor down with it.
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(event))).is_err() {
-            tracing::error!("event handler panicked; event dropped");
-        }
+        crate::event::handle_guarded(&*self.handler, event, "spawner");
     }
 
     /// The daemon's environment set with [`Spawner::set_base_env`], as a list to pass on.

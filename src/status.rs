@@ -273,7 +273,7 @@ impl CrashReport {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "sessionId": self.session_id,
-            "timestamp": humantime::format_rfc3339_millis(self.timestamp).to_string(),
+            "timestamp": iso(self.timestamp),
             "signal": self.signal,
             "exitCode": self.exit_code,
             "lastState": self.last_state,

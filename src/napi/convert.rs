@@ -17,6 +17,20 @@ pub(crate) fn millis(t: SystemTime) -> f64 {
     }
 }
 
+/// A count for JavaScript (saturating at `u32::MAX`).
+pub(crate) fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A time JavaScript gave as epoch milliseconds; now when it is not a time.
+pub(crate) fn time_from_millis(ms: f64) -> SystemTime {
+    if ms.is_finite() && ms >= 0.0 {
+        UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)
+    } else {
+        SystemTime::now()
+    }
+}
+
 /// Text for JavaScript. Pure ASCII (the usual output) is handed over as Latin-1,
 /// which V8 copies without decoding.
 pub struct JsText(pub String);

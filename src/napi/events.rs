@@ -182,13 +182,13 @@ pub(crate) fn to_js(env: &Env, delivery: Delivery) -> napi::Result<Args> {
                     status: (*status).into(),
                 },
             )?,
-            other => {
-                let session_id = other.session_id().unwrap_or_default().to_owned();
-                match super::pool::event_payload(raw, other)? {
-                    Some(payload) => payload,
-                    None => JsSessionEvent::to_napi_value(raw, JsSessionEvent { session_id })?,
+            other => match super::pool::event_payload(raw, other)? {
+                Ok(payload) => payload,
+                Err(other) => {
+                    let session_id = other.session_id().unwrap_or_default().to_owned();
+                    JsSessionEvent::to_napi_value(raw, JsSessionEvent { session_id })?
                 }
-            }
+            },
         }
     };
     raw_args(env, target, name, payload)

@@ -147,12 +147,14 @@ pub(crate) fn thrown_as(
 fn js_error(env: &Env, e: crate::SpawnError) -> napi::Error {
     match e {
         crate::SpawnError::InvalidConfig(c) => config_error(env, c),
-        other => {
-            let session = other.session_id().map(str::to_owned);
-            let extra: Vec<(&str, &str)> = session.as_deref().map(|s| ("sessionId", s)).into_iter().collect();
-            thrown(env, other.code(), other.to_string(), &extra)
-        }
+        other => thrown_for_session(env, other.code(), other.to_string(), other.session_id()),
     }
+}
+
+/// An error with `code`, and the `sessionId` it concerns when there is one.
+pub(crate) fn thrown_for_session(env: &Env, code: &'static str, message: String, session_id: Option<&str>) -> napi::Error {
+    let extra: Vec<(&str, &str)> = session_id.map(|s| ("sessionId", s)).into_iter().collect();
+    thrown(env, code, message, &extra)
 }
 
 pub(crate) fn config_error(env: &Env, e: crate::ConfigError) -> napi::Error {

@@ -8,9 +8,9 @@
 //! core's [`Activity`]: live sessions, requests a pool holds, recoveries waiting; and
 //! every delivery not yet made) and keeps the thread-safe function ref'd, and the
 //! spawner's JavaScript object strongly referenced, exactly while the count is above
-//! zero. The core ends a piece of work only after sending the events it caused. Ref and unref are only possible
-//! on JavaScript's thread: a change of the count elsewhere sends a `recheck` through
-//! the function, which applies it.
+//! zero. The core ends a piece of work only after sending the events it caused. Ref
+//! and unref are only possible on JavaScript's thread: a change of the count elsewhere
+//! sends a `recheck` through the function, which applies it.
 //!
 //! Events that a JavaScript call causes on JavaScript's thread (the `session-spawned`
 //! of `spawnSession`, the `recovery-abandoned` of `abandonRecovery`) are delivered
@@ -120,10 +120,12 @@ impl Pipe {
             .callee_handled::<false>()
             .build_callback(move |ctx: ThreadsafeCallContext<Delivery>| {
                 // Delivered now (its JavaScript call follows at once): no longer in flight.
-                if !matches!(ctx.value.payload, Payload::Recheck) {
-                    shared.busy.fetch_sub(1, Ordering::SeqCst);
+                // Ref and unref change only when the count reaches zero here or a
+                // recheck asks (every other change of the count sends one).
+                let recheck = matches!(ctx.value.payload, Payload::Recheck);
+                if recheck || shared.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    shared.update(&ctx.env);
                 }
-                shared.update(&ctx.env);
                 // A panic must not unwind into Node (it would abort the process).
                 match catch_unwind(AssertUnwindSafe(|| events::to_js(&ctx.env, ctx.value))) {
                     Ok(Ok(args)) => Ok(args),
@@ -243,18 +245,6 @@ impl EventHandler for PipeHandler {
             return;
         }
         self.pipe.deliver(Delivery { target: self.target, payload: Payload::Event(event) });
-    }
-}
-
-/// The pipe as the core's activity counter.
-pub(crate) struct PipeActivity(pub Arc<Pipe>);
-
-impl Activity for PipeActivity {
-    fn begin(&self) {
-        self.0.begin();
-    }
-    fn end(&self) {
-        self.0.end();
     }
 }
 

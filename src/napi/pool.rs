@@ -16,20 +16,20 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use napi::bindgen_prelude::{Float64Array, Reference, ToNapiValue, Uint32Array};
 use napi::{sys, Env, Result};
 use napi_derive::napi;
 
-use super::convert::{millis, JsMetricsSummary, JsSessionStatus};
-use super::pipe::{Delivery, Payload, PipeActivity, PipeHandler};
+use super::convert::{count, millis, time_from_millis, JsMetricsSummary, JsSessionStatus};
+use super::pipe::{Delivery, Payload, PipeHandler};
 use super::spawner::{parse_json, NativeSpawner};
 use super::{config_error, thrown};
 use crate::config::{ConfigError, Priority, SessionConfig};
 use crate::error::SpawnError;
 use crate::event::SpawnerEvent;
-use crate::pool::{redis_host, Admission, Body, Core, PoolConfig, SharedCore};
+use crate::pool::{redis_host, Admission, Body, Core, PoolConfig, PoolStatus, SharedCore};
 
 thread_local! {
     static POOLS: RefCell<Registry> = RefCell::new(Registry::default());
@@ -60,17 +60,6 @@ fn gone(env: &Env, pool: u32) -> napi::Error {
     thrown(env, "ERR_POOL_GONE", format!("no pool {pool} on this thread"), &[])
 }
 
-fn time(ms: f64) -> SystemTime {
-    if ms.is_finite() && ms >= 0.0 {
-        UNIX_EPOCH + Duration::from_millis(ms as u64)
-    } else {
-        SystemTime::now()
-    }
-}
-
-fn count(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
 
 
 /// A pool event's payload; which fields are set depends on the event. For a pool
@@ -112,8 +101,8 @@ fn text(id: Option<Arc<str>>) -> Option<String> {
     id.map(|id| id.to_string())
 }
 
-/// A pool event's payload, or `None` for events that are not a pool's.
-pub(crate) fn event_payload(raw: sys::napi_env, event: SpawnerEvent) -> Result<Option<sys::napi_value>> {
+/// A pool event's payload; an event that is not a pool's comes back.
+pub(crate) fn event_payload(raw: sys::napi_env, event: SpawnerEvent) -> Result<std::result::Result<sys::napi_value, SpawnerEvent>> {
     let e = match event {
         SpawnerEvent::SessionAllocated { request_id, session_id, host, status } => JsPoolEvent {
             request_id: Some(request_id.to_string()),
@@ -167,10 +156,10 @@ pub(crate) fn event_payload(raw: sys::napi_env, event: SpawnerEvent) -> Result<O
             ..fields()
         },
         SpawnerEvent::PoolDraining | SpawnerEvent::PoolDrained | SpawnerEvent::PoolResumed => fields(),
-        _ => return Ok(None),
+        other => return Ok(Err(other)),
     };
     // SAFETY: on JavaScript's thread, in the current scope.
-    Ok(Some(unsafe { JsPoolEvent::to_napi_value(raw, e)? }))
+    Ok(Ok(unsafe { JsPoolEvent::to_napi_value(raw, e)? }))
 }
 
 /// Which pool a `NativePool` is.
@@ -219,7 +208,7 @@ impl NativePool {
         let pipe = Arc::clone(&spawner.pipe);
         let target = pipe.attach();
         let handler = Box::new(PipeHandler { pipe: Arc::clone(&pipe), target });
-        let activity: Arc<dyn crate::notice::Activity> = Arc::new(PipeActivity(Arc::clone(&pipe)));
+        let activity: Arc<dyn crate::notice::Activity> = Arc::clone(&pipe) as _;
         if let Some(queue) = config.queue.clone() {
             let core = redis_host(&spawner.inner, &config, &queue, handler, Some(activity)).map_err(|e| super::js_error(&env, e))?;
             return Ok(Self { kind: Kind::Shared(core), target, capacity, spawner });
@@ -268,11 +257,6 @@ impl NativePool {
         self.target
     }
 
-    #[napi(getter)]
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
     /// The config of an admitted request (`pool-supply`, or `poolSubmit` answering 0):
     /// its session starts. A config that cannot be used fails the request (its
     /// `request-failed` comes before this returns); `problem` says why JavaScript could
@@ -282,10 +266,9 @@ impl NativePool {
         let handle = self.local(&env)?;
         let base_env = self.spawner.daemon_environment(&env, env_json)?;
         let config = match (config_json, problem) {
-            (Some(json), None) => parse_json(&env, &json, "config")
-                .ok()
-                .map(|v| SessionConfig::from_json(&v))
-                .unwrap_or_else(|| Err(ConfigError::new("config", "is not valid JSON"))),
+            (Some(json), None) => serde_json::from_str(&json)
+                .map_err(|e| ConfigError::new("config", format!("is not valid JSON: {e}")))
+                .and_then(|v| SessionConfig::from_json(&v)),
             (_, problem) => Err(ConfigError::new("config", problem.unwrap_or_else(|| "is missing".into()))),
         };
         let pipe = Arc::clone(&self.spawner.pipe);
@@ -325,15 +308,15 @@ impl NativePool {
     pub fn local_status(&self, env: Env) -> Result<JsLocalStatus> {
         let handle = self.local(&env)?;
         let spawner = &self.spawner.inner;
-        let (ids, active) = with(&env, handle, |core| (core.session_ids(), core.counts().0))?;
+        let (ids, active) = with(&env, handle, |core| core.session_ids_and_active())?;
         let sessions: Vec<_> = ids.iter().filter_map(|id| spawner.session_status(id)).collect();
-        let idle = sessions.iter().filter(|s| s.state == crate::status::SessionState::WaitingInput).count();
+        let status = PoolStatus::new(self.capacity as usize, active, sessions, Vec::new());
         Ok(JsLocalStatus {
             capacity: self.capacity,
-            active_count: count(active),
-            idle_count: count(idle),
-            utilization: active as f64 / f64::from(self.capacity.max(1)) * 100.0,
-            active_sessions: sessions.into_iter().map(Into::into).collect(),
+            active_count: count(status.active_count),
+            idle_count: count(status.idle_count),
+            utilization: status.utilization,
+            active_sessions: status.active_sessions.into_iter().map(Into::into).collect(),
         })
     }
 
@@ -379,29 +362,24 @@ pub struct JsPoolMetrics {
 /// pool's error codes.
 #[napi(catch_unwind)]
 pub fn pool_submit(env: Env, pool: u32, request: u32, priority: u32, queued_at_ms: f64) -> Result<f64> {
-    let Some(&priority) = Priority::ALL.get(priority as usize) else {
-        return Err(config_error(&env, ConfigError::new("request.priority", "must be one of 'critical', 'high', 'medium', 'low'")));
-    };
+    let priority = priority_arg(&env, priority)?;
     // A submit calls no JavaScript: its `request-queued` is `lib/`'s to emit.
-    match borrowed(&env, pool, |core| core.submit(request, priority, time(queued_at_ms), Body::Deferred, None))? {
+    match borrowed(&env, pool, |core| core.submit(request, priority, time_from_millis(queued_at_ms), Body::Deferred, None))? {
         Ok(Admission::Now) => Ok(0.0),
         Ok(Admission::Queued { position, queue_length }) => Ok(position as f64 + queue_length as f64 * QUEUED_SHIFT),
         Err(e) => Err(thrown(&env, e.code(), e.to_string(), &[])),
     }
 }
 
+/// A priority as its index in `Priority::ALL` (what `lib/pool.js` sends).
+pub(super) fn priority_arg(env: &Env, index: u32) -> Result<Priority> {
+    Priority::ALL.get(index as usize).copied().ok_or_else(|| {
+        config_error(env, ConfigError::new("request.priority", "must be one of 'critical', 'high', 'medium', 'low'"))
+    })
+}
+
 /// Where `pool_submit` puts the queue's length (`lib/pool.js` divides by the same).
 const QUEUED_SHIFT: f64 = (1u64 << 26) as f64;
-
-#[napi(catch_unwind)]
-pub fn pool_active_count(env: Env, pool: u32) -> Result<u32> {
-    borrowed(&env, pool, |core| count(core.counts().0))
-}
-
-#[napi(catch_unwind)]
-pub fn pool_queue_wait_ms(env: Env, pool: u32) -> Result<f64> {
-    borrowed(&env, pool, |core| core.queue_wait_ms())
-}
 
 /// The queue in serving order: request numbers and estimated waits (ms).
 #[napi(object, js_name = "NativeQueue", object_from_js = false)]

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-use super::convert::{millis, RawValue};
+use super::convert::{count, millis, RawValue};
 use super::{thrown, thrown_as};
 use crate::config::Priority;
 use crate::pool::queue::{
@@ -148,9 +148,6 @@ impl From<RequestState> for JsRequestState {
     }
 }
 
-fn count(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
 
 impl From<Taken> for JsTaken {
     fn from(t: Taken) -> Self {

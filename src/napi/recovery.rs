@@ -12,24 +12,12 @@ use napi_derive::napi;
 use serde_json::{json, Value};
 
 use super::convert::millis;
-use super::pipe::{PipeActivity, PipeHandler};
+use super::pipe::{PipeHandler};
 use super::spawner::{parse_json, NativeSpawner};
-use super::{config_error, thrown};
+use super::config_error;
 use crate::event::SpawnerEvent;
 use crate::recovery::{RecoveryConfig, RecoveryError, RecoveryManager, RecoveryState};
 use crate::status::CrashReport;
-
-fn report_json(r: &CrashReport) -> Value {
-    json!({
-        "sessionId": r.session_id,
-        "timestamp": millis(r.timestamp),
-        "signal": r.signal,
-        "exitCode": r.exit_code,
-        "lastState": r.last_state,
-        "lastOutput": r.last_output,
-        "stackTrace": r.stack_trace,
-    })
-}
 
 /// A recovery state as JSON; an attempt's optional fields only when set.
 fn state_json(s: &RecoveryState) -> Value {
@@ -58,7 +46,7 @@ fn state_json(s: &RecoveryState) -> Value {
         .collect();
     let mut v = json!({
         "sessionId": s.session_id,
-        "crashReport": report_json(&s.crash_report),
+        "crashReport": s.crash_report.to_json(),
         "attempts": attempts,
         "status": s.status.as_str(),
         "startedAt": millis(s.started_at),
@@ -74,7 +62,7 @@ fn state_json(s: &RecoveryState) -> Value {
 pub(crate) fn event_json(event: &SpawnerEvent) -> Option<String> {
     let v = match event {
         SpawnerEvent::CrashDetected { session_id, crash_report } => {
-            json!({"sessionId": &**session_id, "crashReport": report_json(crash_report)})
+            json!({"sessionId": &**session_id, "crashReport": crash_report.to_json()})
         }
         SpawnerEvent::CrashDumpSaved { session_id, filepath } => {
             json!({"sessionId": &**session_id, "filepath": filepath.to_string_lossy()})
@@ -110,9 +98,7 @@ pub(crate) fn event_json(event: &SpawnerEvent) -> Option<String> {
 }
 
 fn recovery_error(env: &Env, e: RecoveryError) -> napi::Error {
-    let session = e.session_id().map(str::to_owned);
-    let extra: Vec<(&str, &str)> = session.as_deref().map(|s| ("sessionId", s)).into_iter().collect();
-    thrown(env, e.code(), e.to_string(), &extra)
+    super::thrown_for_session(env, e.code(), e.to_string(), e.session_id())
 }
 
 #[napi]
@@ -131,7 +117,7 @@ impl NativeRecoveryManager {
         let pipe = Arc::clone(&spawner.pipe);
         let target = pipe.attach();
         let handler = Box::new(PipeHandler { pipe: Arc::clone(&pipe), target });
-        let activity: Arc<dyn crate::notice::Activity> = Arc::new(PipeActivity(pipe));
+        let activity: Arc<dyn crate::notice::Activity> = pipe;
         let inner = RecoveryManager::with_activity(&spawner.inner, config, handler, Some(activity));
         Ok(Self { inner, spawner, target })
     }

@@ -5,17 +5,15 @@
 //! spawner's pipe like any pool's, with real request ids.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use napi::bindgen_prelude::Object;
 use napi::{Env, Result};
 use napi_derive::napi;
 
-use super::convert::{millis, JsSessionStatus};
+use super::convert::{count, millis, time_from_millis, JsSessionStatus};
 use super::pool::{Kind, NativePool};
-use super::{config_error, thrown};
-use crate::config::Priority;
-use crate::pool::{PoolFailure, PoolStatus, SharedCore, SharedStatus};
+use super::thrown;
+use crate::pool::{PoolFailure, PoolStatus, RequestConfig, SharedCore, SharedStatus};
 
 #[napi(object, js_name = "NativeQueuedRequest", object_from_js = false)]
 pub struct JsQueuedRequest {
@@ -47,10 +45,6 @@ pub struct JsSharedPoolStatus {
     pub active_sessions: Vec<JsSessionStatus>,
     pub queued_requests: Vec<JsQueuedRequest>,
     pub shared: JsSharedStatus,
-}
-
-fn count(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn status_to_js((status, shared): (PoolStatus, SharedStatus)) -> JsSharedPoolStatus {
@@ -85,7 +79,7 @@ fn status_to_js((status, shared): (PoolStatus, SharedStatus)) -> JsSharedPoolSta
 
 fn failure_error(env: &Env, failure: PoolFailure) -> napi::Error {
     match failure {
-        PoolFailure::Spawn(crate::SpawnError::InvalidConfig(e)) => config_error(env, e),
+        PoolFailure::Spawn(crate::SpawnError::InvalidConfig(e)) => super::config_error(env, e),
         PoolFailure::Refused(crate::pool::PoolError::Draining) => {
             thrown(env, "ERR_POOL_DRAINING", "Pool is draining: it admits no new requests".into(), &[])
         }
@@ -109,13 +103,11 @@ impl NativePool {
     #[napi(catch_unwind)]
     pub fn request(&self, env: Env, request_id: String, priority: u32, queued_at_ms: f64, config_json: String) -> Result<()> {
         let core = self.shared(&env)?;
-        let Some(&priority) = Priority::ALL.get(priority as usize) else {
-            return Err(thrown(&env, "ERR_INVALID_CONFIG", "request.priority must be one of 'critical', 'high', 'medium', 'low'".into(), &[]));
-        };
-        let queued_at = UNIX_EPOCH + Duration::from_millis(queued_at_ms.max(0.0) as u64);
+        let priority = super::pool::priority_arg(&env, priority)?;
+        let queued_at = time_from_millis(queued_at_ms);
         // Through the pipe, so Node is held from now on (the request is work in flight).
         let pipe = Arc::clone(&self.spawner.pipe);
-        let requested = pipe.sync(&env, || core.request(request_id.into(), priority, queued_at, &config_json, None))?;
+        let requested = pipe.sync(&env, || core.request(request_id.into(), priority, queued_at, RequestConfig::Json(&config_json), None))?;
         requested.map_err(|f| failure_error(&env, f))
     }
 

@@ -12,7 +12,7 @@ use napi_derive::napi;
 
 use super::approvals::{JsApprovals, Pending};
 use super::convert::{JsCrashReport, JsMetricsSummary, JsSessionStatus};
-use super::pipe::{Args, Pipe, PipeActivity, PipeHandler};
+use super::pipe::{Args, Pipe, PipeHandler};
 use super::{config_error, js_error};
 use crate::config::{ConfigError, SessionConfig};
 use crate::options::SpawnerOptions;
@@ -91,7 +91,7 @@ impl NativeSpawner {
             options.approval_handler = Some(Arc::new(JsApprovals { pipe: Arc::clone(&pipe), pending: Arc::clone(&approvals) }));
         }
         let handler = PipeHandler { pipe: Arc::clone(&pipe), target: 0 };
-        let activity: Arc<dyn crate::notice::Activity> = Arc::new(PipeActivity(Arc::clone(&pipe)));
+        let activity: Arc<dyn crate::notice::Activity> = Arc::clone(&pipe) as _;
         let inner = Spawner::with_activity(options, handler, super::runtime(&env)?, Some(activity));
         inner.set_base_env(base_environment(&env, env_json)?);
         // When this Node environment goes away (process.exit, a worker ending) with

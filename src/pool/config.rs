@@ -72,6 +72,11 @@ pub struct SharedQueueConfig {
 /// Shortest lease accepted: a renewal every third of it must be able to get through.
 pub const MIN_LEASE_MS: u64 = 300;
 
+/// A shared queue's lease when the config gives none (`leaseMs`).
+pub(crate) const DEFAULT_LEASE_MS: u64 = 30_000;
+/// How often a host polls the shared queue when the config does not say (`pollIntervalMs`).
+pub(crate) const DEFAULT_POLL_INTERVAL_MS: u64 = 1000;
+
 impl SharedQueueConfig {
     fn from_fields(q: &Fields<'_>) -> Result<Self, ConfigError> {
         match q.string("kind")?.as_str() {
@@ -90,7 +95,7 @@ impl SharedQueueConfig {
         if host.as_deref() == Some("") {
             return Err(ConfigError::new(q.path_of("host"), "must be a non-empty string"));
         }
-        let lease_ms = q.opt_count("leaseMs")?.unwrap_or(30_000);
+        let lease_ms = q.opt_count("leaseMs")?.unwrap_or(DEFAULT_LEASE_MS);
         if lease_ms < MIN_LEASE_MS {
             return Err(ConfigError::new(q.path_of("leaseMs"), format!("must be at least {MIN_LEASE_MS} ms")));
         }
@@ -105,7 +110,7 @@ impl SharedQueueConfig {
             name,
             host,
             lease_ms,
-            poll_interval_ms: positive("pollIntervalMs")?.unwrap_or(1000),
+            poll_interval_ms: positive("pollIntervalMs")?.unwrap_or(DEFAULT_POLL_INTERVAL_MS),
             connect_timeout_ms: positive("connectTimeoutMs")?,
             response_timeout_ms: positive("responseTimeoutMs")?,
         })
@@ -174,6 +179,13 @@ impl PoolConfig {
             },
         })
     }
+}
+
+
+/// The timeout a request's session gets from its pool's `default_session_timeout_ms`
+/// when its config sets none (`None`: the config's own stands).
+pub(crate) fn default_timeout_for(timeout_ms: Option<u64>, default_ms: u64) -> Option<u64> {
+    (timeout_ms.unwrap_or(0) == 0 && default_ms > 0).then_some(default_ms)
 }
 
 #[cfg(test)]

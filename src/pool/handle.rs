@@ -13,7 +13,7 @@ use super::config::PoolConfig;
 use super::queue::{QueueError, RequestQueue};
 use super::request::{Allocation, PoolFailure, PoolMetrics, PoolRequest, PoolStatus};
 use super::runner::{Body, Core};
-use super::shared::{Connect, Settings, SharedCore, SharedStatus};
+use super::shared::{Connect, RequestConfig, Settings, SharedCore, SharedStatus};
 use crate::error::SpawnError;
 use crate::event::{EventHandler, SpawnerEvent};
 use crate::options::SpawnerOptions;
@@ -94,8 +94,8 @@ impl Pool {
             url: "(in process)".into(),
             name: String::new(),
             host: None,
-            lease_ms: 30_000,
-            poll_interval_ms: 1000,
+            lease_ms: super::config::DEFAULT_LEASE_MS,
+            poll_interval_ms: super::config::DEFAULT_POLL_INTERVAL_MS,
             connect_timeout_ms: None,
             response_timeout_ms: None,
         });
@@ -131,8 +131,7 @@ impl Pool {
                 core.submit(key, request.priority, request.queued_at, Body::Ready(Box::new(request.config)), Some(channels))?;
             }
             Kind::Shared(core) => {
-                let json = request.config.to_json(false).to_string();
-                core.request(key, request.priority, request.queued_at, &json, Some(channels))?;
+                core.request(key, request.priority, request.queued_at, RequestConfig::Ready(Box::new(request.config)), Some(channels))?;
             }
         }
         receiver.await.unwrap_or(Err(PoolFailure::PoolGone))

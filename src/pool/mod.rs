@@ -21,7 +21,7 @@ pub(crate) use handle::redis_host;
 #[cfg(feature = "napi")]
 pub(crate) use runner::{Body, Core};
 #[cfg(feature = "napi")]
-pub(crate) use shared::SharedCore;
+pub(crate) use shared::{RequestConfig, SharedCore};
 pub use shared::{SharedStatus, PORTABLE_OUTPUT, RECONCILE_EVERY};
 pub use takeover::{takeover_config, takeover_message};
 pub use scheduler::{Admission, Outcome, PoolError, QueuedInfo, Scheduler, DEFAULT_EXECUTION_MS, RETRIED_STATES};

@@ -74,6 +74,9 @@ impl PoolFailure {
 
 pub(crate) type OutcomeSender = oneshot::Sender<Result<SessionStatus, PoolFailure>>;
 pub(crate) type AllocationSender = oneshot::Sender<Result<Allocation, PoolFailure>>;
+/// What a pool keeps of a Rust caller's request: where its allocation and outcome go,
+/// and the outcome's receiving end until the allocation hands it over.
+pub(crate) type Channels = (AllocationSender, OutcomeSender, oneshot::Receiver<Result<SessionStatus, PoolFailure>>);
 
 /// What a request ends with: the status of the session that finished it (any final
 /// state but a retried one), or why it failed. Await it.
@@ -116,6 +119,11 @@ pub struct PoolStatus {
     pub queued_requests: Vec<QueuedInfo<String>>,
 }
 
+/// Percent of a pool's `capacity` that `active` requests hold.
+pub(crate) fn utilization(active: usize, capacity: usize) -> f64 {
+    active as f64 / capacity.max(1) as f64 * 100.0
+}
+
 impl PoolStatus {
     /// The status of `active_count` slots out of `capacity`: the counts and the
     /// utilization follow from the sessions and requests (one rule for both kinds of pool).
@@ -125,7 +133,7 @@ impl PoolStatus {
             active_count,
             idle_count: active_sessions.iter().filter(|s| s.state == crate::SessionState::WaitingInput).count(),
             queued_count: queued_requests.len(),
-            utilization: active_count as f64 / capacity.max(1) as f64 * 100.0,
+            utilization: utilization(active_count, capacity),
             active_sessions,
             queued_requests,
         }

@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::PoolConfig;
 use super::fast_hash::FastMap;
-use super::request::{AllocationSender, OutcomeSender, PoolFailure, PoolMetrics, PoolStatus, RequestKey};
-use super::scheduler::{Admission, PoolError, Scheduler, RETRIED_STATES};
+use super::request::{AllocationSender, Channels, OutcomeSender, PoolFailure, PoolMetrics, PoolStatus, RequestKey};
+use super::scheduler::{pool_restarter, Admission, PoolError, Scheduler};
 use crate::config::{Priority, SessionConfig};
 use crate::error::SpawnError;
 use crate::event::{EventHandler, SpawnerEvent};
@@ -78,6 +78,11 @@ impl<K: RequestKey> Table<K> {
     fn remove(&mut self, key: &K) -> Option<Entry> {
         self.entries.remove(key)
     }
+
+    /// The ids of the sessions allocated to requests.
+    fn allocated(&self) -> Vec<Arc<str>> {
+        self.slots.iter().filter(|(_, s)| s.allocated).map(|(id, _)| Arc::clone(id)).collect()
+    }
 }
 
 // One message per spawn or notice: not worth a box each.
@@ -112,7 +117,6 @@ impl<K: RequestKey> Drop for Core<K> {
     }
 }
 
-pub(crate) type Channels = (AllocationSender, OutcomeSender, oneshot::Receiver<Result<SessionStatus, PoolFailure>>);
 
 impl<K: RequestKey> Core<K> {
     /// Starts a pool's task over `spawner`.
@@ -130,7 +134,7 @@ impl<K: RequestKey> Core<K> {
         let watch = spawner.watch(move |notice| {
             let _ = watcher_tx.send((Command::Notice(notice.clone()), Busy::new(&watcher_activity)));
         });
-        let restarter = config.auto_recovery.then_some(Restarter { owner: "pool", states: RETRIED_STATES });
+        let restarter = pool_restarter(config.auto_recovery);
         let core = Arc::new(Self {
             spawner: spawner.clone(),
             handler,
@@ -147,10 +151,7 @@ impl<K: RequestKey> Core<K> {
     }
 
     pub(crate) fn emit(&self, event: SpawnerEvent) {
-        let handler = &self.handler;
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(event))).is_err() {
-            tracing::error!("pool event handler panicked; event dropped");
-        }
+        crate::event::handle_guarded(&*self.handler, event, "pool");
     }
 
     /// A new request: a slot now (a `Ready` one starts at once; a `Deferred` one's
@@ -317,7 +318,7 @@ impl<K: RequestKey> Core<K> {
     pub(crate) fn status(&self) -> PoolStatus {
         let (capacity, active_count, queued, sessions) = {
             let table = self.table.lock();
-            let sessions: Vec<Arc<str>> = table.slots.iter().filter(|(_, s)| s.allocated).map(|(id, _)| Arc::clone(id)).collect();
+            let sessions = table.allocated();
             let queued = table.scheduler.queue_snapshot();
             (table.scheduler.config().max_concurrent_sessions, table.scheduler.active_count(), queued, sessions)
         };
@@ -337,7 +338,15 @@ impl<K: RequestKey> Core<K> {
 
     /// The allocated sessions' ids.
     pub(crate) fn session_ids(&self) -> Vec<Arc<str>> {
-        self.table.lock().slots.iter().filter(|(_, s)| s.allocated).map(|(id, _)| Arc::clone(id)).collect()
+        self.table.lock().allocated()
+    }
+
+    #[cfg_attr(not(feature = "napi"), allow(dead_code))]
+    /// The allocated sessions' ids, and how many requests hold a slot (being spawned
+    /// too), as of one moment.
+    pub(crate) fn session_ids_and_active(&self) -> (Vec<Arc<str>>, usize) {
+        let table = self.table.lock();
+        (table.allocated(), table.scheduler.active_count())
     }
 
     #[cfg_attr(not(feature = "napi"), allow(dead_code))]
@@ -346,25 +355,12 @@ impl<K: RequestKey> Core<K> {
         self.table.lock().scheduler.for_each_queued(visit)
     }
 
-    #[cfg_attr(not(feature = "napi"), allow(dead_code))]
-    /// (active requests, queued requests).
-    pub(crate) fn counts(&self) -> (usize, usize) {
-        let table = self.table.lock();
-        (table.scheduler.active_count(), table.scheduler.queued_count())
-    }
-
-    #[cfg_attr(not(feature = "napi"), allow(dead_code))]
-    /// Mean milliseconds the queued requests have waited so far.
-    pub(crate) fn queue_wait_ms(&self) -> f64 {
-        self.table.lock().scheduler.queue_wait_ms(SystemTime::now())
-    }
-
     pub(crate) fn metrics(&self) -> PoolMetrics {
         let (utilization, queue_length, queue_wait_ms) = {
             let table = self.table.lock();
             let s = &table.scheduler;
             (
-                s.active_count() as f64 / s.config().max_concurrent_sessions.max(1) as f64 * 100.0,
+                super::request::utilization(s.active_count(), s.config().max_concurrent_sessions),
                 s.queued_count(),
                 s.queue_wait_ms(SystemTime::now()),
             )
@@ -418,7 +414,7 @@ impl<K: RequestKey> Core<K> {
 
 /// The pool's `default_session_timeout_ms` for a config that has no timeout.
 fn apply_default_timeout(config: &mut SessionConfig, pool: &PoolConfig) {
-    if config.timeout_ms.unwrap_or(0) == 0 && pool.default_session_timeout_ms > 0 {
-        config.timeout_ms = Some(pool.default_session_timeout_ms);
+    if let Some(timeout) = super::config::default_timeout_for(config.timeout_ms, pool.default_session_timeout_ms) {
+        config.timeout_ms = Some(timeout);
     }
 }

@@ -142,9 +142,24 @@ pub fn estimated_wait_ms(index: usize, capacity: usize, mean_ms: f64) -> f64 {
     (index / capacity.max(1) + 1) as f64 * mean_ms
 }
 
+/// Mean milliseconds requests queued at `queued_at` have waited by `now` (0 for none).
+pub(crate) fn mean_wait_ms(queued_at: impl ExactSizeIterator<Item = SystemTime>, now: SystemTime) -> f64 {
+    let count = queued_at.len();
+    if count == 0 {
+        return 0.0;
+    }
+    let total: f64 = queued_at.map(|at| now.duration_since(at).unwrap_or(Duration::ZERO).as_secs_f64() * 1000.0).sum();
+    total / count as f64
+}
+
 /// The endings a pool with auto-recovery retries; its claim on its sessions names them,
 /// so a recovery manager leaves those endings to it.
 pub const RETRIED_STATES: &[SessionState] = &[SessionState::Timeout, SessionState::Crashed];
+
+/// Who restarts a pool's sessions: the pool, when it retries (`auto_recovery`).
+pub(crate) fn pool_restarter(auto_recovery: bool) -> Option<crate::notice::Restarter> {
+    auto_recovery.then_some(crate::notice::Restarter { owner: "pool", states: RETRIED_STATES })
+}
 
 impl<K: Clone + Eq + Hash + Debug> Scheduler<K> {
     pub fn new(config: PoolConfig) -> Self {
@@ -340,38 +355,30 @@ impl<K: Clone + Eq + Hash + Debug> Scheduler<K> {
     /// wait: its 1-based position in units of the capacity, times the mean execution
     /// time. One pass.
     pub fn for_each_queued(&self, mut visit: impl FnMut(&K, Priority, SystemTime, f64)) {
-        let mean = self.mean_execution_ms();
-        let capacity = self.config.max_concurrent_sessions.max(1);
-        for (i, r) in self.queue.values().enumerate() {
-            visit(&r.key, r.priority, r.queued_at, estimated_wait_ms(i, capacity, mean));
-        }
+        self.visit_queue(|r, wait| visit(&r.key, r.priority, r.queued_at, wait));
     }
 
     /// The queue in the order it will be served, with estimated waits.
     pub fn queue_snapshot(&self) -> Vec<QueuedInfo<K>> {
+        let mut out = Vec::with_capacity(self.queue.len());
+        self.visit_queue(|r, estimated_wait_ms| {
+            let (key, priority, queued_at, attempt) = (r.key.clone(), r.priority, r.queued_at, r.attempts + 1);
+            out.push(QueuedInfo { key, priority, queued_at, estimated_wait_ms, attempt });
+        });
+        out
+    }
+
+    fn visit_queue(&self, mut visit: impl FnMut(&Request<K>, f64)) {
         let mean = self.mean_execution_ms();
         let capacity = self.config.max_concurrent_sessions.max(1);
-        let info = |(i, r): (usize, &Request<K>)| QueuedInfo {
-            key: r.key.clone(),
-            priority: r.priority,
-            queued_at: r.queued_at,
-            estimated_wait_ms: estimated_wait_ms(i, capacity, mean),
-            attempt: r.attempts + 1,
-        };
-        self.queue.values().enumerate().map(info).collect()
+        for (i, r) in self.queue.values().enumerate() {
+            visit(r, estimated_wait_ms(i, capacity, mean));
+        }
     }
 
     /// Mean time queued requests have waited so far, in milliseconds.
     pub fn queue_wait_ms(&self, now: SystemTime) -> f64 {
-        if self.queue.is_empty() {
-            return 0.0;
-        }
-        let total: f64 = self
-            .queue
-            .values()
-            .map(|r| now.duration_since(r.queued_at).unwrap_or(Duration::ZERO).as_secs_f64() * 1000.0)
-            .sum();
-        total / self.queue.len() as f64
+        mean_wait_ms(self.queue.values().map(|r| r.queued_at), now)
     }
 }
 

@@ -163,30 +163,28 @@ impl Inner {
     }
 
     fn emit(&self, event: SpawnerEvent) {
-        let handler = &self.handler;
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(event))).is_err() {
-            tracing::error!("recovery event handler panicked; event dropped");
-        }
+        crate::event::handle_guarded(&*self.handler, event, "recovery");
     }
 
     /// A session ended (the spawner's notice, in its call): its attempt is decided, or
     /// its crash booked, now; what needs I/O goes to the task.
     fn ended(&self, session_id: &Arc<str>, status: &Arc<SessionStatus>, restarter: Option<Restarter>, reached_init: bool) {
-        let (launching, current, attempt_session, handles) = {
-            let book = self.book.lock();
-            let current = book.current_of(session_id).is_some();
-            (book.is_launching(session_id), current, book.is_attempt_session(session_id), book.handles(status))
-        };
-        if launching {
+        let mut book = self.book.lock();
+        if book.is_launching(session_id) {
+            drop(book);
             // The task is starting it: decided there, once the start is booked.
             let (session_id, status) = (Arc::clone(session_id), Arc::clone(status));
             return self.send(Command::Ended { session_id, status, restarter, reached_init });
         }
-        if current {
+        if book.current_of(session_id).is_some() {
             let mut step = Step::default();
-            self.book.lock().attempt_ended(session_id, status, reached_init, SystemTime::now(), &mut step);
-            self.report(step);
-        } else if !attempt_session && handles {
+            book.attempt_ended(session_id, status, reached_init, SystemTime::now(), &mut step);
+            drop(book);
+            return self.report(step);
+        }
+        let crash = !book.is_attempt_session(session_id) && book.handles(status);
+        drop(book);
+        if crash {
             match self.crashed(session_id, None, Some((status.state, restarter))) {
                 Ok(Some(crash)) => self.send(Command::Dump(crash)),
                 Ok(None) => {}

@@ -105,8 +105,8 @@ async fn next_event(events: &mut Option<broadcast::Receiver<QueueEvent>>) -> Res
 
 pub(super) async fn run(core: CoreRef, mut commands: mpsc::UnboundedReceiver<(Command, Busy)>, connect: Connect) {
     let mut host = Host::new(connect);
-    if let Some(c) = core.upgrade() {
-        host.connect(&c);
+    if core.upgrade().is_some() {
+        host.connect();
     }
     loop {
         let deadline = match core.upgrade() {
@@ -170,10 +170,10 @@ impl Host {
     fn command(&mut self, core: &SharedCore, command: Command) {
         match command {
             Command::Request(request) => self.request(core, request),
-            Command::Cancel { id, reply } => self.cancel(core, id, reply),
+            Command::Cancel { id, reply } => self.cancel(id, reply),
             Command::Refresh { reply } => {
                 self.refresh_waiters.extend(reply);
-                self.refresh(core);
+                self.refresh();
             }
             Command::Drain { timeout, reply } => {
                 self.drain_waiters.extend(reply);
@@ -216,7 +216,7 @@ impl Host {
                 self.snapshot(core, snapshot);
                 self.pump(core);
                 if !self.own.is_empty() && self.last_reconcile.elapsed() >= RECONCILE_EVERY {
-                    self.reconcile(core);
+                    self.reconcile();
                 }
             }
             Op::Refreshed(result) => {
@@ -244,7 +244,7 @@ impl Host {
             Ok(QueueEvent::Allocated { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 core.emit(SpawnerEvent::QueueLagged { missed });
-                self.reconcile(core);
+                self.reconcile();
             }
             Err(broadcast::error::RecvError::Closed) => self.events = None,
         }
@@ -285,7 +285,7 @@ impl Host {
             return;
         }
         let Some(queue) = self.queue.clone() else {
-            self.connect(core);
+            self.connect();
             return;
         };
         let ids: Vec<Arc<str>> = self.held.keys().cloned().collect();
@@ -313,10 +313,10 @@ impl Host {
         });
     }
 
-    fn refresh(&mut self, core: &SharedCore) {
+    fn refresh(&mut self) {
         let Some(queue) = self.queue.clone() else {
             // Once connected (or refused with the connection's error).
-            return self.connect(core);
+            return self.connect();
         };
         if !self.refreshing {
             self.refreshing = true;
@@ -339,7 +339,7 @@ impl Host {
         }
     }
 
-    pub fn connect(&mut self, core: &SharedCore) {
+    pub fn connect(&mut self) {
         if self.queue.is_some() || self.connecting || self.closed {
             return;
         }
@@ -359,7 +359,6 @@ impl Host {
                 });
             }
         }
-        let _ = core;
     }
 
     fn connected(&mut self, core: &SharedCore, result: Result<Arc<dyn RequestQueue>, QueueError>) {
@@ -371,10 +370,10 @@ impl Host {
                 self.answered(core);
                 self.push_waiting(core);
                 for (id, reply) in std::mem::take(&mut self.waiting_cancels) {
-                    self.cancel(core, id, reply);
+                    self.cancel(id, reply);
                 }
                 if !self.refresh_waiters.is_empty() {
-                    self.refresh(core);
+                    self.refresh();
                 }
                 self.pump(core);
             }
@@ -402,8 +401,8 @@ impl Host {
         if self.outage {
             self.outage = false;
             core.emit(SpawnerEvent::QueueReconnected { host: Arc::clone(&core.settings.host) });
-            self.cancel_withdrawn(core);
-            self.reconcile(core);
+            self.cancel_withdrawn();
+            self.reconcile();
         }
     }
 
@@ -522,7 +521,7 @@ impl Host {
         let mut view = core.view.lock();
         view.reachable = self.queue.is_some() && !self.outage;
         view.held = self.held.keys().cloned().collect();
-        view.sessions = self.held.values().filter(|r| !r.finishing).filter_map(|r| r.session_id.clone()).collect();
+        view.sessions = self.held.values().filter(|r| !r.finishing()).filter_map(|r| r.session_id.clone()).collect();
     }
 
     pub fn next_seq(&mut self) -> u64 {

@@ -30,13 +30,13 @@ use std::time::{Duration, SystemTime};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::{PoolConfig, SharedQueueConfig};
+use super::config::{default_timeout_for, PoolConfig, SharedQueueConfig};
 use super::queue::{QueueError, QueueSnapshot, RequestQueue};
-use super::request::{AllocationSender, OutcomeSender, PoolFailure, PoolMetrics, PoolStatus};
-use super::scheduler::{estimated_wait_ms, PoolError, QueuedInfo, DEFAULT_EXECUTION_MS};
+use super::request::{utilization, Channels, PoolFailure, PoolMetrics, PoolStatus};
+use super::scheduler::{estimated_wait_ms, mean_wait_ms, pool_restarter, PoolError, QueuedInfo, DEFAULT_EXECUTION_MS};
 use crate::config::{Priority, SessionConfig};
 use crate::event::{EventHandler, SpawnerEvent};
-use crate::notice::{Activity, Busy, Notice};
+use crate::notice::{Activity, Busy, Notice, Restarter};
 use crate::spawner::Spawner;
 use crate::status::SessionStatus;
 
@@ -64,7 +64,8 @@ pub(crate) struct Settings {
     /// host's clock, from before the take or renewal was sent) is stopped.
     pub margin: Duration,
     pub max_attempts: u32,
-    pub retries: bool,
+    /// Set when the pool retries (`auto_recovery`): its sessions are claimed by it.
+    pub restarter: Option<Restarter>,
     pub respect_rate_limits: bool,
     pub default_timeout_ms: u64,
     pub queue_limit: Option<usize>,
@@ -82,7 +83,7 @@ impl Settings {
             tick,
             margin,
             max_attempts: config.max_request_attempts,
-            retries: config.auto_recovery,
+            restarter: pool_restarter(config.auto_recovery),
             respect_rate_limits: config.respect_rate_limits,
             default_timeout_ms: config.default_session_timeout_ms,
             queue_limit: Some(config.max_queue_size),
@@ -106,7 +107,14 @@ pub(crate) struct View {
     pub closed: bool,
 }
 
-pub(crate) type Channels = (AllocationSender, OutcomeSender, oneshot::Receiver<Result<SessionStatus, PoolFailure>>);
+
+/// A request's config as it comes in: JSON from JavaScript (checked, and passed on as
+/// given), or a Rust program's.
+pub(crate) enum RequestConfig<'a> {
+    #[cfg_attr(not(feature = "napi"), allow(dead_code))]
+    Json(&'a str),
+    Ready(Box<SessionConfig>),
+}
 
 pub(crate) struct NewRequest {
     pub id: Arc<str>,
@@ -171,10 +179,7 @@ impl SharedCore {
     }
 
     pub fn emit(&self, event: SpawnerEvent) {
-        let handler = &self.handler;
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(event))).is_err() {
-            tracing::error!("pool event handler panicked; event dropped");
-        }
+        crate::event::handle_guarded(&*self.handler, event, "pool");
     }
 
     fn send(&self, command: Command) {
@@ -189,19 +194,28 @@ impl SharedCore {
         id: Arc<str>,
         priority: Priority,
         queued_at: SystemTime,
-        config_json: &str,
+        config: RequestConfig<'_>,
         channels: Option<Channels>,
     ) -> Result<(), PoolFailure> {
-        let mut value: serde_json::Value = serde_json::from_str(config_json)
-            .map_err(|e| crate::SpawnError::InvalidConfig(crate::ConfigError::new("config", format!("is not valid JSON: {e}"))))
-            .map_err(PoolFailure::Spawn)?;
-        let config = SessionConfig::from_json(&value).map_err(|e| PoolFailure::Spawn(e.into()))?;
         let fallback = self.settings.default_timeout_ms;
-        let config_json = if config.timeout_ms.unwrap_or(0) == 0 && fallback > 0 {
-            value["timeout"] = fallback.into();
-            value.to_string()
-        } else {
-            config_json.to_owned()
+        let config_json = match config {
+            RequestConfig::Json(json) => {
+                let mut value: serde_json::Value = serde_json::from_str(json)
+                    .map_err(|e| crate::SpawnError::InvalidConfig(crate::ConfigError::new("config", format!("is not valid JSON: {e}"))))
+                    .map_err(PoolFailure::Spawn)?;
+                let config = SessionConfig::from_json(&value).map_err(|e| PoolFailure::Spawn(e.into()))?;
+                match default_timeout_for(config.timeout_ms, fallback) {
+                    Some(timeout) => {
+                        value["timeout"] = timeout.into();
+                        value.to_string()
+                    }
+                    None => json.to_owned(),
+                }
+            }
+            RequestConfig::Ready(mut config) => {
+                config.timeout_ms = default_timeout_for(config.timeout_ms, fallback).or(config.timeout_ms);
+                config.to_json(false).to_string()
+            }
         };
         {
             let mut view = self.view.lock();
@@ -264,54 +278,53 @@ impl SharedCore {
 
     /// The status as of the last snapshot (one is read if it is older than a tick).
     pub fn status(&self) -> (PoolStatus, SharedStatus) {
-        let (snapshot, at, reachable, sessions) = {
+        let (queued_requests, shared, sessions, at) = {
             let view = self.view.lock();
-            (view.snapshot.clone(), view.snapshot_at, view.reachable, view.sessions.clone())
+            let empty = QueueSnapshot { queued: Vec::new(), leased: 0, mean_execution_ms: None, hosts: 0, capacity: 0 };
+            let snapshot = view.snapshot.as_ref().unwrap_or(&empty);
+            let mean = snapshot.mean_execution_ms.unwrap_or(DEFAULT_EXECUTION_MS);
+            let shared_capacity = if snapshot.capacity > 0 { snapshot.capacity } else { self.settings.capacity.max(1) };
+            let queued_requests: Vec<QueuedInfo<String>> = snapshot
+                .queued
+                .iter()
+                .enumerate()
+                .map(|(i, e)| QueuedInfo {
+                    key: e.id.clone(),
+                    priority: e.priority,
+                    queued_at: e.enqueued_at,
+                    estimated_wait_ms: estimated_wait_ms(i, shared_capacity, mean),
+                    attempt: e.attempt,
+                })
+                .collect();
+            let shared = SharedStatus {
+                host: self.settings.host.to_string(),
+                hosts: snapshot.hosts,
+                capacity: snapshot.capacity,
+                leased: snapshot.leased,
+                reachable: view.reachable,
+                as_of: view.snapshot_at.unwrap_or(SystemTime::UNIX_EPOCH),
+            };
+            (queued_requests, shared, view.sessions.clone(), view.snapshot_at)
         };
         let stale = at.is_none_or(|t| t.elapsed().unwrap_or_default() > self.settings.tick);
         if stale {
             self.send(Command::Refresh { reply: None });
         }
-        let snapshot = snapshot.unwrap_or(QueueSnapshot { queued: Vec::new(), leased: 0, mean_execution_ms: None, hosts: 0, capacity: 0 });
-        let mean = snapshot.mean_execution_ms.unwrap_or(DEFAULT_EXECUTION_MS);
-        let shared_capacity = if snapshot.capacity > 0 { snapshot.capacity } else { self.settings.capacity.max(1) };
-        let queued_requests: Vec<QueuedInfo<String>> = snapshot
-            .queued
-            .iter()
-            .enumerate()
-            .map(|(i, e)| QueuedInfo {
-                key: e.id.clone(),
-                priority: e.priority,
-                queued_at: e.enqueued_at,
-                estimated_wait_ms: estimated_wait_ms(i, shared_capacity, mean),
-                attempt: e.attempt,
-            })
-            .collect();
         let active_sessions: Vec<SessionStatus> = sessions.iter().filter_map(|id| self.spawner.session_status(id)).collect();
-        let status = PoolStatus::new(self.settings.capacity, sessions.len(), active_sessions, queued_requests);
-        let shared = SharedStatus {
-            host: self.settings.host.to_string(),
-            hosts: snapshot.hosts,
-            capacity: snapshot.capacity,
-            leased: snapshot.leased,
-            reachable,
-            as_of: at.unwrap_or(SystemTime::UNIX_EPOCH),
-        };
-        (status, shared)
+        (PoolStatus::new(self.settings.capacity, sessions.len(), active_sessions, queued_requests), shared)
     }
 
     pub fn metrics(&self) -> PoolMetrics {
-        let (queued, running) = {
+        let (queue_length, queue_wait_ms, running) = {
             let view = self.view.lock();
-            (view.snapshot.as_ref().map(|s| s.queued.clone()).unwrap_or_default(), view.sessions.len())
+            let queued = view.snapshot.as_ref().map_or(&[][..], |s| &s.queued[..]);
+            (queued.len(), mean_wait_ms(queued.iter().map(|e| e.enqueued_at), SystemTime::now()), view.sessions.len())
         };
-        let now = SystemTime::now();
-        let waited: f64 = queued.iter().map(|e| now.duration_since(e.enqueued_at).unwrap_or_default().as_secs_f64() * 1000.0).sum();
         PoolMetrics {
             sessions: self.spawner.metrics_summary(),
-            pool_utilization: running as f64 / self.settings.capacity.max(1) as f64 * 100.0,
-            queue_length: queued.len(),
-            queue_wait_ms: if queued.is_empty() { 0.0 } else { waited / queued.len() as f64 },
+            pool_utilization: utilization(running, self.settings.capacity),
+            queue_length,
+            queue_wait_ms,
         }
     }
 }

@@ -25,7 +25,7 @@ pub(super) struct Own {
     pub pushed: bool,
     /// Its queue entry, until the queue is connected and it is pushed.
     waiting: Option<QueuedRequest>,
-    pub allocated: bool,
+    /// Its session, once allocated (on whichever host runs it).
     pub session_id: Option<Arc<str>>,
     status: Option<SessionStatus>,
     allocation: Option<AllocationSender>,
@@ -73,7 +73,6 @@ impl Host {
         let own = Own {
             pushed: false,
             waiting: Some(waiting),
-            allocated: false,
             session_id: None,
             status: None,
             allocation,
@@ -91,7 +90,7 @@ impl Host {
         } else if self.queue.is_some() {
             self.push(core, &r.id);
         } else {
-            self.connect(core);
+            self.connect();
         }
     }
 
@@ -103,18 +102,26 @@ impl Host {
         self.ops.spawn(async move { Op::Pushed { id, result: queue.push_within(request, limit).await } });
     }
 
+    /// Whether request `id`, made here, has had a session.
+    fn allocated(&self, id: &str) -> bool {
+        self.own.get(id).is_some_and(|o| o.session_id.is_some())
+    }
+
+    /// Requests made here while the queue was not connected.
+    fn waiting_ids(&self) -> Vec<Arc<str>> {
+        self.own.iter().filter(|(_, o)| o.waiting.is_some()).map(|(id, _)| Arc::clone(id)).collect()
+    }
+
     /// Connected: the requests made meanwhile go in.
     pub(super) fn push_waiting(&mut self, core: &SharedCore) {
-        let ids: Vec<Arc<str>> = self.own.iter().filter(|(_, o)| o.waiting.is_some()).map(|(id, _)| Arc::clone(id)).collect();
-        for id in ids {
+        for id in self.waiting_ids() {
             self.push(core, &id);
         }
     }
 
     /// Could not connect: the requests made meanwhile are refused.
     pub(super) fn refuse_waiting(&mut self, core: &SharedCore, error: &QueueError) {
-        let ids: Vec<Arc<str>> = self.own.iter().filter(|(_, o)| o.waiting.is_some()).map(|(id, _)| Arc::clone(id)).collect();
-        for id in ids {
+        for id in self.waiting_ids() {
             self.settle_failed(core, &id, PoolFailure::Queue(error.clone()), error.to_string());
         }
     }
@@ -137,7 +144,7 @@ impl Host {
                 if matches!(e, QueueError::Unavailable { .. }) {
                     // Its answer may be what was lost: the queue may hold it all the same.
                     self.op_failed(core, &e);
-                    self.withdraw(core, &id);
+                    self.withdraw(&id);
                 }
                 self.settle_failed(core, &id, PoolFailure::Queue(e.clone()), e.to_string());
             }
@@ -167,7 +174,8 @@ impl Host {
                 host: Some(Arc::clone(&host)),
             });
         }
-        if let Some(old) = own.session_id.clone().filter(|old| **old != *d.session_id) {
+        // Another session than before (the same one returned above): the earlier is done.
+        if let Some(old) = own.session_id.clone() {
             let attempt = d.attempt;
             core.emit(SpawnerEvent::SessionRecovering { session_id: old, request_id: Arc::clone(&request_id), attempt, host: Some(Arc::clone(&host)) });
         }
@@ -184,10 +192,6 @@ impl Host {
             host: Some(Arc::clone(&host)),
             status: status.clone().map(Box::new),
         });
-        if own.allocated {
-            return;
-        }
-        own.allocated = true;
         if let (Some(allocation), Some(outcome)) = (own.allocation.take(), own.outcome_rx.take()) {
             let status = status.unwrap_or_else(|| placeholder(&session_id));
             let (tell, end) = oneshot::channel();
@@ -205,11 +209,11 @@ impl Host {
         let id: Arc<str> = id.into();
         let d = Ended::from_json(detail).unwrap_or_default();
         let host: Arc<str> = d.host.as_deref().unwrap_or_default().into();
-        let allocated = self.own.get(&id).is_some_and(|o| o.allocated);
+        let allocated = self.allocated(&id);
         if let (false, Some(sid)) = (allocated, &d.session_id) {
             self.allocate(core, &id, sid.as_str().into(), d.status.clone(), Arc::clone(&host));
         }
-        if !self.own.get(&id).is_some_and(|o| o.allocated) {
+        if !self.allocated(&id) {
             let message = format!("Request {id} completed, but its end names no session");
             let failure = PoolFailure::Remote { code: "ERR_QUEUE_MALFORMED", message: message.clone(), status: None };
             return self.settle_failed(core, &id, failure, message);
@@ -241,7 +245,7 @@ impl Host {
         let d = Ended::from_json(detail).unwrap_or_else(|| Ended { message: Some(detail.to_owned()), ..Ended::default() });
         let runner: Arc<str> = host.unwrap_or_default().into();
         if let (Some(sid), Some(status)) = (&d.session_id, &d.status) {
-            if !self.own.get(&id).is_some_and(|o| o.allocated) {
+            if !self.allocated(&id) {
                 self.allocate(core, &id, sid.as_str().into(), Some(status.clone()), Arc::clone(&runner));
             }
             core.emit(SpawnerEvent::SessionReleased {
@@ -297,11 +301,11 @@ impl Host {
     }
 
     /// Cancels a request through the queue (`reply`: the caller of `cancel_async`).
-    pub(super) fn cancel(&mut self, core: &SharedCore, id: Arc<str>, reply: Option<CancelReply>) {
+    pub(super) fn cancel(&mut self, id: Arc<str>, reply: Option<CancelReply>) {
         let Some(queue) = self.queue.clone() else {
             // Once connected (or refused with the connection's error).
             self.waiting_cancels.push((id, reply));
-            return self.connect(core);
+            return self.connect();
         };
         self.ops.spawn(async move {
             let result = queue.cancel(&id).await;
@@ -343,12 +347,12 @@ impl Host {
     }
 
     /// A request refused here must not run anywhere: cancelled now, or once the queue answers.
-    fn withdraw(&mut self, core: &SharedCore, id: &Arc<str>) {
+    fn withdraw(&mut self, id: &Arc<str>) {
         self.withdrawn.insert(Arc::clone(id));
-        self.cancel_withdrawn(core);
+        self.cancel_withdrawn();
     }
 
-    pub(super) fn cancel_withdrawn(&mut self, _core: &SharedCore) {
+    pub(super) fn cancel_withdrawn(&mut self) {
         let Some(queue) = self.queue.clone() else { return };
         let ids: Vec<Arc<str>> = self.withdrawn.iter().filter(|id| !self.cancelling.contains(*id)).cloned().collect();
         for id in ids {
@@ -363,7 +367,7 @@ impl Host {
 
     /// Asks the queue what became of this host's unsettled requests, for ends whose
     /// events it may have missed: after a lag, after an outage, and once a minute.
-    pub(super) fn reconcile(&mut self, _core: &SharedCore) {
+    pub(super) fn reconcile(&mut self) {
         let Some(queue) = self.queue.clone() else { return };
         if self.lookups > 0 {
             return;

@@ -14,7 +14,8 @@ use super::wire::{self, Ended, Started, PORTABLE_OUTPUT};
 use super::SharedCore;
 use crate::config::SessionConfig;
 use crate::event::SpawnerEvent;
-use crate::notice::{Busy, Restarter};
+use crate::notice::Busy;
+use crate::pool::request::gave_up_message;
 use crate::pool::queue::{FinishOutcome, QueueError, Taken};
 use crate::pool::scheduler::RETRIED_STATES;
 use crate::pool::takeover_config;
@@ -39,11 +40,12 @@ enum EndAs {
     Release,
 }
 
-struct Ending {
-    outcome: EndAs,
-    ms: u64,
-    detail: String,
-    note: Option<String>,
+/// What goes to the queue when a run ends: a finish (its detail serialised once, only
+/// for the outcomes that carry one), or a release with the next attempt's note.
+#[derive(Clone)]
+enum Ending {
+    Finish(FinishOutcome, u64),
+    Release(Option<String>),
 }
 
 /// A request this host holds a lease on.
@@ -57,7 +59,6 @@ pub(super) struct Run {
     launching: bool,
     early_end: Option<Arc<SessionStatus>>,
     claude_session_id: Option<String>,
-    pub finishing: bool,
     pub stopping: Option<Stop>,
     /// By this host's monotonic clock, from before the take or renewal was sent: never
     /// later than the queue's.
@@ -74,9 +75,16 @@ pub(super) struct Run {
     _busy: Busy,
 }
 
+impl Run {
+    /// Its end is being reported: nothing more runs for it here.
+    pub fn finishing(&self) -> bool {
+        self.ending.is_some()
+    }
+}
+
 impl Host {
     fn running(&self) -> usize {
-        self.held.values().filter(|r| !r.finishing).count()
+        self.held.values().filter(|r| !r.finishing()).count()
     }
 
     fn can_take(&self, core: &SharedCore) -> bool {
@@ -126,7 +134,6 @@ impl Host {
             launching: false,
             early_end: None,
             claude_session_id: None,
-            finishing: false,
             stopping: None,
             held_until: sent_at + s.lease,
             renewing: false,
@@ -217,8 +224,7 @@ impl Host {
     }
 
     fn start(&mut self, core: &SharedCore, id: &Arc<str>, config: SessionConfig, resumed: bool, note: Option<String>) {
-        let restarter = core.settings.retries.then_some(Restarter { owner: "pool", states: RETRIED_STATES });
-        let pending = core.spawner.start_claimed(config, None, restarter);
+        let pending = core.spawner.start_claimed(config, None, core.settings.restarter);
         let session_id: Arc<str> = pending.session_id.as_str().into();
         let Some(run) = self.held.get_mut(id) else { return };
         run.session_id = Some(Arc::clone(&session_id));
@@ -355,7 +361,7 @@ impl Host {
             None if retried && leaving => return self.end(core, &id, EndAs::Release, ms, ended, None),
             None => {}
         }
-        if s.retries && retried && run.attempt < s.max_attempts {
+        if s.restarter.is_some() && retried && run.attempt < s.max_attempts {
             run.previous = Some((Arc::clone(session_id), portable));
             run.attempt += 1;
             // Not before a rate-limit pause is over: the retry would meet the same limit.
@@ -365,8 +371,7 @@ impl Host {
             }
             return;
         }
-        let why = status.error_message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default();
-        let message = format!("Request {id} failed: its session ended {}{why} and no attempt is left", status.state);
+        let message = gave_up_message(&id, status, false);
         let ended = Ended { message: Some(message), code: Some("ERR_POOL_GAVE_UP".into()), ..ended };
         self.end(core, &id, EndAs::Failed, ms, ended, None);
     }
@@ -376,7 +381,7 @@ impl Host {
         let margin = core.settings.margin;
         let Some(run) = self.held.get_mut(id) else { return };
         run.retry_at = None;
-        if run.finishing {
+        if run.finishing() {
             return;
         }
         let lapsing = Instant::now() + margin >= run.held_until;
@@ -404,9 +409,13 @@ impl Host {
     /// reached). `note`: for a release, what the next attempt reads.
     fn end(&mut self, core: &SharedCore, id: &Arc<str>, outcome: EndAs, ms: u64, detail: Ended, note: Option<String>) {
         let Some(run) = self.held.get_mut(id) else { return };
-        run.finishing = true;
         run.retry_at = None;
-        run.ending = Some(Ending { outcome, ms, detail: detail.to_json(), note });
+        run.ending = Some(match outcome {
+            EndAs::Completed => Ending::Finish(FinishOutcome::Completed(detail.to_json()), ms),
+            EndAs::Failed => Ending::Finish(FinishOutcome::Failed(detail.to_json()), ms),
+            EndAs::Cancelled => Ending::Finish(FinishOutcome::Cancelled, ms),
+            EndAs::Release => Ending::Release(note),
+        });
         self.send_ending(core, id);
         self.pump(core);
     }
@@ -417,8 +426,9 @@ impl Host {
         let Some(ending) = run.ending.as_ref().filter(|_| !run.sending) else { return };
         run.sending = true;
         // A `started` that has not got through goes first, so the requester learns of the session.
-        let unannounced = run.unannounced.clone().filter(|_| ending.outcome != EndAs::Release);
-        let (outcome, ms, detail, note) = (ending.outcome, ending.ms, ending.detail.clone(), ending.note.clone());
+        let release = matches!(ending, Ending::Release(_));
+        let unannounced = run.unannounced.clone().filter(|_| !release);
+        let ending = ending.clone();
         let (host, id, seq) = (Arc::clone(&core.settings.host), Arc::clone(id), run.seq);
         self.ops.spawn(async move {
             if let Some(detail) = &unannounced {
@@ -426,11 +436,9 @@ impl Host {
                     return Op::EndSent { id, seq, announced: false, result: Err(e) };
                 }
             }
-            let result = match outcome {
-                EndAs::Release => queue.release_with_note(&host, &id, note.as_deref()).await,
-                EndAs::Cancelled => queue.finish(&host, &id, FinishOutcome::Cancelled, ms).await,
-                EndAs::Completed => queue.finish(&host, &id, FinishOutcome::Completed(detail), ms).await,
-                EndAs::Failed => queue.finish(&host, &id, FinishOutcome::Failed(detail), ms).await,
+            let result = match ending {
+                Ending::Release(note) => queue.release_with_note(&host, &id, note.as_deref()).await,
+                Ending::Finish(outcome, ms) => queue.finish(&host, &id, outcome, ms).await,
             };
             Op::EndSent { id, seq, announced: unannounced.is_some(), result }
         });
@@ -457,13 +465,10 @@ impl Host {
     }
 
     pub(super) fn drop_run(&mut self, id: &Arc<str>) {
-        if let Some(run) = self.held.remove(id) {
-            if let Some(session_id) = &run.session_id {
-                // A session still launching reports to nobody now; it is stopped then.
-                if !run.launching {
-                    self.by_session.remove(session_id);
-                }
-            }
+        // Its session reports to nobody now (one still launching is stopped when its
+        // spawn reports): an end must not reach a later run of the same request.
+        if let Some(session_id) = self.held.remove(id).and_then(|run| run.session_id) {
+            self.by_session.remove(&session_id);
         }
     }
 

@@ -17,7 +17,7 @@ use crate::pool::queue::{QueueError, Renewal};
 impl Run {
     /// When the session is stopped unless the lease is renewed first.
     pub(in crate::pool::shared) fn fence(&self, margin: Duration) -> Option<Instant> {
-        let watched = !self.finishing && self.stopping != Some(Stop::Lost);
+        let watched = !self.finishing() && self.stopping != Some(Stop::Lost);
         watched.then(|| self.held_until.checked_sub(margin).unwrap_or(self.held_until))
     }
 }
@@ -26,7 +26,7 @@ impl Host {
     /// Stops the run's session: not ours any more, cancelled, or handed back.
     pub(in crate::pool::shared) fn stop(&mut self, core: &SharedCore, id: &Arc<str>, why: Stop) {
         let Some(run) = self.held.get_mut(id) else { return };
-        if run.stopping == Some(Stop::Lost) || run.finishing {
+        if run.stopping == Some(Stop::Lost) || run.finishing() {
             return;
         }
         run.stopping = Some(why);
@@ -48,7 +48,7 @@ impl Host {
 
     pub(in crate::pool::shared) fn lost(&mut self, core: &SharedCore, id: &Arc<str>) {
         match self.held.get(id) {
-            Some(run) if run.finishing => self.drop_run(id),
+            Some(run) if run.finishing() => self.drop_run(id),
             Some(_) => self.stop(core, id, Stop::Lost),
             None => {}
         }
@@ -58,7 +58,7 @@ impl Host {
     /// `started` again if that did not, and its renewal.
     pub(in crate::pool::shared) fn keep(&mut self, core: &SharedCore, id: &Arc<str>) {
         let Some(run) = self.held.get(id) else { return };
-        if run.finishing {
+        if run.finishing() {
             return self.send_ending(core, id);
         }
         if run.stopping == Some(Stop::Lost) {
@@ -95,7 +95,7 @@ impl Host {
                     self.answered(core);
                     return self.lost(core, id);
                 }
-                if run.stopping != Some(Stop::Lost) && !run.finishing {
+                if run.stopping != Some(Stop::Lost) && !run.finishing() {
                     run.held_until = sent_at + lease;
                 }
                 let cancel = renewal.cancel_requested;
