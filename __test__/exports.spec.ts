@@ -24,10 +24,11 @@ describe('exports', () => {
     expect(subpathDefault).toBe(root)
     expect(subpathNamed).toBe(root)
     const pkg = require('../package.json')
+    // Each condition carries its own types, so that an ES module consumer gets the
+    // ES module declarations (.d.mts) and a CommonJS one the CommonJS ones.
     expect(pkg.exports[`./${subpath}`]).toEqual({
-      types: `./lib/${subpath}.d.ts`,
-      import: `./lib/${subpath}.mjs`,
-      require: `./lib/${subpath}.js`,
+      import: { types: `./lib/${subpath}.d.mts`, default: `./lib/${subpath}.mjs` },
+      require: { types: `./lib/${subpath}.d.ts`, default: `./lib/${subpath}.js` },
     })
     expect(pkg.typesVersions['*'][subpath]).toEqual([`lib/${subpath}.d.ts`])
   })
@@ -37,8 +38,9 @@ describe('exports', () => {
     expect(require(root).default).toBe(ClaudeSessionSpawner)
     const viaName = require('node:module').createRequire(__filename)
     const pkg = viaName('../package.json')
-    expect(pkg.exports['./claude-session-spawner'].require).toBe('./lib/claude-session-spawner.js')
-    expect(pkg.exports['.'].types).toBe('./index.d.ts')
+    expect(pkg.exports['./claude-session-spawner'].require.default).toBe('./lib/claude-session-spawner.js')
+    expect(pkg.exports['.'].require.types).toBe('./index.d.ts')
+    expect(pkg.exports['.'].import.types).toBe('./index.d.mts')
   })
 
   it('is an EventEmitter with the usual methods', () => {
