@@ -1,0 +1,25 @@
+// Rehearsal consumer: ES module `import` of the root and of each subpath.
+import assert from 'node:assert/strict'
+
+import ClaudeSessionSpawner, { SessionPool, SessionRecoveryManager } from 'claude-session-spawner'
+import SubpathSpawner from 'claude-session-spawner/claude-session-spawner'
+import Pool, { SessionPool as NamedPool } from 'claude-session-spawner/session-pool'
+import Recovery from 'claude-session-spawner/session-recovery'
+
+assert.equal(typeof ClaudeSessionSpawner, 'function')
+assert.equal(SubpathSpawner, ClaudeSessionSpawner)
+assert.equal(Pool, SessionPool)
+assert.equal(NamedPool, SessionPool)
+assert.equal(Recovery, SessionRecoveryManager)
+const spawner = new ClaudeSessionSpawner()
+const pool = new Pool(spawner, {
+  maxConcurrentSessions: 1,
+  minIdleSessions: 0,
+  defaultSessionTimeout: 60000,
+  maxQueueSize: 10,
+  autoRecovery: false,
+  priorityWeights: { critical: 4, high: 3, medium: 2, low: 1 },
+})
+assert.deepEqual(pool.getPoolStatus().queuedRequests, [])
+await pool.close()
+console.log('import: the root and 3 subpaths')
