@@ -5,7 +5,7 @@
 import ClaudeSessionSpawner, { SessionPool as RootPool, type ClaudeSessionStatus } from 'claude-session-spawner'
 import SubpathSpawner, { type SpawnResult } from 'claude-session-spawner/claude-session-spawner'
 import SessionPool, { type PoolStatus } from 'claude-session-spawner/session-pool'
-import SessionRecoveryManager, { type RecoveryState } from 'claude-session-spawner/session-recovery'
+import SessionRecoveryManager, { type RecoveryConfig, type RecoveryState } from 'claude-session-spawner/session-recovery'
 
 const spawner = new ClaudeSessionSpawner({ protocol: 'stream-json' })
 const viaSubpath: ClaudeSessionSpawner = new SubpathSpawner()
@@ -17,14 +17,8 @@ const pool: RootPool = new SessionPool(spawner, {
   autoRecovery: false,
   priorityWeights: { critical: 4, high: 3, medium: 2, low: 1 },
 })
-const recovery = new SessionRecoveryManager(spawner, {
-  enabled: true,
-  maxRetries: 3,
-  retryDelay: 1000,
-  backoffMultiplier: 2,
-  saveCrashDumps: false,
-  strategy: 'delayed',
-})
+declare const recoveryConfig: RecoveryConfig
+const recovery = new SessionRecoveryManager(spawner, recoveryConfig)
 
 async function run(): Promise<void> {
   const started: SpawnResult = await spawner.spawnSession({

@@ -11,15 +11,5 @@ assert.equal(SubpathSpawner, ClaudeSessionSpawner)
 assert.equal(Pool, SessionPool)
 assert.equal(NamedPool, SessionPool)
 assert.equal(Recovery, SessionRecoveryManager)
-const spawner = new ClaudeSessionSpawner()
-const pool = new Pool(spawner, {
-  maxConcurrentSessions: 1,
-  minIdleSessions: 0,
-  defaultSessionTimeout: 60000,
-  maxQueueSize: 10,
-  autoRecovery: false,
-  priorityWeights: { critical: 4, high: 3, medium: 2, low: 1 },
-})
-assert.deepEqual(pool.getPoolStatus().queuedRequests, [])
-await pool.close()
+assert.equal(new ClaudeSessionSpawner().claudePath, process.env.CLAUDE_PATH ?? 'claude')
 console.log('import: the root and 3 subpaths')
