@@ -330,6 +330,7 @@ export declare class ClaudeSessionSpawner extends TypedEmitter<ClaudeSessionSpaw
   getSessionStatus(sessionId: string): ClaudeSessionStatus | null
   getActiveSessions(): ClaudeSessionStatus[]
   terminateSession(sessionId: string, graceful?: boolean): Promise<void>
+  /** Throws `ERR_INPUT_BACKLOG` (added) while more than 8 MiB of earlier input waits for the agent to read it. */
   sendInput(sessionId: string, input: string): void
   /** Added: closes the agent's stdin (no more input is coming). */
   endSession(sessionId: string): void

@@ -56,6 +56,14 @@ pub enum SpawnError {
     #[error("session {id}: the agent's stdin is closed")]
     StdinClosed { id: String },
 
+    /// The agent has not read this much earlier input yet; the daemon keeps no more.
+    #[error(
+        "session {id}: {pending} bytes of earlier input are still waiting for the agent to read them \
+         (at most {limit} may wait); send again once it has read them",
+        limit = crate::session::INPUT_BACKLOG_LIMIT
+    )]
+    InputBacklog { id: String, pending: usize },
+
     #[error("a spawner needs a Tokio runtime: create it inside one, or pass a runtime handle")]
     NoRuntime,
 }
@@ -73,6 +81,7 @@ impl SpawnError {
             Self::NotRunning { .. } => "ERR_SESSION_NOT_RUNNING",
             Self::AgentExited { .. } => "ERR_AGENT_EXITED",
             Self::StdinClosed { .. } => "ERR_STDIN_CLOSED",
+            Self::InputBacklog { .. } => "ERR_INPUT_BACKLOG",
             Self::NoRuntime => "ERR_NO_RUNTIME",
         }
     }

@@ -24,7 +24,7 @@ use crate::process;
 use crate::recovery::CrashFacts;
 use crate::registry::{ReapReport, Registry};
 use crate::session::supervisor;
-use crate::session::{Completion, Control, Session, StdinCommand, StopReason, StopRequest};
+use crate::session::{input_channel, Completion, Control, InputReceiver, InputRefused, Session, StopReason, StopRequest};
 use crate::status::{CrashReport, MetricsSummary, SessionState, SessionStatus};
 use crate::table::SessionTable;
 use launch::launch_guarded;
@@ -296,7 +296,7 @@ impl Spawner {
     ) -> (
         Arc<Session>,
         mpsc::UnboundedReceiver<StopRequest>,
-        mpsc::UnboundedReceiver<StdinCommand>,
+        InputReceiver,
     ) {
         let shared = Arc::clone(&self.shared);
         let id: Arc<str> = format!("claude-session-{}", uuid::Uuid::new_v4()).into();
@@ -304,7 +304,7 @@ impl Spawner {
         let config = Arc::new(config);
         let dir = config.working_directory.join(".vp-daemon").join("sessions").join(&*id);
         let (stop_tx, stops) = mpsc::unbounded_channel();
-        let (stdin_tx, stdin_commands) = mpsc::unbounded_channel();
+        let (stdin_tx, stdin_commands) = input_channel();
         let mut session = Session::new(
             Arc::clone(&id),
             seq,
@@ -385,10 +385,10 @@ impl Spawner {
             return Err(SpawnError::AgentExited { id: id.to_owned() });
         }
         let control = session.control.as_ref().ok_or_else(|| SpawnError::AgentExited { id: id.to_owned() })?;
-        control
-            .stdin
-            .send(StdinCommand::Write(session.protocol.encode_input(input)))
-            .map_err(|_| SpawnError::StdinClosed { id: id.to_owned() })?;
+        control.stdin.write(session.protocol.encode_input(input)).map_err(|refused| match refused {
+            InputRefused::Backlog(pending) => SpawnError::InputBacklog { id: id.to_owned(), pending },
+            InputRefused::Closed => SpawnError::StdinClosed { id: id.to_owned() },
+        })?;
         record.state = SessionState::Running;
         Ok(())
     }
@@ -401,7 +401,7 @@ impl Spawner {
             return Err(SpawnError::NotRunning { id: id.to_owned(), state });
         }
         if let Some(control) = &session.control {
-            let _ = control.stdin.send(StdinCommand::Close);
+            control.stdin.close();
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ use crate::status::{
     last_chars, CrashReport, PolicyViolation, SessionMetrics, SessionState, SessionStatus, TokenUsage, MAX_VIOLATIONS,
 };
 
-pub(crate) use stdin::StdinCommand;
+pub(crate) use stdin::{input_channel, InputReceiver, InputRefused, InputSender, INPUT_BACKLOG_LIMIT};
 
 /// Why the spawner stopped a session; the first reason given wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +98,7 @@ impl Record {
 /// Channels into a running session.
 pub(crate) struct Control {
     pub stop: mpsc::UnboundedSender<StopRequest>,
-    pub stdin: mpsc::UnboundedSender<StdinCommand>,
+    pub stdin: InputSender,
 }
 
 pub(crate) struct Session {

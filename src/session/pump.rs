@@ -19,7 +19,7 @@ use crate::output::Utf8Decoder;
 use crate::approval::ApprovalRequest;
 use crate::policy::Rule;
 use crate::protocol::{approval_reply, interrupt_request, Findings, Observer, PendingApproval, Report};
-use crate::session::{Session, StdinCommand, StopReason, StopRequest};
+use crate::session::{Session, StopReason, StopRequest};
 use crate::spawner::Shared;
 use crate::status::{PolicyViolation, SessionState};
 
@@ -161,17 +161,17 @@ fn apply(found: Findings, session: &Arc<Session>, shared: &Arc<Shared>) {
     }
     if let Some(control) = &session.control {
         for reply in found.replies {
-            let _ = control.stdin.send(StdinCommand::Write(reply));
+            control.stdin.reply(reply);
         }
         if budget.is_some() {
             // Stop the turn, let Claude Code end, and stop it for good if it does not.
-            let _ = control.stdin.send(StdinCommand::Write(interrupt_request()));
+            control.stdin.reply(interrupt_request());
             close_stdin = true;
             let after = Some(shared.options.grace_period.min(BUDGET_STOP));
             let _ = control.stop.send(StopRequest { graceful: true, after });
         }
         if close_stdin {
-            let _ = control.stdin.send(StdinCommand::Close);
+            control.stdin.close();
         }
     }
     for approval in found.approvals {
@@ -241,7 +241,7 @@ async fn answer_approval(session: Arc<Session>, shared: Arc<Shared>, pending: Pe
     tracing::info!(keyword = %pending.keyword, approved, "approval");
     if let Some(control) = &session.control {
         let reply = approval_reply(&pending.question, &pending.input, approved, &pending.keyword);
-        let _ = control.stdin.send(StdinCommand::Write(reply));
+        control.stdin.reply(reply);
     }
     if !approved {
         let violation = PolicyViolation {

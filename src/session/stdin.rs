@@ -1,12 +1,20 @@
-//! The writer of a session's stdin. Writes are queued so callers never block; a
+//! The writer of a session's stdin. Writes are queued so callers never block, but the
+//! queue is bounded by bytes: input that an agent does not read stays in the daemon's
+//! memory, so past [`INPUT_BACKLOG_LIMIT`] a write is refused instead of queued. A
 //! broken pipe (the agent closed stdin or exited) ends the writer quietly, and later
 //! sends fail because the queue is closed.
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
+
+/// Bytes of input a session may have waiting for its agent to read them. One write of
+/// any size is accepted when nothing waits, so a single large prompt always goes in.
+pub(crate) const INPUT_BACKLOG_LIMIT: usize = 8 << 20;
 
 #[derive(Debug)]
 pub(crate) enum StdinCommand {
@@ -15,7 +23,67 @@ pub(crate) enum StdinCommand {
     Close,
 }
 
-pub(crate) async fn write_stdin(fd: OwnedFd, mut commands: mpsc::UnboundedReceiver<StdinCommand>) {
+/// Why a write was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum InputRefused {
+    /// This many bytes are still waiting; the write would pass the limit.
+    Backlog(usize),
+    /// The writer has ended (the agent closed stdin or exited).
+    Closed,
+}
+
+/// The sending side, held by the session's control.
+pub(crate) struct InputSender {
+    commands: mpsc::UnboundedSender<StdinCommand>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// The receiving side, consumed by [`write_stdin`].
+pub(crate) struct InputReceiver {
+    commands: mpsc::UnboundedReceiver<StdinCommand>,
+    pending: Arc<AtomicUsize>,
+}
+
+pub(crate) fn input_channel() -> (InputSender, InputReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let pending = Arc::new(AtomicUsize::new(0));
+    (
+        InputSender { commands: tx, pending: Arc::clone(&pending) },
+        InputReceiver { commands: rx, pending },
+    )
+}
+
+impl InputSender {
+    pub fn write(&self, bytes: Vec<u8>) -> Result<(), InputRefused> {
+        let len = bytes.len();
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
+                (waiting == 0 || waiting + len <= INPUT_BACKLOG_LIMIT).then_some(waiting + len)
+            })
+            .map_err(InputRefused::Backlog)?;
+        self.commands.send(StdinCommand::Write(bytes)).map_err(|_| {
+            self.pending.fetch_sub(len, Ordering::AcqRel);
+            InputRefused::Closed
+        })
+    }
+
+    /// The library's own protocol messages (a permission answer, an interrupt): small,
+    /// and never refused, since the agent may be waiting for exactly this one.
+    pub fn reply(&self, bytes: Vec<u8>) {
+        let len = bytes.len();
+        self.pending.fetch_add(len, Ordering::AcqRel);
+        if self.commands.send(StdinCommand::Write(bytes)).is_err() {
+            self.pending.fetch_sub(len, Ordering::AcqRel);
+        }
+    }
+
+    pub fn close(&self) {
+        let _ = self.commands.send(StdinCommand::Close);
+    }
+}
+
+pub(crate) async fn write_stdin(fd: OwnedFd, input: InputReceiver) {
+    let InputReceiver { mut commands, pending } = input;
     let mut pipe = match pipe::Sender::from_owned_fd(fd) {
         Ok(p) => p,
         Err(e) => {
@@ -26,7 +94,9 @@ pub(crate) async fn write_stdin(fd: OwnedFd, mut commands: mpsc::UnboundedReceiv
     while let Some(command) = commands.recv().await {
         match command {
             StdinCommand::Write(bytes) => {
-                if let Err(e) = pipe.write_all(&bytes).await {
+                let written = pipe.write_all(&bytes).await;
+                pending.fetch_sub(bytes.len(), Ordering::AcqRel);
+                if let Err(e) = written {
                     tracing::debug!(error = %e, "stdin closed by the agent");
                     return;
                 }
@@ -36,5 +106,29 @@ pub(crate) async fn write_stdin(fd: OwnedFd, mut commands: mpsc::UnboundedReceiv
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_past_the_limit_but_takes_one_large_write_when_nothing_waits() {
+        let (tx, _rx) = input_channel();
+        assert_eq!(tx.write(vec![0; INPUT_BACKLOG_LIMIT + 1]), Ok(()));
+        assert_eq!(tx.write(vec![0; 1]), Err(InputRefused::Backlog(INPUT_BACKLOG_LIMIT + 1)));
+        let (tx, _rx) = input_channel();
+        assert_eq!(tx.write(vec![0; INPUT_BACKLOG_LIMIT - 10]), Ok(()));
+        assert_eq!(tx.write(vec![0; 10]), Ok(()));
+        assert_eq!(tx.write(vec![0; 1]), Err(InputRefused::Backlog(INPUT_BACKLOG_LIMIT)));
+    }
+
+    #[test]
+    fn a_closed_writer_refuses_and_counts_nothing() {
+        let (tx, rx) = input_channel();
+        drop(rx);
+        assert_eq!(tx.write(vec![0; 100]), Err(InputRefused::Closed));
+        assert_eq!(tx.pending.load(Ordering::Acquire), 0);
     }
 }

@@ -21,7 +21,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
 use super::pump::Pump;
-use super::stdin::{write_stdin, StdinCommand};
+use super::stdin::{write_stdin, InputReceiver};
 use super::{Session, StopReason, StopRequest};
 use crate::event::SpawnerEvent;
 use crate::notice::Notice;
@@ -48,7 +48,7 @@ pub(crate) struct Running {
     pub stdout: Pump,
     pub stderr: Pump,
     pub stdin: OwnedFd,
-    pub stdin_commands: mpsc::UnboundedReceiver<StdinCommand>,
+    pub stdin_commands: InputReceiver,
 }
 
 /// Runs the session to its end. A panic inside is caught: the session then ends

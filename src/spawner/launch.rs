@@ -22,7 +22,7 @@ use crate::process::{self, AgentCommand, AgentProcess};
 use crate::protocol::LaunchInput;
 use crate::session::pump::Pump;
 use crate::session::supervisor::{self, Running};
-use crate::session::{snapshot_of, Session, StdinCommand, StopRequest};
+use crate::session::{snapshot_of, InputReceiver, Session, StopRequest};
 use crate::status::SessionState;
 
 /// [`launch`], with any failure (a panic included) recorded on the session.
@@ -31,7 +31,7 @@ pub(super) fn launch_guarded(
     session: &Arc<Session>,
     base_env: Option<Vec<(String, String)>>,
     stops: mpsc::UnboundedReceiver<StopRequest>,
-    stdin_commands: mpsc::UnboundedReceiver<StdinCommand>,
+    stdin_commands: InputReceiver,
 ) -> Result<SpawnResult, SpawnError> {
     let _span = tracing::info_span!("session", id = %session.id).entered();
     catch_unwind(AssertUnwindSafe(|| launch(shared, session, base_env, stops, stdin_commands)))
@@ -59,7 +59,7 @@ fn launch(
     session: &Arc<Session>,
     base_env: Option<Vec<(String, String)>>,
     stops: mpsc::UnboundedReceiver<StopRequest>,
-    stdin_commands: mpsc::UnboundedReceiver<StdinCommand>,
+    stdin_commands: InputReceiver,
 ) -> Result<SpawnResult, SpawnError> {
     let id = &session.id;
     if *TEST_PANIC_IN_LAUNCH {
@@ -78,7 +78,7 @@ fn launch(
     tracing::info!(pid, "spawned");
     if let Some(control) = &session.control {
         // Queued first, so the prompt precedes any input sent later.
-        let _ = control.stdin.send(StdinCommand::Write(prepared.first_input));
+        let _ = control.stdin.write(prepared.first_input);
     }
     let _runtime = shared.runtime.enter();
     let observer = session.protocol.observer(&session.config, Arc::clone(&session.denied));
@@ -226,7 +226,7 @@ fn inherited(inherit: &InheritEnv, given: Option<Vec<(String, String)>>) -> Opti
 pub(crate) struct Registered {
     pub(super) session: Arc<Session>,
     pub(super) stops: mpsc::UnboundedReceiver<StopRequest>,
-    pub(super) stdin_commands: mpsc::UnboundedReceiver<StdinCommand>,
+    pub(super) stdin_commands: InputReceiver,
 }
 
 impl Registered {

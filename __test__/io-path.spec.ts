@@ -1,0 +1,47 @@
+// The session I/O path under pressure: input an agent does not read is bounded.
+import { fakeSpawner, makeConfig, tempDir, within } from './support'
+
+const MiB = 1024 * 1024
+
+describe('input to an agent that does not read it', () => {
+  it('is refused past 8 MiB waiting, with a clear error, and the daemon does not grow', async () => {
+    const spawner = fakeSpawner(['hang'])
+    const result = await spawner.spawnSession(makeConfig(tempDir()))
+    const chunk = 'x'.repeat(MiB)
+    let accepted = 0
+    let refusal: any
+    for (let i = 0; i < 32 && !refusal; i++) {
+      try {
+        spawner.sendInput(result.sessionId, chunk)
+        accepted++
+      } catch (error) {
+        refusal = error
+      }
+    }
+    // 8 MiB may wait (each chunk is a MiB and a newline, so 7 of them fill it); the pipe
+    // itself may have taken one more.
+    expect(refusal).toBeInstanceOf(Error)
+    expect(refusal.code).toBe('ERR_INPUT_BACKLOG')
+    expect(refusal.message).toContain(result.sessionId)
+    expect(refusal.message).toContain('bytes of earlier input are still waiting')
+    expect(accepted).toBeGreaterThanOrEqual(7)
+    expect(accepted).toBeLessThanOrEqual(9)
+
+    // Before the bound, 300 more MiB would have been queued in the daemon's memory.
+    const before = process.memoryUsage().rss
+    let refused = 0
+    for (let i = 0; i < 300; i++) {
+      try {
+        spawner.sendInput(result.sessionId, chunk)
+      } catch (error: any) {
+        if (error.code === 'ERR_INPUT_BACKLOG') refused++
+      }
+    }
+    const grown = process.memoryUsage().rss - before
+    expect(refused).toBe(300)
+    expect(grown).toBeLessThan(64 * MiB)
+
+    await spawner.terminateSession(result.sessionId)
+    expect((await within(result.completion, 'end')).state).toBe('terminated')
+  })
+})
