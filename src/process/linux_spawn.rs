@@ -6,6 +6,13 @@
 //!
 //! Everything the child needs is prepared before the clone; the child only makes
 //! system calls (no allocation, no locks: the daemon's other threads hold those).
+//! Hardened as glibc's own `posix_spawn` is: every signal, glibc's internal ones too,
+//! is blocked with the raw system call around the clone, so no handler of the daemon
+//! runs on the child's stack; the child's stack is mapped with a guard page below it,
+//! so an overflow faults in the child instead of writing over the daemon's memory; and
+//! descriptors that other native code opened without close-on-exec do not reach the
+//! agent. The kernel hands back a pidfd with the clone (Linux 5.2 and later), and a
+//! script without a `#!` line runs under `/bin/sh`, as `execvp` would run it.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -19,6 +26,9 @@ use super::AgentCommand;
 
 const CHILD_STACK: usize = 64 * 1024;
 
+/// The kernel's signal set: 64 signals on x86_64 and aarch64.
+type KernelSigset = u64;
+
 /// What the child reads; all of it lives in the parent's frame, which the kernel
 /// keeps still (CLONE_VFORK) until the child has exec'd or exited.
 struct ChildArgs {
@@ -26,10 +36,15 @@ struct ChildArgs {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
+    /// `/bin/sh`, the program, then its arguments: run when the program is not in an
+    /// executable format (`ENOEXEC`).
+    sh_argv: *const *const libc::c_char,
     stdio: [RawFd; 3],
     /// `Some(parent pid)`: set a parent-death signal (SIGKILL).
     parent_death: Option<libc::pid_t>,
-    empty_mask: libc::sigset_t,
+    /// Where the sweep for descriptors without close-on-exec stops when neither
+    /// `close_range` nor `/proc` is there to list them.
+    fd_limit: libc::c_int,
     /// The errno of the step that failed in the child; 0 when it exec'd.
     error: AtomicI32,
 }
@@ -42,6 +57,11 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
         argv_owned.push(cstring(arg.clone())?);
     }
     let argv = pointers(&argv_owned);
+    let sh = c"/bin/sh";
+    let sh_argv: Vec<*const libc::c_char> = [sh.as_ptr(), program.as_ptr()]
+        .into_iter()
+        .chain(argv[1..].iter().copied())
+        .collect();
     let env_owned = env
         .into_iter()
         .map(|(k, v)| {
@@ -58,58 +78,127 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
     let (stdout_read, stdout_write) = pipe()?;
     let (stderr_read, stderr_write) = pipe()?;
 
-    // SAFETY: sigemptyset fills the set it is given.
-    let mut empty_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::sigemptyset(&mut empty_mask) };
     let args = ChildArgs {
         program: program.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         cwd: cwd.as_ptr(),
+        sh_argv: sh_argv.as_ptr(),
         stdio: [stdin_read.as_raw_fd(), stdout_write.as_raw_fd(), stderr_write.as_raw_fd()],
         // SAFETY: getpid has no preconditions.
         parent_death: parent_death.then(|| unsafe { libc::getpid() }),
-        empty_mask,
+        fd_limit: descriptor_limit(),
         error: AtomicI32::new(0),
     };
-    let mut stack = vec![0u8; CHILD_STACK];
-    // The stack grows down from its end, 16-byte aligned.
-    let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
+    let stack = ChildStack::new()?;
 
-    // No handler of the daemon may run in the child before it has reset them all.
-    // SAFETY: plain signal-mask calls on sets we own.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut previous: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
-    }
+    // No handler of the daemon may run in the child before it has reset them all, not
+    // even glibc's own (which pthread_sigmask would leave unblocked).
+    let mut previous: KernelSigset = 0;
+    set_signal_mask(!0, Some(&mut previous));
+    let mut pidfd: libc::c_int = -1;
     // SAFETY: `child` only reads `args` and makes system calls; the parent thread is
     // suspended until the child exec'd or exited, so `args`, the strings it points to
-    // and the stack outlive every use.
+    // and the stack outlive every use. The kernel writes the pidfd into `pidfd`.
     let pid = unsafe {
         libc::clone(
             child,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
             &args as *const ChildArgs as *mut libc::c_void,
+            &mut pidfd as *mut libc::c_int,
         )
     };
     let clone_error = io::Error::last_os_error();
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    set_signal_mask(previous, None);
     drop(stack);
     drop((stdin_read, stdout_write, stderr_write));
     if pid < 0 {
         return Err(clone_error);
     }
+    // A kernel older than 5.2 ignores CLONE_PIDFD and leaves -1 here.
+    // SAFETY: the kernel just gave us this descriptor.
+    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     let errno = args.error.load(Ordering::SeqCst);
     if errno != 0 {
         // It exited without exec'ing: reap it, report why.
         let _ = super::unix::reap(pid as u32);
         return Err(io::Error::from_raw_os_error(errno));
     }
-    Ok(AgentProcess { pid: pid as u32, stdin: stdin_write, stdout: stdout_read, stderr: stderr_read })
+    Ok(AgentProcess { pid: pid as u32, pidfd, stdin: stdin_write, stdout: stdout_read, stderr: stderr_read })
+}
+
+/// Sets this thread's signal mask with the system call itself: glibc's wrappers refuse
+/// to block the signals it keeps for itself (SIGCANCEL, SIGSETXID).
+fn set_signal_mask(mask: KernelSigset, previous: Option<&mut KernelSigset>) {
+    let previous = previous.map_or(std::ptr::null_mut(), |p| p as *mut KernelSigset);
+    // SAFETY: the kernel reads one set and writes the old one where asked.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask as *const KernelSigset,
+            previous,
+            std::mem::size_of::<KernelSigset>(),
+        );
+    }
+}
+
+/// The child's stack: mapped on its own, with an inaccessible guard page below it.
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    fn new() -> io::Result<Self> {
+        // SAFETY: sysconf has no preconditions; mmap asks for fresh anonymous memory.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let len = CHILD_STACK + page;
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Self { base, len };
+        // The stack grows down; running off its end hits this page and faults.
+        // SAFETY: the first page of the mapping made above.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The stack grows down from its end, 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        ((self.base as usize + self.len) & !15) as *mut libc::c_void
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`, which nothing uses any more.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// The highest descriptor number the fallback sweep marks (capped: a limit of a million
+/// would cost a million system calls per spawn).
+fn descriptor_limit() -> libc::c_int {
+    // SAFETY: getrlimit fills the struct it is given.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    limit.rlim_cur.min(65_536) as libc::c_int
 }
 
 extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
@@ -156,10 +245,61 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(a.cwd) != 0 {
             return fail();
         }
-        libc::sigprocmask(libc::SIG_SETMASK, &a.empty_mask, std::ptr::null_mut());
+        close_on_exec_from_3(a.fd_limit);
+        set_signal_mask(0, None);
         libc::execve(a.program, a.argv, a.envp);
+        if *libc::__errno_location() == libc::ENOEXEC {
+            libc::execve(*a.sh_argv, a.sh_argv, a.envp);
+        }
     }
     fail()
+}
+
+/// In the child: marks every descriptor from 3 up close-on-exec, so that only stdin,
+/// stdout and stderr reach the agent. `close_range` does it at once (Linux 5.11);
+/// before that, the descriptors listed in `/proc/self/fd` one by one, and without
+/// `/proc` every number below `limit`. No allocation: the listing is read into a buffer
+/// on the child's stack.
+fn close_on_exec_from_3(limit: libc::c_int) {
+    // SAFETY: system calls on descriptor numbers and a buffer on this stack.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) == 0 {
+            return;
+        }
+        let dir = libc::open(c"/proc/self/fd".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        if dir < 0 {
+            for fd in 3..limit {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+            return;
+        }
+        let mut buf = [0u8; 2048];
+        loop {
+            let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
+            if n <= 0 {
+                break;
+            }
+            let mut at = 0usize;
+            while at < n as usize {
+                // linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
+                let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+                let mut fd: libc::c_int = 0;
+                let mut digits = 0;
+                for &b in &buf[at + 19..at + reclen] {
+                    if !b.is_ascii_digit() {
+                        break;
+                    }
+                    fd = fd.saturating_mul(10).saturating_add((b - b'0') as libc::c_int);
+                    digits += 1;
+                }
+                if digits > 0 && fd >= 3 && fd != dir {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+                at += reclen;
+            }
+        }
+        libc::close(dir);
+    }
 }
 
 /// The agent's environment: the base (or this process's), the command's on top.

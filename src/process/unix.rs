@@ -11,6 +11,8 @@ use super::{AgentCommand, ExitStatus};
 #[derive(Debug)]
 pub struct AgentProcess {
     pub pid: u32,
+    /// A pidfd the kernel gave with the clone (Linux 5.2 and later), for [`wait_exit`].
+    pub pidfd: Option<OwnedFd>,
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
@@ -46,6 +48,7 @@ impl AgentProcess {
         // to watch and reap (see `wait_exit` and `reap`).
         Ok(Self {
             pid,
+            pidfd: None,
             stdin: take(child.stdin.take().map(OwnedFd::from))?,
             stdout: take(child.stdout.take().map(OwnedFd::from))?,
             stderr: take(child.stderr.take().map(OwnedFd::from))?,
@@ -118,11 +121,12 @@ fn siginfo_fields(info: &libc::siginfo_t) -> (libc::pid_t, libc::c_int, libc::c_
     (info.si_pid, info.si_code, info.si_status)
 }
 
-/// Waits until child `pid` exits, without reaping it. On Linux a pidfd wakes the
-/// runtime; elsewhere (or where pidfds are refused) a blocking thread waits.
-pub async fn wait_exit(pid: u32) -> io::Result<ExitStatus> {
+/// Waits until child `pid` exits, without reaping it. On Linux a pidfd (the one from
+/// the spawn, else a new one) wakes the runtime; elsewhere (or where pidfds are refused)
+/// a blocking thread waits.
+pub async fn wait_exit(pid: u32, pidfd: Option<OwnedFd>) -> io::Result<ExitStatus> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some(fd) = pidfd_open(pid) {
+    if let Some(fd) = pidfd.or_else(|| pidfd_open(pid)) {
         // SAFETY: the AsyncFd owns `fd`, which stays open and unchanged while it lives.
         let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
@@ -135,6 +139,8 @@ pub async fn wait_exit(pid: u32) -> io::Result<ExitStatus> {
             ready.clear_ready();
         }
     }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    drop(pidfd);
     tokio::task::spawn_blocking(move || waitid(pid, libc::WEXITED | libc::WNOWAIT))
         .await
         .map_err(io::Error::other)?

@@ -44,6 +44,7 @@ const ESCAPE_CHECK: Duration = Duration::from_millis(100);
 
 pub(crate) struct Running {
     pub pid: u32,
+    pub pidfd: Option<OwnedFd>,
     pub stops: mpsc::UnboundedReceiver<StopRequest>,
     pub stdout: Pump,
     pub stderr: Pump,
@@ -100,6 +101,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     let Running {
         pid,
+        pidfd,
         mut stops,
         stdout,
         stderr,
@@ -111,7 +113,7 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     let mut deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut term_at: Option<Instant> = None;
     let mut kill_at: Option<Instant> = None;
-    let mut exit = pin!(process::wait_exit(pid));
+    let mut exit = pin!(process::wait_exit(pid, pidfd));
     let mut stdout = pin!(stdout.run(&session, &shared));
     let mut stderr = pin!(stderr.run(&session, &shared));
     let mut stdin = pin!(write_stdin(stdin, stdin_commands));

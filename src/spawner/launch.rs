@@ -106,7 +106,7 @@ fn launch(
         pid,
         status: Box::new(status.clone()),
     });
-    let running = Running { pid, stops, stdout, stderr, stdin: agent.stdin, stdin_commands };
+    let running = Running { pid, pidfd: agent.pidfd, stops, stdout, stderr, stdin: agent.stdin, stdin_commands };
     shared
         .runtime
         .spawn(supervisor::supervise(Arc::clone(shared), Arc::clone(session), running));
