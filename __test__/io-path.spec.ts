@@ -45,3 +45,29 @@ describe('input to an agent that does not read it', () => {
     expect((await within(result.completion, 'end')).state).toBe('terminated')
   })
 })
+
+describe('spawning from JavaScript', () => {
+  it("keeps the event loop responsive while 200 sessions start (the disk work is on the launcher thread)", async () => {
+    const spawner = fakeSpawner(['exit:0'])
+    const dir = tempDir()
+    // A 5 ms interval; how late it fires at worst while the spawns are under way.
+    let worst = 0
+    let last = performance.now()
+    const timer = setInterval(() => {
+      const now = performance.now()
+      worst = Math.max(worst, now - last - 5)
+      last = now
+    }, 5)
+    let results
+    try {
+      results = await Promise.all(Array.from({ length: 200 }, () => spawner.spawnSession(makeConfig(dir))))
+    } finally {
+      clearInterval(timer)
+    }
+    expect(new Set(results.map((r) => r.sessionId)).size).toBe(200)
+    const ended = await within(Promise.all(results.map((r) => r.completion)), 'all 200 to end')
+    expect(ended.every((s) => s.state === 'completed')).toBe(true)
+    // Started on JavaScript's thread, the 200 spawns held it for hundreds of milliseconds at once.
+    expect(worst).toBeLessThan(100)
+  })
+})

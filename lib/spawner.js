@@ -20,6 +20,8 @@ class ClaudeSessionSpawner extends EventEmitter {
   #live = new Map()
   /** target -> the pool or recovery manager whose events arrive there. */
   #attached = new Map()
+  /** startSession's number -> the spawnSession waiting for its `session-started`. */
+  #starting = new Map()
   #approvalHandler
 
   constructor(options) {
@@ -60,7 +62,9 @@ class ClaudeSessionSpawner extends EventEmitter {
 
   async spawnSession(config) {
     const json = encodeConfig(config)
-    const sessionId = convert.call(() => this.#native.spawnSession(json, daemonEnv()))
+    // Started on the native launcher thread; `session-started` settles it, after `session-spawned`.
+    const token = convert.call(() => this.#native.startSession(json, daemonEnv()))
+    const sessionId = await new Promise((resolve, reject) => this.#starting.set(token, { resolve, reject }))
     return this[kSession](sessionId)
   }
 
@@ -160,6 +164,11 @@ class ClaudeSessionSpawner extends EventEmitter {
         return emitSafely(this, name, { sessionId: payload.sessionId, ...convert.violation(payload) })
       case 'session-rate-limited':
         return emitSafely(this, name, { sessionId: payload.sessionId, until: new Date(payload.until), reason: payload.reason })
+      case 'session-started': {
+        const { resolve, reject } = this.#starting.get(payload.token)
+        this.#starting.delete(payload.token)
+        return payload.error ? reject(convert.error(payload.error)) : resolve(payload.sessionId)
+      }
       case 'approval-request':
         return this.#approve(payload)
       case 'native-error':

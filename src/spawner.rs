@@ -249,17 +249,39 @@ impl Spawner {
     /// Starts a session [`Spawner::register_session`] made, off the calling thread, as
     /// [`Spawner::start_session`] does.
     pub(crate) fn start_registered(&self, r: Registered, base_env: Option<Vec<(String, String)>>) -> PendingSpawn {
+        let (done, result) = oneshot::channel();
+        let session_id = self.launch_off_thread(r, base_env, move |outcome| {
+            let _ = done.send(outcome);
+        });
+        PendingSpawn { session_id, result }
+    }
+
+    /// Starts a session off the calling thread, as [`Spawner::start_session`] does, and
+    /// hands the outcome to `done` on the launcher thread right after the session's
+    /// `SessionSpawned` (or, when it failed, `SessionEnded`) was emitted there, and
+    /// before its supervisor starts, so before any later event of the session: a binding
+    /// that passes events and outcome down one ordered queue keeps that order. Returns
+    /// the session's id.
+    pub fn start_session_then(
+        &self,
+        config: SessionConfig,
+        base_env: Option<Vec<(String, String)>>,
+        done: impl FnOnce(Result<SpawnResult, SpawnError>) + Send + 'static,
+    ) -> String {
+        self.launch_off_thread(self.register_session(config, None), base_env, done)
+    }
+
+    fn launch_off_thread(
+        &self,
+        r: Registered,
+        base_env: Option<Vec<(String, String)>>,
+        done: impl FnOnce(Result<SpawnResult, SpawnError>) + Send + 'static,
+    ) -> String {
         let Registered { session, stops, stdin_commands } = r;
         let shared = Arc::clone(&self.shared);
-        let id = Arc::clone(&session.id);
-        let (done, result) = oneshot::channel();
-        launcher::launch(move || {
-            let _ = done.send(launch_guarded(&shared, &session, base_env, stops, stdin_commands));
-        });
-        PendingSpawn {
-            session_id: id.to_string(),
-            result,
-        }
+        let id = session.id.to_string();
+        launcher::launch(move || launch_guarded(&shared, &session, base_env, stops, stdin_commands, done));
+        id
     }
 
     /// Starts a session on the calling thread and returns once its agent runs (or
@@ -271,7 +293,7 @@ impl Spawner {
         base_env: Option<Vec<(String, String)>>,
     ) -> Result<SpawnResult, SpawnError> {
         let (session, stops, stdin_commands) = self.register(config, None);
-        launch_guarded(&self.shared, &session, base_env, stops, stdin_commands)
+        launch_guarded(&self.shared, &session, base_env, stops, stdin_commands, |outcome| outcome)
     }
 
     /// A session in the table under its id, not started yet: start it with
@@ -284,7 +306,7 @@ impl Spawner {
 
     /// Starts a session [`Spawner::register_session`] made, as `spawn_session_now` does.
     pub(crate) fn launch_registered(&self, r: Registered, base_env: Option<Vec<(String, String)>>) -> Result<SpawnResult, SpawnError> {
-        launch_guarded(&self.shared, &r.session, base_env, r.stops, r.stdin_commands)
+        launch_guarded(&self.shared, &r.session, base_env, r.stops, r.stdin_commands, |outcome| outcome)
     }
 
     /// A new session in the table, `initializing`, with the receiving ends of its

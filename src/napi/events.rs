@@ -86,6 +86,39 @@ pub struct JsSpawnedEvent {
     pub claude_session_id: Option<String>,
 }
 
+/// How a `startSession` call ended: the session's id, or the error to reject with.
+#[napi(object, js_name = "NativeStartedEvent", object_from_js = false)]
+pub struct JsStartedEvent {
+    pub token: u32,
+    pub session_id: Option<String>,
+    pub error: Option<JsStartError>,
+}
+
+/// An error as `lib/convert.js`'s `error()` turns it into an `Error` or `TypeError`.
+#[napi(object, js_name = "NativeStartError", object_from_js = false)]
+pub struct JsStartError {
+    pub code: String,
+    pub message: String,
+    pub session_id: Option<String>,
+    pub field: Option<String>,
+}
+
+impl JsStartedEvent {
+    fn new(token: u32, outcome: Result<String, crate::SpawnError>) -> Self {
+        match outcome {
+            Ok(session_id) => Self { token, session_id: Some(session_id), error: None },
+            Err(e) => {
+                let (field, message) = match &e {
+                    crate::SpawnError::InvalidConfig(c) => (Some(c.field.clone()), c.message.clone()),
+                    other => (None, other.to_string()),
+                };
+                let error = JsStartError { code: e.code().to_owned(), message, session_id: e.session_id().map(str::to_owned), field };
+                Self { token, session_id: None, error: Some(error) }
+            }
+        }
+    }
+}
+
 /// A delivery as the listener's arguments.
 pub(crate) fn to_js(env: &Env, delivery: Delivery) -> napi::Result<Args> {
     let raw = env.raw();
@@ -93,6 +126,10 @@ pub(crate) fn to_js(env: &Env, delivery: Delivery) -> napi::Result<Args> {
     let event = match payload {
         Payload::Recheck => return raw_args(env, target, "recheck", unsafe { <()>::to_napi_value(raw, ())? }),
         Payload::Supply { request } => return raw_args(env, target, "pool-supply", unsafe { u32::to_napi_value(raw, request)? }),
+        Payload::Started { token, outcome } => {
+            let payload = JsStartedEvent::new(token, outcome);
+            return raw_args(env, target, "session-started", unsafe { JsStartedEvent::to_napi_value(raw, payload)? });
+        }
         Payload::Approval { id, request } => {
             let payload = JsApprovalRequest {
                 id,

@@ -41,6 +41,8 @@ pub(crate) enum Payload {
     Recheck,
     /// A pool asks for the config of its admitted request number `request`.
     Supply { request: u32 },
+    /// `startSession`'s call number `token` started the session (its id) or failed.
+    Started { token: u32, outcome: Result<String, crate::SpawnError> },
 }
 
 pub(crate) struct Delivery {

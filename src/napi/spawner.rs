@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use napi::bindgen_prelude::{Function, Unknown};
 use napi::{Env, Result};
@@ -12,7 +12,7 @@ use napi_derive::napi;
 
 use super::approvals::{JsApprovals, Pending};
 use super::convert::{JsCrashReport, JsMetricsSummary, JsSessionStatus};
-use super::pipe::{Args, Pipe, PipeHandler};
+use super::pipe::{Args, Delivery, Payload, Pipe, PipeHandler};
 use super::{config_error, js_error};
 use crate::config::{ConfigError, SessionConfig};
 use crate::options::SpawnerOptions;
@@ -24,6 +24,8 @@ pub struct NativeSpawner {
     /// Its events, and those of the pools and recovery managers over it, to JavaScript.
     pub(super) pipe: Arc<Pipe>,
     approvals: Arc<Pending>,
+    /// Numbers `startSession` calls, so that `session-started` names the one it ends.
+    next_start: Cell<u32>,
 }
 
 thread_local! {
@@ -107,7 +109,7 @@ impl NativeSpawner {
             s.retain(|w| w.upgrade().is_some());
             s.push(weak);
         });
-        Ok(Self { inner, pipe, approvals })
+        Ok(Self { inner, pipe, approvals, next_start: Cell::new(0) })
     }
 
     #[napi(getter)]
@@ -115,17 +117,29 @@ impl NativeSpawner {
         self.inner.claude_path().to_string_lossy().into_owned()
     }
 
-    /// Starts a session on this (JavaScript's) thread, as `child_process.spawn` does,
-    /// and returns its id once its agent runs; its `session-spawned` is delivered
-    /// before. `env_json`: the daemon's environment (`process.env`) when it is not this
-    /// process's own.
+    /// Starts a session on the launcher thread (the session directory, CLAUDE.md and
+    /// the agent's start all wait on the disk, which JavaScript's thread must not) and
+    /// returns this call's number at once. `session-started` with that number follows,
+    /// after the session's `session-spawned` (or, when it failed, `session-ended`).
+    /// `env_json`: the daemon's environment (`process.env`) when it is not this
+    /// process's own. A config error is thrown here, before anything starts.
     #[napi(catch_unwind)]
-    pub fn spawn_session(&self, env: Env, config_json: String, env_json: Option<String>) -> Result<String> {
+    pub fn start_session(&self, env: Env, config_json: String, env_json: Option<String>) -> Result<u32> {
         let config = SessionConfig::from_json(&parse_json(&env, &config_json, "config")?)
             .map_err(|e| config_error(&env, e))?;
         let base_env = self.daemon_environment(&env, env_json)?;
-        let result = self.pipe.sync(&env, || self.inner.spawn_session_now(config, base_env))?;
-        Ok(result.map_err(|e| js_error(&env, e))?.session_id)
+        let token = self.next_start.get().wrapping_add(1);
+        self.next_start.set(token);
+        let pipe = Arc::clone(&self.pipe);
+        // Through `sync`: the session now registered holds Node alive from this call on,
+        // not only from a recheck the event loop might exit before running.
+        self.pipe.sync(&env, || {
+            self.inner.start_session_then(config, base_env, move |outcome| {
+                let outcome = outcome.map(|r| r.session_id);
+                pipe.deliver(Delivery { target: 0, payload: Payload::Started { token, outcome } });
+            })
+        })?;
+        Ok(token)
     }
 
     /// The daemon's environment from JavaScript, which also becomes the one sessions

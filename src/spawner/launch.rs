@@ -25,16 +25,19 @@ use crate::session::supervisor::{self, Running};
 use crate::session::{snapshot_of, InputReceiver, Session, StopRequest};
 use crate::status::SessionState;
 
-/// [`launch`], with any failure (a panic included) recorded on the session.
-pub(super) fn launch_guarded(
+/// [`launch`], with any failure (a panic included) recorded on the session. `started`
+/// sees the outcome after `SessionSpawned` was emitted and before the supervisor (whose
+/// events come after) begins.
+pub(super) fn launch_guarded<T>(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
     base_env: Option<Vec<(String, String)>>,
     stops: mpsc::UnboundedReceiver<StopRequest>,
     stdin_commands: InputReceiver,
-) -> Result<SpawnResult, SpawnError> {
+    started: impl FnOnce(Result<SpawnResult, SpawnError>) -> T,
+) -> T {
     let _span = tracing::info_span!("session", id = %session.id).entered();
-    catch_unwind(AssertUnwindSafe(|| launch(shared, session, base_env, stops, stdin_commands)))
+    let launched = catch_unwind(AssertUnwindSafe(|| launch(shared, session, base_env, stops, stdin_commands)))
         .unwrap_or_else(|_| {
             Err(SpawnError::Spawn {
                 session_id: session.id.to_string(),
@@ -42,7 +45,17 @@ pub(super) fn launch_guarded(
                 source: std::io::Error::other("internal error (panic) while starting the agent"),
             })
         })
-        .map_err(|e| fail(shared, session, e))
+        .map_err(|e| fail(shared, session, e));
+    match launched {
+        Ok((result, running)) => {
+            let output = started(Ok(result));
+            shared
+                .runtime
+                .spawn(supervisor::supervise(Arc::clone(shared), Arc::clone(session), running));
+            output
+        }
+        Err(e) => started(Err(e)),
+    }
 }
 
 /// Test hook: `launch` panics when this variable is `launch`, so tests can show a
@@ -52,15 +65,15 @@ const TEST_PANIC_ENV: &str = "CLAUDE_SESSION_SPAWNER_TEST_PANIC";
 static TEST_PANIC_IN_LAUNCH: LazyLock<bool> =
     LazyLock::new(|| std::env::var_os(TEST_PANIC_ENV).is_some_and(|v| v == "launch"));
 
-/// Starting a session: prepare, spawn, hand the agent to its supervisor task, report
-/// `SessionSpawned`.
+/// Starting a session: prepare, spawn, report `SessionSpawned`; the agent, ready for
+/// its supervisor task.
 fn launch(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
     base_env: Option<Vec<(String, String)>>,
     stops: mpsc::UnboundedReceiver<StopRequest>,
     stdin_commands: InputReceiver,
-) -> Result<SpawnResult, SpawnError> {
+) -> Result<(SpawnResult, Running), SpawnError> {
     let id = &session.id;
     if *TEST_PANIC_IN_LAUNCH {
         panic!("{TEST_PANIC_ENV}=launch: panicking in launch() on purpose");
@@ -107,14 +120,8 @@ fn launch(
         status: Box::new(status.clone()),
     });
     let running = Running { pid, pidfd: agent.pidfd, stops, stdout, stderr, stdin: agent.stdin, stdin_commands };
-    shared
-        .runtime
-        .spawn(supervisor::supervise(Arc::clone(shared), Arc::clone(session), running));
-    Ok(SpawnResult {
-        session_id: id.to_string(),
-        status,
-        completion: session.completion(),
-    })
+    let result = SpawnResult { session_id: id.to_string(), status, completion: session.completion() };
+    Ok((result, running))
 }
 
 /// Records a session that never ran as `failed` (or `terminated`, when it was stopped
