@@ -58,16 +58,17 @@ describe('spawning from JavaScript', () => {
       worst = Math.max(worst, now - last - 5)
       last = now
     }, 5)
-    let results
+    let results, ended
     try {
       results = await Promise.all(Array.from({ length: 200 }, () => spawner.spawnSession(makeConfig(dir))))
+      ended = await within(Promise.all(results.map((r) => r.completion)), 'all 200 to end')
     } finally {
       clearInterval(timer)
     }
     expect(new Set(results.map((r) => r.sessionId)).size).toBe(200)
-    const ended = await within(Promise.all(results.map((r) => r.completion)), 'all 200 to end')
     expect(ended.every((s) => s.state === 'completed')).toBe(true)
-    // Started on JavaScript's thread, the 200 spawns held it for hundreds of milliseconds at once.
-    expect(worst).toBeLessThan(100)
+    // Started on JavaScript's thread, the 200 spawns held it for about 400 ms at once
+    // (here, on a fast local disk); started on the launcher thread, 20-60 ms at worst.
+    expect(worst).toBeLessThan(150)
   })
 })
