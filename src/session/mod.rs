@@ -2,6 +2,7 @@
 //! channels to its supervisor and stdin writer, and its completion signal.
 
 pub(crate) mod pump;
+pub(crate) mod log;
 pub(crate) mod stdin;
 pub(crate) mod supervisor;
 

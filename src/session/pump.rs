@@ -1,10 +1,8 @@
 //! The reader of one output stream. Each chunk goes, in this order, to the log file
-//! on disk, to the session's bounded tail, to the event handler (as text), and to
+//! on disk (through its writer, see `log`), to the session's bounded tail, to the event handler (as text), and to
 //! the protocol observer. Both streams are read concurrently, so a flood on one
 //! never stalls the other.
 
-use std::fs::File;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +17,7 @@ use crate::output::Utf8Decoder;
 use crate::approval::ApprovalRequest;
 use crate::policy::Rule;
 use crate::protocol::{approval_reply, interrupt_request, Findings, Observer, PendingApproval, Report};
+use super::log::{LogSink, LogWritten};
 use crate::session::{Session, StopReason, StopRequest};
 use crate::spawner::Shared;
 use crate::status::{PolicyViolation, SessionState};
@@ -33,32 +32,24 @@ const HAND_OVER: usize = READ_SIZE / 2;
 pub(crate) struct Pump {
     pub stream: Stream,
     pub pipe: pipe::Receiver,
-    /// Opened by the reader, off the spawn's critical path.
-    pub log: PathBuf,
+    /// The log file, opened and written by its own writer, off this reader's thread.
+    pub log: LogSink,
+    /// Taken by the supervisor, which awaits the log before reporting the end.
+    pub written: Option<LogWritten>,
     pub observer: Option<Observer>,
 }
 
 impl Pump {
+    /// Inside the runtime (the log's writer starts on it).
     pub fn new(stream: Stream, fd: OwnedFd, log: PathBuf, observer: Option<Observer>) -> std::io::Result<Self> {
-        Ok(Self {
-            stream,
-            pipe: pipe::Receiver::from_owned_fd(fd)?,
-            log,
-            observer,
-        })
+        let pipe = pipe::Receiver::from_owned_fd(fd)?;
+        let (log, written) = super::log::open(log);
+        Ok(Self { stream, pipe, log, written: Some(written), observer })
     }
 
     pub async fn run(mut self, session: &Arc<Session>, shared: &Arc<Shared>) {
         let mut buf = Vec::with_capacity(READ_SIZE);
         let mut decoder = Utf8Decoder::default();
-        let mut log: Option<File> = match crate::paths::private_log(&self.log) {
-            Ok(file) => Some(file),
-            Err(e) => {
-                // Keep going: the events and the tail still carry the output.
-                tracing::error!(path = %self.log.display(), error = %e, "session log cannot be opened");
-                None
-            }
-        };
         loop {
             buf.clear();
             let n = match self.pipe.read_buf(&mut buf).await {
@@ -71,12 +62,7 @@ impl Pump {
                 }
             };
             let bytes = &buf[..];
-            if let Some(file) = log.as_mut() {
-                if let Err(e) = file.write_all(bytes) {
-                    tracing::error!(stream = self.stream.as_str(), error = %e, "session log write failed");
-                    log = None;
-                }
-            }
+            self.log.write(bytes).await;
             let mut found = Findings::default();
             if let Some(observer) = self.observer.as_mut() {
                 observer.on_stdout(bytes, &mut found);

@@ -114,8 +114,12 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     let mut term_at: Option<Instant> = None;
     let mut kill_at: Option<Instant> = None;
     let mut exit = pin!(process::wait_exit(pid, pidfd));
-    let mut stdout = pin!(stdout.run(&session, &shared));
-    let mut stderr = pin!(stderr.run(&session, &shared));
+    let (mut stdout, mut stderr) = (stdout, stderr);
+    let logs = [stdout.written.take(), stderr.written.take()];
+    // Boxed, not pinned in place: dropped before the logs are awaited (a reader left
+    // behind would keep its log open for more).
+    let mut stdout = Box::pin(stdout.run(&session, &shared));
+    let mut stderr = Box::pin(stderr.run(&session, &shared));
     let mut stdin = pin!(write_stdin(stdin, stdin_commands));
     let (mut stdout_done, mut stderr_done, mut stdin_done) = (false, false, false);
     tracing::info!("running");
@@ -199,6 +203,12 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
                 break;
             }
         }
+    }
+
+    // The logs hold every byte read before the end is reported.
+    drop((stdout, stderr));
+    for written in logs.into_iter().flatten() {
+        written.wait().await;
     }
 
     let (state, message) = {

@@ -1,0 +1,124 @@
+//! A session's log file (`stdout.log`, `stderr.log`), written off the runtime's worker
+//! threads: a slow disk (an NFS working directory) must not hold up the worker that
+//! supervises every session's timeout and stop. Each log has a small task that takes
+//! the chunks in order, joins what has piled up into one write, and does the write on
+//! the blocking pool; while it is in flight the next chunks gather. The bytes on their
+//! way are bounded per log ([`LOG_BACKLOG`]): past it the reader waits, so a slow disk
+//! slows its own agent down (its pipe fills) instead of the daemon's memory growing.
+//! [`LogWritten`] resolves once every byte given has been written (or the log failed),
+//! which the supervisor awaits before it reports the session's end.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Bytes of one log on their way to the disk at most.
+pub(crate) const LOG_BACKLOG: usize = 8 << 20;
+
+/// One write joins at most this much.
+const BATCH: usize = 1 << 20;
+
+/// Test hook: `<text>:<ms>` makes every write to a log whose path contains `<text>` take
+/// `<ms>` longer, a slow disk for the tests that show it holds up nothing else.
+const TEST_SLOW_ENV: &str = "CLAUDE_SESSION_SPAWNER_TEST_SLOW_LOG";
+static TEST_SLOW: LazyLock<Option<(String, Duration)>> = LazyLock::new(|| {
+    let value = std::env::var(TEST_SLOW_ENV).ok()?;
+    let (text, ms) = value.rsplit_once(':')?;
+    Some((text.to_owned(), Duration::from_millis(ms.parse().ok()?)))
+});
+
+/// The writing end, held by the stream's reader.
+pub(crate) struct LogSink {
+    chunks: mpsc::UnboundedSender<Vec<u8>>,
+    room: Arc<Semaphore>,
+}
+
+/// Resolves when everything given to the sink is on disk, or the log failed.
+pub(crate) struct LogWritten(oneshot::Receiver<()>);
+
+impl LogWritten {
+    pub async fn wait(self) {
+        let _ = self.0.await;
+    }
+}
+
+/// Opens `path` (on the blocking pool) and starts its writer on the current runtime.
+pub(crate) fn open(path: PathBuf) -> (LogSink, LogWritten) {
+    let (chunks, receiver) = mpsc::unbounded_channel();
+    let room = Arc::new(Semaphore::new(LOG_BACKLOG));
+    let (written, done) = oneshot::channel();
+    tokio::spawn(write_all(path, receiver, Arc::clone(&room), written));
+    (LogSink { chunks, room }, LogWritten(done))
+}
+
+impl LogSink {
+    /// Queues `bytes`, first waiting for room when the disk is behind.
+    pub async fn write(&self, bytes: &[u8]) {
+        let wanted = bytes.len().min(LOG_BACKLOG) as u32;
+        match self.room.acquire_many(wanted).await {
+            // Given back by the writer once written.
+            Ok(permit) => permit.forget(),
+            // Closed: the log failed, and nothing more is written.
+            Err(_) => return,
+        }
+        let _ = self.chunks.send(bytes.to_vec());
+    }
+}
+
+async fn write_all(path: PathBuf, mut chunks: mpsc::UnboundedReceiver<Vec<u8>>, room: Arc<Semaphore>, written: oneshot::Sender<()>) {
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || crate::paths::private_log(&path)).await
+    };
+    let mut file = match opened {
+        Ok(Ok(file)) => Some(file),
+        Ok(Err(e)) => {
+            // The events and the tail still carry the output.
+            tracing::error!(path = %path.display(), error = %e, "session log cannot be opened");
+            None
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "opening the session log panicked");
+            None
+        }
+    };
+    let slow = TEST_SLOW.as_ref().filter(|(text, _)| path.to_string_lossy().contains(text.as_str())).map(|(_, d)| *d);
+    while let Some(first) = chunks.recv().await {
+        // The room each chunk took (see `LogSink::write`), given back once written.
+        let mut taken = first.len().min(LOG_BACKLOG);
+        let mut batch = first;
+        while batch.len() < BATCH {
+            match chunks.try_recv() {
+                Ok(more) => {
+                    taken += more.len().min(LOG_BACKLOG);
+                    batch.extend_from_slice(&more);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(open) = file.take() {
+            let outcome = tokio::task::spawn_blocking(move || {
+                if let Some(delay) = slow {
+                    std::thread::sleep(delay);
+                }
+                let mut open = open;
+                open.write_all(&batch).map(|()| open)
+            })
+            .await;
+            match outcome {
+                Ok(Ok(open)) => file = Some(open),
+                Ok(Err(e)) => tracing::error!(path = %path.display(), error = %e, "session log write failed"),
+                Err(e) => tracing::error!(path = %path.display(), error = %e, "session log write panicked"),
+            }
+        }
+        if file.is_none() {
+            // Nothing more will be written: let no reader wait for room.
+            room.close();
+        }
+        room.add_permits(taken);
+    }
+    let _ = written.send(());
+}
