@@ -70,13 +70,14 @@ pub(crate) struct Shared {
     pub options: SpawnerOptions,
     claude_path: PathBuf,
     handler: Box<dyn EventHandler>,
-    runtime: Handle,
+    pub(crate) runtime: Handle,
     pub table: Mutex<SessionTable>,
     credit: Arc<Semaphore>,
     credit_total: usize,
     seq: AtomicU64,
     /// State files of live sessions, for the next daemon if this one dies.
-    pub registry: Option<Registry>,
+    /// Shared with the blocking pool, where its files are written.
+    pub registry: Option<Arc<Registry>>,
     /// Pools and recovery managers working over this spawner.
     pub watchers: Watchers,
     /// Counts live sessions as work in flight (the Node binding's keep-alive).
@@ -149,6 +150,7 @@ impl Spawner {
             Registry::open(dir)
                 .map_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "no session state files"))
                 .ok()
+                .map(Arc::new)
         });
         Self {
             shared: Arc::new(Shared {

@@ -59,8 +59,13 @@ pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>, runnin
     // The session's record and the OOM baseline are written here, off the spawning thread
     // (JavaScript's, for the Node binding), before anything can end the session.
     session.record.lock().oom = process::OomCounter::for_child();
+    // On the blocking pool, as every file write of a session (a state directory on a
+    // slow disk must not hold up the worker); awaited, so the entry exists before the
+    // session can end and remove it.
     if let Some(registry) = &shared.registry {
-        if let Err(e) = registry.add(&session.id, pid, &session.config.working_directory) {
+        let (registry, id, dir) = (Arc::clone(registry), Arc::clone(&session.id), session.config.working_directory.clone());
+        let added = tokio::task::spawn_blocking(move || registry.add(&id, pid, &dir)).await;
+        if let Err(e) = added.map_err(std::io::Error::other).and_then(|r| r) {
             tracing::warn!(error = %e, "cannot record the session in the state directory");
         }
     }
@@ -268,7 +273,8 @@ pub(crate) fn end(shared: &Shared, session: &Arc<Session>, state: SessionState, 
     };
     tracing::info!(state = state.as_str(), "ended");
     if let Some(registry) = &shared.registry {
-        registry.remove(&session.id);
+        let (registry, id) = (Arc::clone(registry), Arc::clone(&session.id));
+        shared.runtime.spawn_blocking(move || registry.remove(&id));
     }
     shared.table.lock().on_ended(session);
     // The pools and recovery managers hear of it after the handler, so their events
