@@ -11,8 +11,9 @@ const ROOT = path.join(__dirname, '..')
 const AGENT = path.join(ROOT, 'target', 'release', 'examples', 'fake_agent')
 
 /** tmpfs when there is one: the figures then measure the spawner, not the disk. */
-function workDir(name) {
-  const base = fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir()
+/** A fresh working directory: in memory (/dev/shm) unless `onDisk`, or under $BENCH_DIR. */
+function workDir(name, onDisk = false) {
+  const base = process.env.BENCH_DIR || (!onDisk && fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir())
   const dir = fs.mkdtempSync(path.join(base, `css-bench-${name}-`))
   return dir
 }

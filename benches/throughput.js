@@ -7,7 +7,8 @@ const { AGENT, workDir, config, childProcessSession, rssMiB, peakRssMiB } = requ
 async function main() {
   const [variant, bytesText] = process.argv.slice(2)
   const bytes = Number(bytesText)
-  const dir = workDir('throughput')
+  // On disk, as a daemon's working directories are: the session's log is written there.
+  const dir = workDir('throughput', true)
   const args = [`blast-out:${bytes}`]
   global.gc?.()
   const rssBefore = rssMiB()

@@ -27,6 +27,11 @@ pub(crate) fn thread_outlives_sessions() -> bool {
     main || IS_LAUNCHER.with(|l| l.get())
 }
 
+/// Whether the calling thread is the launcher (where blocking file work is in place).
+pub(crate) fn on_launcher() -> bool {
+    IS_LAUNCHER.with(|l| l.get())
+}
+
 static LAUNCHER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
 
 fn sender() -> &'static Mutex<Sender<Job>> {

@@ -90,7 +90,10 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
         fd_limit: descriptor_limit(),
         error: AtomicI32::new(0),
     };
-    let stack = ChildStack::new()?;
+    // One stack per spawning thread, kept: a spawn blocks its thread until the child
+    // has exec'd (CLONE_VFORK), so the stack is free again when it returns, and mapping
+    // and unmapping it for each spawn would cost a TLB shootdown every time.
+    let stack = CHILD_STACK_OF_THREAD.with(|cached| cached.borrow_mut().take()).map_or_else(ChildStack::new, Ok)?;
 
     // No handler of the daemon may run in the child before it has reset them all, not
     // even glibc's own (which pthread_sigmask would leave unblocked).
@@ -111,7 +114,7 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
     };
     let clone_error = io::Error::last_os_error();
     set_signal_mask(previous, None);
-    drop(stack);
+    CHILD_STACK_OF_THREAD.with(|cached| *cached.borrow_mut() = Some(stack));
     drop((stdin_read, stdout_write, stderr_write));
     if pid < 0 {
         return Err(clone_error);
@@ -142,6 +145,10 @@ fn set_signal_mask(mask: KernelSigset, previous: Option<&mut KernelSigset>) {
             std::mem::size_of::<KernelSigset>(),
         );
     }
+}
+
+thread_local! {
+    static CHILD_STACK_OF_THREAD: std::cell::RefCell<Option<ChildStack>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The child's stack: mapped on its own, with an inaccessible guard page below it.

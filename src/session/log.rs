@@ -8,7 +8,8 @@
 //! [`LogWritten`] resolves once every byte given has been written (or the log failed),
 //! which the supervisor awaits before it reports the session's end.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{IoSlice, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -45,12 +46,17 @@ impl LogWritten {
     }
 }
 
-/// Opens `path` (on the blocking pool) and starts its writer on the current runtime.
+/// Opens `path` on the calling thread (the one that starts the session, which does the
+/// session's other file work too) and starts its writer on the current runtime.
 pub(crate) fn open(path: PathBuf) -> (LogSink, LogWritten) {
+    let file = crate::paths::private_log(&path)
+        // The events and the tail still carry the output.
+        .inspect_err(|e| tracing::error!(path = %path.display(), error = %e, "session log cannot be opened"))
+        .ok();
     let (chunks, receiver) = mpsc::unbounded_channel();
     let room = Arc::new(Semaphore::new(LOG_BACKLOG));
     let (written, done) = oneshot::channel();
-    tokio::spawn(write_all(path, receiver, Arc::clone(&room), written));
+    tokio::spawn(write_all(path, file, receiver, Arc::clone(&room), written));
     (LogSink { chunks, room }, LogWritten(done))
 }
 
@@ -68,44 +74,36 @@ impl LogSink {
     }
 }
 
-async fn write_all(path: PathBuf, mut chunks: mpsc::UnboundedReceiver<Vec<u8>>, room: Arc<Semaphore>, written: oneshot::Sender<()>) {
-    let opened = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || crate::paths::private_log(&path)).await
-    };
-    let mut file = match opened {
-        Ok(Ok(file)) => Some(file),
-        Ok(Err(e)) => {
-            // The events and the tail still carry the output.
-            tracing::error!(path = %path.display(), error = %e, "session log cannot be opened");
-            None
-        }
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "opening the session log panicked");
-            None
-        }
-    };
+async fn write_all(
+    path: PathBuf,
+    mut file: Option<File>,
+    mut chunks: mpsc::UnboundedReceiver<Vec<u8>>,
+    room: Arc<Semaphore>,
+    written: oneshot::Sender<()>,
+) {
     let slow = TEST_SLOW.as_ref().filter(|(text, _)| path.to_string_lossy().contains(text.as_str())).map(|(_, d)| *d);
     while let Some(first) = chunks.recv().await {
-        // The room each chunk took (see `LogSink::write`), given back once written.
-        let mut taken = first.len().min(LOG_BACKLOG);
-        let mut batch = first;
-        while batch.len() < BATCH {
+        // What piled up goes out in one vectored write, without joining it first.
+        let mut size = first.len();
+        let mut batch = vec![first];
+        while size < BATCH {
             match chunks.try_recv() {
                 Ok(more) => {
-                    taken += more.len().min(LOG_BACKLOG);
-                    batch.extend_from_slice(&more);
+                    size += more.len();
+                    batch.push(more);
                 }
                 Err(_) => break,
             }
         }
+        // The room each chunk took (see `LogSink::write`), given back once written.
+        let taken: usize = batch.iter().map(|c| c.len().min(LOG_BACKLOG)).sum();
         if let Some(open) = file.take() {
             let outcome = tokio::task::spawn_blocking(move || {
                 if let Some(delay) = slow {
                     std::thread::sleep(delay);
                 }
                 let mut open = open;
-                open.write_all(&batch).map(|()| open)
+                write_vectored_all(&mut open, &batch).map(|()| open)
             })
             .await;
             match outcome {
@@ -121,4 +119,19 @@ async fn write_all(path: PathBuf, mut chunks: mpsc::UnboundedReceiver<Vec<u8>>, 
         room.add_permits(taken);
     }
     let _ = written.send(());
+}
+
+/// Writes every chunk, in order, with as few `writev` calls as the file takes.
+fn write_vectored_all(file: &mut File, chunks: &[Vec<u8>]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

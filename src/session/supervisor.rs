@@ -44,6 +44,8 @@ const ESCAPE_CHECK: Duration = Duration::from_millis(100);
 
 pub(crate) struct Running {
     pub pid: u32,
+    /// Recorded in the state directory already (by the launcher thread).
+    pub registered: bool,
     pub pidfd: Option<OwnedFd>,
     pub stops: mpsc::UnboundedReceiver<StopRequest>,
     pub stdout: Pump,
@@ -59,10 +61,10 @@ pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>, runnin
     // The session's record and the OOM baseline are written here, off the spawning thread
     // (JavaScript's, for the Node binding), before anything can end the session.
     session.record.lock().oom = process::OomCounter::for_child();
-    // On the blocking pool, as every file write of a session (a state directory on a
-    // slow disk must not hold up the worker); awaited, so the entry exists before the
-    // session can end and remove it.
-    if let Some(registry) = &shared.registry {
+    // Unless the launcher did it: on the blocking pool, as every file write of a session
+    // (a state directory on a slow disk must not hold up the worker); awaited, so the
+    // entry exists before the session can end and remove it.
+    if let (Some(registry), false) = (&shared.registry, running.registered) {
         let (registry, id, dir) = (Arc::clone(registry), Arc::clone(&session.id), session.config.working_directory.clone());
         let added = tokio::task::spawn_blocking(move || registry.add(&id, pid, &dir)).await;
         if let Err(e) = added.map_err(std::io::Error::other).and_then(|r| r) {
@@ -106,6 +108,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     let Running {
         pid,
+        registered: _,
         pidfd,
         mut stops,
         stdout,

@@ -119,7 +119,18 @@ fn launch(
         pid,
         status: Box::new(status.clone()),
     });
-    let running = Running { pid, pidfd: agent.pidfd, stops, stdout, stderr, stdin: agent.stdin, stdin_commands };
+    // The state directory's entry: here when this is the launcher thread (its file work
+    // is in place), else by the supervisor on the blocking pool.
+    let registered = match &shared.registry {
+        Some(registry) if launcher::on_launcher() => {
+            if let Err(e) = registry.add(id, pid, &session.config.working_directory) {
+                tracing::warn!(error = %e, "cannot record the session in the state directory");
+            }
+            true
+        }
+        _ => false,
+    };
+    let running = Running { pid, registered, pidfd: agent.pidfd, stops, stdout, stderr, stdin: agent.stdin, stdin_commands };
     let result = SpawnResult { session_id: id.to_string(), status, completion: session.completion() };
     Ok((result, running))
 }
