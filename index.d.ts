@@ -129,6 +129,11 @@ export interface ClaudeSessionStatus {
   stdoutTruncated?: boolean
   /** Added, likewise, for `stderr`. */
   stderrTruncated?: boolean
+  /**
+   * Added: pids of processes that left the session's process group (`setsid`) and were
+   * killed for it by the sweep. Those found after the session ended appear in later statuses.
+   */
+  stoppedEscapees?: number[]
 }
 
 /** Added: which charter rule refused a tool call (`claude-code`: Claude Code refused it itself). */

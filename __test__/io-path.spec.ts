@@ -1,5 +1,6 @@
-// The session I/O path under pressure: input an agent does not read is bounded.
-import { fakeSpawner, makeConfig, tempDir, within } from './support'
+// The session I/O path: input an agent does not read is bounded, spawning leaves
+// JavaScript's thread free, and what the sweep killed is in the status.
+import { fakeSpawner, makeConfig, pidsAfter, tempDir, within } from './support'
 
 const MiB = 1024 * 1024
 
@@ -70,5 +71,16 @@ describe('spawning from JavaScript', () => {
     // Started on JavaScript's thread, the 200 spawns held it for about 400 ms at once
     // (here, on a fast local disk); started on the launcher thread, 20-60 ms at worst.
     expect(worst).toBeLessThan(150)
+  })
+})
+
+describe('processes that left the group', () => {
+  it('are listed in the status when the sweep killed them for the session', async () => {
+    const spawner = fakeSpawner(['spawn-escapee', 'exit:0'])
+    const result = await spawner.spawnSession(makeConfig(tempDir()))
+    const status = await within(result.completion, 'end')
+    const [escapee] = pidsAfter('escapee: ', status.stdout)
+    expect(escapee).toBeGreaterThan(0)
+    expect(status.stoppedEscapees).toEqual([escapee])
   })
 })

@@ -112,6 +112,10 @@ pub struct SessionStatus {
     /// in the session directory on the host that ran it).
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// Processes that left the session's process group and were killed by the sweep
+    /// (see README, "Process model") (extra). Those found after the end appear in later
+    /// statuses, not in the one `SessionEnded` carried.
+    pub stopped_escapees: Vec<u32>,
 }
 
 fn iso(t: SystemTime) -> String {
@@ -162,6 +166,7 @@ impl SessionStatus {
         set("host", json!(self.host));
         set("stdoutTruncated", json!(self.stdout_truncated.then_some(true)));
         set("stderrTruncated", json!(self.stderr_truncated.then_some(true)));
+        set("stoppedEscapees", json!((!self.stopped_escapees.is_empty()).then_some(&self.stopped_escapees)));
         v
     }
 
@@ -219,6 +224,10 @@ impl SessionStatus {
             host: text("host"),
             stdout_truncated: v["stdoutTruncated"] == serde_json::Value::Bool(true),
             stderr_truncated: v["stderrTruncated"] == serde_json::Value::Bool(true),
+            stopped_escapees: v["stoppedEscapees"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_u64().and_then(|p| u32::try_from(p).ok())).collect())
+                .unwrap_or_default(),
         })
     }
 
@@ -379,6 +388,7 @@ mod tests {
             host: None,
             stdout_truncated: false,
             stderr_truncated: false,
+            stopped_escapees: vec![77],
         };
         assert_eq!(SessionStatus::from_json(&status.to_json()), Some(status.clone()));
         let cut = status.portable("h1", 7);

@@ -7,8 +7,10 @@
 //! [`SWEEP_INTERVAL`] (for everything queued since); [`soon`] asks for a scan at once,
 //! for a session whose output is still held open after its group was killed (a
 //! process outside the group holds it), and is told when it is done; [`now`] scans on
-//! the calling thread, for a daemon going away.
+//! the calling thread, for a daemon going away. The first two report the processes
+//! they killed for the session, which its status lists.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -21,11 +23,16 @@ use crate::spawner::SESSION_ID_ENV;
 /// The longest a process that escaped an ended session's group outlives it.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Told what a scan killed for a session (called only when it killed something).
+type Report = Box<dyn FnOnce(Vec<u32>) + Send>;
+
 #[derive(Default)]
 struct Queue {
     ids: Vec<String>,
-    /// Told when the next scan is done; their ids make it due at once.
-    waiting: Vec<oneshot::Sender<()>>,
+    /// Told, with what was killed for their id, when the next scan is done; they make
+    /// it due at once.
+    waiting: Vec<(String, oneshot::Sender<Vec<u32>>)>,
+    reports: Vec<(String, Report)>,
     /// The sweeper waits for work and must be woken; otherwise it is gathering ids
     /// until its next scan is due, and only an urgent id needs to wake it.
     idle: bool,
@@ -38,34 +45,36 @@ struct Sweeper {
 
 static SWEEPER: OnceLock<Option<&'static Sweeper>> = OnceLock::new();
 
-/// Kills (SIGKILL) every process tagged with one of `ids`; returns how many.
-pub(crate) fn now(ids: &[&str]) -> usize {
+/// Kills (SIGKILL) every process tagged with one of `ids`; returns them by id.
+pub(crate) fn now(ids: &[&str]) -> HashMap<String, Vec<u32>> {
     let found = signal_tagged(SESSION_ID_ENV, ids, libc::SIGKILL);
     for (id, pids) in &found {
         tracing::warn!(session = %id, ?pids, "killed processes that had left the session's process group");
     }
-    found.values().map(Vec::len).sum()
+    found
 }
 
-/// Queues the id of a session that ended for the next shared scan.
-pub(crate) fn later(id: &str) {
-    enqueue(id, None);
+/// Queues the id of a session that ended for the next shared scan; `report` hears of
+/// what it killed for the session, if anything.
+pub(crate) fn later(id: &str, report: impl FnOnce(Vec<u32>) + Send + 'static) {
+    enqueue(id, None, Some(Box::new(report)));
 }
 
 /// Asks for a scan for `id` now; resolves when it is done (at once if the sweeper
-/// cannot run).
-pub(crate) async fn soon(id: &str) {
+/// cannot run) with what it killed for `id`.
+pub(crate) async fn soon(id: &str) -> Vec<u32> {
     let (done, scanned) = oneshot::channel();
-    enqueue(id, Some(done));
-    let _ = scanned.await;
+    enqueue(id, Some(done), None);
+    scanned.await.unwrap_or_default()
 }
 
-fn enqueue(id: &str, done: Option<oneshot::Sender<()>>) {
+fn enqueue(id: &str, done: Option<oneshot::Sender<Vec<u32>>>, report: Option<Report>) {
     let Some(sweeper) = SWEEPER.get_or_init(start) else { return };
     let mut queue = sweeper.queue.lock();
     queue.ids.push(id.to_owned());
     let urgent = done.is_some();
-    queue.waiting.extend(done);
+    queue.waiting.extend(done.map(|d| (id.to_owned(), d)));
+    queue.reports.extend(report.map(|r| (id.to_owned(), r)));
     if queue.idle || urgent {
         queue.idle = false;
         sweeper.wake.notify_one();
@@ -77,7 +86,7 @@ fn start() -> Option<&'static Sweeper> {
     let started = std::thread::Builder::new().name("session-sweeper".into()).spawn(move || {
         let mut last = Instant::now() - SWEEP_INTERVAL;
         loop {
-            let (ids, waiting) = {
+            let (ids, waiting, reports) = {
                 let mut queue = sweeper.queue.lock();
                 while queue.ids.is_empty() {
                     queue.idle = true;
@@ -88,14 +97,19 @@ fn start() -> Option<&'static Sweeper> {
                 while queue.waiting.is_empty() && Instant::now() < due {
                     sweeper.wake.wait_until(&mut queue, due);
                 }
-                (std::mem::take(&mut queue.ids), std::mem::take(&mut queue.waiting))
+                (std::mem::take(&mut queue.ids), std::mem::take(&mut queue.waiting), std::mem::take(&mut queue.reports))
             };
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
             // A scan that panics must not end the thread.
-            let _ = std::panic::catch_unwind(|| now(&refs));
+            let mut killed = std::panic::catch_unwind(|| now(&refs)).unwrap_or_default();
             last = Instant::now();
-            for done in waiting {
-                let _ = done.send(());
+            for (id, done) in waiting {
+                let _ = done.send(killed.remove(&id).unwrap_or_default());
+            }
+            for (id, report) in reports {
+                if let Some(pids) = killed.remove(&id) {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| report(pids)));
+                }
             }
         }
     });

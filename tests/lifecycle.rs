@@ -365,3 +365,28 @@ async fn running_sessions_are_active_and_counted() {
     let (sa, sb) = (finished(a.completion).await, finished(b.completion).await);
     assert_eq!((sa.state, sb.state), (SessionState::Terminated, SessionState::Terminated));
 }
+
+#[tokio::test]
+async fn a_process_killed_for_holding_the_output_is_listed_in_the_ended_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["spawn-escapee", "exit:0"], &rec);
+    let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
+    let [escapee] = pids_after("escapee: ", &status.stdout)[..] else { panic!("no escapee pid") };
+    assert_eq!(status.stopped_escapees, vec![escapee]);
+}
+
+#[tokio::test]
+async fn a_process_the_sweep_kills_after_the_end_is_listed_in_later_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["spawn-daemon", "exit:0"], &rec);
+    let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
+    let [daemon] = pids_after("daemon: ", &status.stdout)[..] else { panic!("no daemon pid") };
+    let id = status.session_id.clone();
+    wait_until("the daemon in the session's status", || {
+        spawner.session_status(&id).is_some_and(|s| s.stopped_escapees == vec![daemon])
+    })
+    .await;
+    assert!(!alive(daemon));
+}

@@ -128,6 +128,7 @@ pub struct JsSessionStatus {
     pub host: Option<String>,
     pub stdout_truncated: Option<bool>,
     pub stderr_truncated: Option<bool>,
+    pub stopped_escapees: Option<Vec<u32>>,
 }
 
 /// A status's policy violation; `input` travels as JSON text.
@@ -175,6 +176,7 @@ impl From<SessionStatus> for JsSessionStatus {
             host: s.host,
             stdout_truncated: s.stdout_truncated.then_some(true),
             stderr_truncated: s.stderr_truncated.then_some(true),
+            stopped_escapees: (!s.stopped_escapees.is_empty()).then_some(s.stopped_escapees),
         }
     }
 }

@@ -62,6 +62,8 @@ pub(crate) struct Record {
     pub claude_session_id: Option<String>,
     pub cost_usd: Option<f64>,
     pub modified_files: Vec<String>,
+    /// Processes outside the group that the sweep killed.
+    pub stopped_escapees: Vec<u32>,
     /// How the latest turn ended: `Some(reason)` when Claude Code reported an error.
     pub turn_error: Option<String>,
     pub violations: VecDeque<PolicyViolation>,
@@ -153,6 +155,7 @@ impl Session {
                 claude_session_id: None,
                 cost_usd: None,
                 modified_files: Vec::new(),
+                stopped_escapees: Vec::new(),
                 turn_error: None,
                 violations: VecDeque::new(),
                 escalations: 0,
@@ -258,6 +261,7 @@ fn snapshot(id: &str, r: &Record) -> SessionStatus {
         claude_session_id: r.claude_session_id.clone(),
         cost_usd: r.cost_usd,
         modified_files: r.modified_files.clone(),
+        stopped_escapees: r.stopped_escapees.clone(),
         violations: r.violations.iter().cloned().collect(),
         host: None,
         stdout_truncated: false,

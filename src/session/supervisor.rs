@@ -204,7 +204,8 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
             _ = &mut stderr, if !stderr_done => stderr_done = true,
             _ = sleep_until(escape_check.unwrap_or_else(Instant::now)), if escape_check.is_some() => {
                 escape_check = None;
-                sweep::soon(&session.id).await;
+                let killed = sweep::soon(&session.id).await;
+                session.record.lock().stopped_escapees.extend(killed);
             }
             _ = sleep_until(drain_until) => {
                 tracing::warn!("output still open after the agent's group was killed; stopped reading it");
@@ -233,7 +234,12 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     };
     end(&shared, &session, state, message);
     // What left the group without holding the output is found by the next sweep.
-    sweep::later(&session.id);
+    let ended = Arc::downgrade(&session);
+    sweep::later(&session.id, move |killed| {
+        if let Some(session) = ended.upgrade() {
+            session.record.lock().stopped_escapees.extend(killed);
+        }
+    });
 }
 
 /// The state a session ends in: the spawner's own reason to stop it comes first, then

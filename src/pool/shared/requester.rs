@@ -59,6 +59,7 @@ fn placeholder(session_id: &str) -> SessionStatus {
         host: None,
         stdout_truncated: false,
         stderr_truncated: false,
+        stopped_escapees: Vec::new(),
     }
 }
 
