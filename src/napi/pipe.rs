@@ -242,7 +242,7 @@ pub(crate) struct PipeHandler {
 
 impl EventHandler for PipeHandler {
     fn handle(&self, event: SpawnerEvent) {
-        // spawnSession reports its own failure by throwing.
+        // spawnSession reports its own failure by rejecting (`session-started`).
         if matches!(event, SpawnerEvent::SpawnFailed { .. }) {
             return;
         }

@@ -290,6 +290,9 @@ fn close_on_exec_from_3(limit: libc::c_int) {
             while at < n as usize {
                 // linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
                 let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+                if reclen == 0 {
+                    break;
+                }
                 let mut fd: libc::c_int = 0;
                 let mut digits = 0;
                 for &b in &buf[at + 19..at + reclen] {

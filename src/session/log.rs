@@ -1,8 +1,8 @@
 //! A session's log file (`stdout.log`, `stderr.log`), written off the runtime's worker
 //! threads: a slow disk (an NFS working directory) must not hold up the worker that
 //! supervises every session's timeout and stop. Each log has a small task that takes
-//! the chunks in order, joins what has piled up into one write, and does the write on
-//! the blocking pool; while it is in flight the next chunks gather. The bytes on their
+//! the chunks in order and writes what has piled up with one vectored write on the
+//! blocking pool; while it is in flight the next chunks gather. The bytes on their
 //! way are bounded per log ([`LOG_BACKLOG`]): past it the reader waits, so a slow disk
 //! slows its own agent down (its pipe fills) instead of the daemon's memory growing.
 //! [`LogWritten`] resolves once every byte given has been written (or the log failed),
