@@ -9,15 +9,14 @@
 //   linux musl  cargo-zigbuild, for Alpine and other musl distributions
 //   macOS       Apple's toolchain on a Mac (both architectures from either)
 //
-// Linux builds need zig and cargo-zigbuild (`pip install ziglang==0.17.1
-// cargo-zigbuild==0.24.1`) and the Rust target (`rustup target add <triple>`). The
+// Linux builds need zig and cargo-zigbuild (`pip install -r scripts/zig-requirements.txt`)
+// and the Rust target (`rustup target add <triple>`). The
 // symbols are stripped by the release profile (Cargo.toml).
 const { spawnSync } = require('node:child_process')
 
 const { platformOfTarget } = require('../native/platform.js')
 const { napi } = require('../package.json')
-
-const GLIBC_FLOOR = '2.17'
+const { GLIBC_FLOOR } = require('./check-binary.js')
 
 function fail(message) {
   console.error(`build:target: ${message}`)
@@ -40,10 +39,10 @@ if (triple.includes('-linux-')) {
   // cargo-zigbuild finds zig on PATH or as the `ziglang` Python package.
   const zig = have('zig', ['version']) || have('python3', ['-m', 'ziglang', 'version'])
   if (!zig || !have('cargo-zigbuild')) {
-    fail('linux builds link through zig: `pip install ziglang==0.17.1 cargo-zigbuild==0.24.1`')
+    fail('linux builds link through zig: `pip install -r scripts/zig-requirements.txt`')
   }
   // zig picks the glibc version from the target's suffix; napi hands it to cargo-zigbuild.
-  args.push('-x', '--target', triple.endsWith('-gnu') ? `${triple}.${GLIBC_FLOOR}` : triple)
+  args.push('-x', '--target', triple.endsWith('-gnu') ? `${triple}.${GLIBC_FLOOR.join('.')}` : triple)
 } else if (triple.includes('-apple-darwin')) {
   if (process.platform !== 'darwin') fail(`${triple} is built on macOS (Apple's linker and SDK)`)
   args.push('--target', triple)

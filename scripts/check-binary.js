@@ -14,6 +14,7 @@
 const fs = require('node:fs')
 const path = require('node:path')
 
+/** The oldest glibc the linux-gnu binaries load on; `build:target` links against it. */
 const GLIBC_FLOOR = [2, 17]
 
 function compare(a, b) {
@@ -98,9 +99,13 @@ function check(file) {
   return problems.length === 0
 }
 
-const files = process.argv.slice(2)
-if (files.length === 0) {
-  console.error('usage: node scripts/check-binary.js <file.node>...')
-  process.exit(2)
+module.exports = { GLIBC_FLOOR }
+
+if (require.main === module) {
+  const files = process.argv.slice(2)
+  if (files.length === 0) {
+    console.error('usage: node scripts/check-binary.js <file.node>...')
+    process.exit(2)
+  }
+  process.exit(files.map(check).every(Boolean) ? 0 : 1)
 }
-process.exit(files.map(check).every(Boolean) ? 0 : 1)
