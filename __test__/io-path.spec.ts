@@ -1,13 +1,17 @@
 // The session I/O path: input an agent does not read is bounded, spawning leaves
 // JavaScript's thread free, and what the sweep killed is in the status.
-import { fakeSpawner, makeConfig, pidsAfter, tempDir, within } from './support'
+import { fakeSpawner, makeConfig, outputOf, pidsAfter, record, tempDir, until, within } from './support'
 
 const MiB = 1024 * 1024
 
 describe('input to an agent that does not read it', () => {
   it('is refused past 8 MiB waiting, with a clear error, and the daemon does not grow', async () => {
-    const spawner = fakeSpawner(['hang'])
+    const spawner = fakeSpawner(['out:ready', 'hang'])
+    const events = record(spawner)
     const result = await spawner.spawnSession(makeConfig(tempDir()))
+    // Its output comes after its prompt was written (both from the session's one task),
+    // so the prompt no longer counts among the bytes waiting.
+    await until('the agent to run', () => outputOf(events, result.sessionId).includes('ready'))
     const chunk = 'x'.repeat(MiB)
     let accepted = 0
     let refusal: any
@@ -19,8 +23,8 @@ describe('input to an agent that does not read it', () => {
         refusal = error
       }
     }
-    // 8 MiB may wait (each chunk is a MiB and a newline, so 7 of them fill it); the pipe
-    // itself may have taken one more.
+    // 8 MiB may wait: 8 chunks of a MiB (the text protocol adds nothing to them), one
+    // fewer or more at the edges of the count.
     expect(refusal).toBeInstanceOf(Error)
     expect(refusal.code).toBe('ERR_INPUT_BACKLOG')
     expect(refusal.message).toContain(result.sessionId)
