@@ -16,6 +16,7 @@
 //! | `flood-out:<bytes>` / `flood-err:<bytes>` | writes that many bytes in 1 KiB lines |
 //! | `blast-out:<bytes>` | writes that many bytes in 64 KiB writes of 1 KiB lines |
 //! | `numbered-out:<bytes>` | writes that many bytes in 64 KiB writes of 1 KiB lines, each starting with its line number (see [`numbered_line`]) |
+//! | `wide-out:<n>` | writes `aé€😀` and a newline `n` times (characters of 1 to 4 bytes), in writes of 65521 bytes, so that reads cut characters |
 //! | `long-line:<bytes>` | writes one line of that many bytes, without a newline |
 //! | `invalid-utf8` | writes bytes that are not UTF-8, then a newline |
 //! | `spawn-sleepers:<n>` | starts `n` children that sleep, prints `sleeper: <pid>` each |
@@ -130,6 +131,13 @@ fn run(step: &str) {
         "flood-out" => flood(&mut out, number(), 1024),
         "flood-err" => flood(&mut std::io::stderr().lock(), number(), 1024),
         "blast-out" => flood(&mut out, number(), 64 * 1024),
+        "wide-out" => {
+            let text = "aé€😀\n".repeat(number() as usize);
+            for piece in text.as_bytes().chunks(65521) {
+                write(&mut out, piece);
+            }
+            out.flush().ok();
+        }
         "numbered-out" => {
             let total = number();
             let mut block = Vec::with_capacity(64 * 1024);

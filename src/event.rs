@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::output::Text;
 use crate::recovery::CrashAnalysis;
 use crate::status::{CrashReport, PolicyViolation, SessionStatus};
 
@@ -33,7 +34,8 @@ pub struct OutputChunk {
     pub session_id: Arc<str>,
     pub stream: Stream,
     /// Decoded as UTF-8; invalid bytes become U+FFFD (the log on disk keeps the bytes).
-    pub data: String,
+    /// It shares the buffer the output was read into (with the log and the tail).
+    pub data: Text,
     pub(crate) _credit: Option<OwnedSemaphorePermit>,
 }
 

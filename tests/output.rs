@@ -53,6 +53,26 @@ async fn invalid_utf8_is_replaced_in_text_and_kept_on_disk() {
 }
 
 #[tokio::test]
+async fn characters_cut_between_reads_arrive_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    // 11 bytes a line, written 65521 bytes at a time: nearly every read ends inside a
+    // character, which the next read completes.
+    let lines = 200_000;
+    let status = finished(
+        spawner(&[&format!("wide-out:{lines}")], &rec).spawn_session(config(dir.path())).await.unwrap().completion,
+    )
+    .await;
+    let expected = "aé€😀\n".repeat(lines);
+    assert_eq!(status.state, SessionState::Completed);
+    let delivered = rec.output(&status.session_id, "stdout");
+    assert!(!delivered.contains('\u{fffd}'), "a character was cut");
+    assert!(delivered == expected, "delivered {} bytes, expected {}", delivered.len(), expected.len());
+    assert_eq!(log(dir.path(), &status.session_id, "stdout.log"), expected.as_bytes());
+    assert!(status.stdout.ends_with("aé€😀\naé€😀\n"));
+}
+
+#[tokio::test]
 async fn a_huge_line_without_newline_is_delivered_whole() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();

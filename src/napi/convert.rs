@@ -31,11 +31,12 @@ pub(crate) fn time_from_millis(ms: f64) -> SystemTime {
     }
 }
 
-/// Text for JavaScript. Pure ASCII (the usual output) is handed over as Latin-1,
-/// which V8 copies without decoding.
-pub struct JsText(pub String);
+/// Text for JavaScript (a `String`, or output's shared [`Text`](crate::output::Text)).
+/// Pure ASCII (the usual output) is handed over as Latin-1, which V8 copies without
+/// decoding.
+pub struct JsText<T = String>(pub T);
 
-impl napi::bindgen_prelude::TypeName for JsText {
+impl<T> napi::bindgen_prelude::TypeName for JsText<T> {
     fn type_name() -> &'static str {
         "string"
     }
@@ -44,16 +45,19 @@ impl napi::bindgen_prelude::TypeName for JsText {
     }
 }
 
-impl ToNapiValue for JsText {
+impl<T: AsRef<str>> ToNapiValue for JsText<T> {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-        if !val.0.is_ascii() {
-            return unsafe { String::to_napi_value(env, val.0) };
-        }
+        let text = val.0.as_ref();
         let mut out = std::ptr::null_mut();
-        napi::check_status!(
-            unsafe { sys::napi_create_string_latin1(env, val.0.as_ptr().cast(), val.0.len() as isize, &mut out) },
-            "creating a string failed"
-        )?;
+        // SAFETY: a live environment (the caller's) and a pointer and length of `text`.
+        let status = unsafe {
+            if text.is_ascii() {
+                sys::napi_create_string_latin1(env, text.as_ptr().cast(), text.len() as isize, &mut out)
+            } else {
+                sys::napi_create_string_utf8(env, text.as_ptr().cast(), text.len() as isize, &mut out)
+            }
+        };
+        napi::check_status!(status, "creating a string failed")?;
         Ok(out)
     }
 }

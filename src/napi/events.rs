@@ -8,13 +8,14 @@ use napi_derive::napi;
 use super::convert::{millis, JsSessionStatus, JsText};
 use super::pipe::{raw_args, Args, Delivery, Payload};
 use crate::event::SpawnerEvent;
+use crate::output::Text;
 
 #[napi(object, js_name = "NativeOutputEvent", object_from_js = false)]
 pub struct JsOutputEvent {
     pub session_id: String,
     #[napi(js_name = "type")]
     pub stream: String,
-    pub data: JsText,
+    pub data: JsText<Text>,
 }
 
 /// `message` travels as JSON text: `JSON.parse` builds it faster than Node-API calls.

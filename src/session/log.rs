@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Bytes of one log on their way to the disk at most.
@@ -33,7 +34,7 @@ static TEST_SLOW: LazyLock<Option<(String, Duration)>> = LazyLock::new(|| {
 
 /// The writing end, held by the stream's reader.
 pub(crate) struct LogSink {
-    chunks: mpsc::UnboundedSender<Vec<u8>>,
+    chunks: mpsc::UnboundedSender<Bytes>,
     room: Arc<Semaphore>,
 }
 
@@ -61,8 +62,9 @@ pub(crate) fn open(path: PathBuf) -> (LogSink, LogWritten) {
 }
 
 impl LogSink {
-    /// Queues `bytes`, first waiting for room when the disk is behind.
-    pub async fn write(&self, bytes: &[u8]) {
+    /// Queues `bytes` (shared, not copied), first waiting for room when the disk is
+    /// behind.
+    pub async fn write(&self, bytes: Bytes) {
         let wanted = bytes.len().min(LOG_BACKLOG) as u32;
         match self.room.acquire_many(wanted).await {
             // Given back by the writer once written.
@@ -70,14 +72,14 @@ impl LogSink {
             // Closed: the log failed, and nothing more is written.
             Err(_) => return,
         }
-        let _ = self.chunks.send(bytes.to_vec());
+        let _ = self.chunks.send(bytes);
     }
 }
 
 async fn write_all(
     path: PathBuf,
     mut file: Option<File>,
-    mut chunks: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut chunks: mpsc::UnboundedReceiver<Bytes>,
     room: Arc<Semaphore>,
     written: oneshot::Sender<()>,
 ) {
@@ -122,7 +124,7 @@ async fn write_all(
 }
 
 /// Writes every chunk, in order, with as few `writev` calls as the file takes.
-fn write_vectored_all(file: &mut File, chunks: &[Vec<u8>]) -> std::io::Result<()> {
+fn write_vectored_all(file: &mut File, chunks: &[Bytes]) -> std::io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
     let mut rest = &mut slices[..];
     while !rest.is_empty() {

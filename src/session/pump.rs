@@ -1,19 +1,22 @@
 //! The reader of one output stream. Each chunk goes, in this order, to the log file
-//! on disk (through its writer, see `log`), to the session's bounded tail, to the event handler (as text), and to
-//! the protocol observer. Both streams are read concurrently, so a flood on one
+//! on disk (through its writer, see `log`), to the protocol observer, to the session's
+//! bounded tail and to the event handler (as text), all sharing the one buffer it
+//! was read into. Both streams are read concurrently, so a flood on one
 //! never stalls the other.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
+use tokio::net::UnixStream;
 
 use crate::event::{OutputChunk, SpawnerEvent, Stream};
 use crate::notice::Notice;
-use crate::output::Utf8Decoder;
+use crate::output::{Text, Utf8Decoder};
 use crate::approval::ApprovalRequest;
 use crate::policy::Rule;
 use crate::protocol::{approval_reply, interrupt_request, Findings, Observer, PendingApproval, Report};
@@ -22,16 +25,17 @@ use crate::session::{Session, StopReason, StopRequest};
 use crate::spawner::Shared;
 use crate::status::{PolicyViolation, SessionState};
 
-/// A pipe holds 64 KiB on Linux; reading more at once gains nothing.
+/// What one read takes at most: a pipe holds 64 KiB, and a bigger read would make
+/// strings that V8 keeps outside its young generation (over 128 KiB).
 const READ_SIZE: usize = 64 * 1024;
 
-/// A read at least this big hands its buffer to the event as is; a smaller one is
-/// copied out, so a short line never pins a whole read buffer while it waits.
+/// A read at least this big hands its buffer over; a smaller one is copied out, so a
+/// buffer is at least half used by the output it holds.
 const HAND_OVER: usize = READ_SIZE / 2;
 
 pub(crate) struct Pump {
     pub stream: Stream,
-    pub pipe: pipe::Receiver,
+    pub source: Source,
     /// The log file, opened and written by its own writer, off this reader's thread.
     pub log: LogSink,
     /// Taken by the supervisor, which awaits the log before reporting the end.
@@ -42,41 +46,49 @@ pub(crate) struct Pump {
 impl Pump {
     /// Inside the runtime (the log's writer starts on it).
     pub fn new(stream: Stream, fd: OwnedFd, log: PathBuf, observer: Option<Observer>) -> std::io::Result<Self> {
-        let pipe = pipe::Receiver::from_owned_fd(fd)?;
+        let source = Source::new(fd)?;
         let (log, written) = super::log::open(log);
-        Ok(Self { stream, pipe, log, written: Some(written), observer })
+        Ok(Self { stream, source, log, written: Some(written), observer })
     }
 
     pub async fn run(mut self, session: &Arc<Session>, shared: &Arc<Shared>) {
-        let mut buf = Vec::with_capacity(READ_SIZE);
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
         let mut decoder = Utf8Decoder::default();
         loop {
+            // A character the last read cut goes in front, so this read completes it
+            // in place and the decoder can share the whole buffer.
+            let carried = decoder.pending().to_vec();
             buf.clear();
-            let n = match self.pipe.read_buf(&mut buf).await {
+            buf.reserve(READ_SIZE + carried.len());
+            buf.extend_from_slice(&carried);
+            let n = match self.source.read_buf(&mut buf).await {
                 Ok(0) => break,
-                Ok(n) => n,
+                Ok(n) => {
+                    // In the buffer now (the decoder keeps it until a read completes it).
+                    decoder.take_pending();
+                    n
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::warn!(stream = self.stream.as_str(), error = %e, "read failed");
                     break;
                 }
             };
-            let bytes = &buf[..];
-            self.log.write(bytes).await;
+            // One buffer for the log, the tail and the event: a big read is handed over
+            // (the next read gets a new buffer), a small one copied out so that a
+            // short line never pins a whole read buffer while it waits.
+            let read = if n >= HAND_OVER { buf.split().freeze() } else { Bytes::copy_from_slice(&buf) };
+            let bytes = read.slice(carried.len()..);
+            self.log.write(bytes.clone()).await;
             let mut found = Findings::default();
             if let Some(observer) = self.observer.as_mut() {
-                observer.on_stdout(bytes, &mut found);
+                observer.on_stdout(&bytes, &mut found);
             }
-            session.record.lock().tail_mut(self.stream).push(bytes);
+            session.record.lock().tail_mut(self.stream).push_shared(bytes);
             if session.config.verbose {
                 tracing::info!(stream = self.stream.as_str(), bytes = n, "output");
             }
-            let text = if n >= HAND_OVER {
-                decoder.decode_owned(std::mem::replace(&mut buf, Vec::with_capacity(READ_SIZE)))
-            } else {
-                decoder.decode(&buf)
-            };
-            self.deliver(text, session, shared).await;
+            self.deliver(decoder.decode_bytes(read), session, shared).await;
             if !found.is_empty() {
                 apply(found, session, shared);
             }
@@ -85,13 +97,14 @@ impl Pump {
         if let Some(observer) = self.observer.as_mut() {
             observer.on_eof(&mut found);
         }
-        self.deliver(decoder.finish(), session, shared).await;
+        let rest = decoder.finish();
+        self.deliver(Text::from(rest), session, shared).await;
         if !found.is_empty() {
             apply(found, session, shared);
         }
     }
 
-    async fn deliver(&self, data: String, session: &Session, shared: &Shared) {
+    async fn deliver(&self, data: Text, session: &Session, shared: &Shared) {
         if data.is_empty() {
             return;
         }
@@ -191,6 +204,37 @@ fn apply(found: Findings, session: &Arc<Session>, shared: &Arc<Shared>) {
 
 /// How long an agent told to stop for its budget gets before it is stopped.
 const BUDGET_STOP: Duration = Duration::from_secs(3);
+
+/// Where a stream's output comes from: a socket (the Linux launcher's) or a pipe (the
+/// standard library's, elsewhere).
+pub(crate) enum Source {
+    Socket(UnixStream),
+    Pipe(pipe::Receiver),
+}
+
+impl Source {
+    fn new(fd: OwnedFd) -> std::io::Result<Self> {
+        // SAFETY: fstat fills the struct for a descriptor we own.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if stat.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+            let socket = std::os::unix::net::UnixStream::from(fd);
+            socket.set_nonblocking(true)?;
+            Ok(Self::Socket(UnixStream::from_std(socket)?))
+        } else {
+            Ok(Self::Pipe(pipe::Receiver::from_owned_fd(fd)?))
+        }
+    }
+
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Self::Socket(socket) => socket.read_buf(buf).await,
+            Self::Pipe(pipe) => pipe.read_buf(buf).await,
+        }
+    }
+}
 
 /// Puts a tool call to the daemon and answers Claude Code. No handler, a handler that
 /// fails, or no answer in time: denied, counted as an escalation.

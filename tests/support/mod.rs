@@ -241,7 +241,7 @@ pub mod recorder {
                 SpawnerEvent::SessionOutput(c) => Seen::Output {
                     id: c.session_id.to_string(),
                     stream: c.stream.as_str(),
-                    data: c.data.clone(),
+                    data: c.data.to_string(),
                 },
                 SpawnerEvent::SessionTimeout { session_id } => Seen::Timeout { id: session_id.to_string() },
                 SpawnerEvent::SessionMessage { session_id, message } => Seen::Message { id: session_id.to_string(), message },

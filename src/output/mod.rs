@@ -1,76 +1,14 @@
 //! Output handling shared by every stream: the bounded in-memory tail of a stream,
-//! a streaming UTF-8 decoder that never splits a character between chunks, and a
-//! bounded line splitter for line-based protocols.
+//! a streaming UTF-8 decoder that never splits a character between chunks, the
+//! shared text it produces, and a bounded line splitter for line-based protocols.
 
-/// The newest `capacity` bytes of a stream: a ring buffer that grows as output
-/// arrives, up to `capacity`.
-#[derive(Debug)]
-pub struct TailBuffer {
-    bytes: Vec<u8>,
-    /// Once full, where the oldest byte is (and the next write goes).
-    head: usize,
-    capacity: usize,
-    total: u64,
-}
+mod tail;
+mod text;
 
-impl TailBuffer {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            bytes: Vec::new(),
-            head: 0,
-            capacity,
-            total: 0,
-        }
-    }
+use bytes::Bytes;
 
-    pub fn push(&mut self, chunk: &[u8]) {
-        self.total += chunk.len() as u64;
-        let chunk = &chunk[chunk.len().saturating_sub(self.capacity)..];
-        let room = self.capacity - self.bytes.len();
-        if room > 0 {
-            let now = chunk.len().min(room);
-            self.bytes.extend_from_slice(&chunk[..now]);
-            self.write_ring(&chunk[now..]);
-        } else {
-            self.write_ring(chunk);
-        }
-    }
-
-    /// Overwrites the oldest bytes of a full buffer.
-    fn write_ring(&mut self, chunk: &[u8]) {
-        if chunk.is_empty() {
-            return;
-        }
-        let first = chunk.len().min(self.capacity - self.head);
-        self.bytes[self.head..self.head + first].copy_from_slice(&chunk[..first]);
-        self.bytes[..chunk.len() - first].copy_from_slice(&chunk[first..]);
-        self.head = (self.head + chunk.len()) % self.capacity;
-    }
-
-    /// Bytes ever pushed, kept or not.
-    pub fn total_bytes(&self) -> u64 {
-        self.total
-    }
-
-    /// The kept bytes as text. A character cut at the front by the bound is dropped;
-    /// invalid bytes become U+FFFD.
-    pub fn to_text(&self) -> String {
-        let mut all = Vec::with_capacity(self.bytes.len());
-        all.extend_from_slice(&self.bytes[self.head..]);
-        all.extend_from_slice(&self.bytes[..self.head]);
-        let cut = self.total > all.len() as u64;
-        let start = if cut {
-            all.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count()
-        } else {
-            0
-        };
-        match String::from_utf8(all) {
-            Ok(s) if start == 0 => s,
-            Ok(s) => s[start..].to_owned(),
-            Err(e) => String::from_utf8_lossy(&e.into_bytes()[start..]).into_owned(),
-        }
-    }
-}
+pub use tail::TailBuffer;
+pub use text::Text;
 
 /// Decodes a byte stream chunk by chunk. A character split across chunks is held
 /// back until its end arrives; bytes that can never form a character become U+FFFD.
@@ -117,14 +55,35 @@ impl Utf8Decoder {
         out
     }
 
-    /// Like [`Utf8Decoder::decode`], reusing `chunk`'s allocation when it is valid
-    /// UTF-8 on its own (the usual case), instead of copying it.
-    pub fn decode_owned(&mut self, chunk: Vec<u8>) -> String {
-        if self.pending.is_empty() && std::str::from_utf8(&chunk).is_ok() {
-            // SAFETY: just checked.
-            return unsafe { String::from_utf8_unchecked(chunk) };
+    /// Like [`Utf8Decoder::decode`], sharing `chunk` (or the valid part before an
+    /// unfinished last character) instead of copying it when there is nothing pending
+    /// and no invalid byte in it.
+    pub fn decode_bytes(&mut self, chunk: Bytes) -> Text {
+        if self.pending.is_empty() {
+            match std::str::from_utf8(&chunk) {
+                Ok(_) => return Text::from_utf8_unchecked(chunk),
+                Err(e) if e.error_len().is_none() => {
+                    let valid = e.valid_up_to();
+                    self.pending = chunk[valid..].to_vec();
+                    return Text::from_utf8_unchecked(chunk.slice(..valid));
+                }
+                Err(_) => {}
+            }
         }
-        self.decode(&chunk)
+        Text::from(self.decode(&chunk))
+    }
+
+    /// The start of a character the last chunk cut (at most 3 bytes). A reader that
+    /// reads the next chunk right after these bytes, and then takes them
+    /// ([`Utf8Decoder::take_pending`]), lets [`Utf8Decoder::decode_bytes`] share the
+    /// whole buffer.
+    pub fn pending(&self) -> &[u8] {
+        &self.pending
+    }
+
+    /// Takes the pending bytes: the caller now puts them in front of the next chunk.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
     }
 
     /// At end of stream: an unfinished character is replaced.
@@ -220,48 +179,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tail_keeps_the_newest_bytes() {
-        let mut t = TailBuffer::new(5);
-        t.push(b"abc");
-        t.push(b"defg");
-        assert_eq!(t.to_text(), "cdefg");
-        t.push(b"0123456789");
-        assert_eq!(t.to_text(), "56789");
-        assert_eq!(t.total_bytes(), 17);
-    }
-
-    #[test]
-    fn tail_drops_a_character_cut_by_the_bound() {
-        let mut t = TailBuffer::new(4);
-        t.push("xé€".as_bytes()); // x(1) é(2) €(3): the last 4 bytes cut é in half
-        assert_eq!(t.to_text(), "€");
-    }
-
-    #[test]
-    fn tail_wraps_many_times_in_odd_pieces() {
-        let mut t = TailBuffer::new(7);
-        let text: String = (0..200).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-        let mut at = 0;
-        for size in [1, 3, 5, 7, 2, 11, 4, 6].iter().cycle() {
-            if at >= text.len() {
-                break;
-            }
-            let end = (at + size).min(text.len());
-            t.push(&text.as_bytes()[at..end]);
-            at = end;
-            assert_eq!(t.to_text(), text[end.saturating_sub(7)..end]);
-        }
-    }
-
-    #[test]
-    fn tail_with_zero_capacity_keeps_nothing() {
-        let mut t = TailBuffer::new(0);
-        t.push(b"abc");
-        assert_eq!(t.to_text(), "");
-        assert_eq!(t.total_bytes(), 3);
-    }
-
-    #[test]
     fn decoder_joins_characters_split_between_chunks() {
         let mut d = Utf8Decoder::default();
         let bytes = "añ€😀".as_bytes();
@@ -274,13 +191,21 @@ mod tests {
     }
 
     #[test]
-    fn decode_owned_agrees_with_decode() {
+    fn decode_bytes_agrees_with_decode_and_shares_valid_chunks() {
         let mut a = Utf8Decoder::default();
         let mut b = Utf8Decoder::default();
-        for chunk in [&b"plain "[..], b"caf\xc3", b"\xa9 ok", b"bad\xff"] {
-            assert_eq!(a.decode_owned(chunk.to_vec()), b.decode(chunk));
+        for chunk in [&b"plain "[..], b"caf\xc3", b"\xa9 ok", b"bad\xff", b"\xe2\x82", b"\xac"] {
+            assert_eq!(a.decode_bytes(Bytes::copy_from_slice(chunk)), b.decode(chunk));
         }
         assert_eq!(a.finish(), b.finish());
+        let chunk = Bytes::from_static("naïve €".as_bytes());
+        let text = a.decode_bytes(chunk.slice(..chunk.len() - 1));
+        assert_eq!(text, "naïve ");
+        assert_eq!(text.as_bytes().as_ptr(), chunk.as_ptr());
+        // The cut character, put in front of the rest, completes it.
+        let mut next = a.take_pending();
+        next.extend_from_slice(&chunk[chunk.len() - 1..]);
+        assert_eq!(a.decode_bytes(Bytes::from(next)), "€");
     }
 
     #[test]
