@@ -55,7 +55,12 @@ pub fn start_time(pid: u32) -> Option<u64> {
             Err(_) => return None,
         }
     }
-    let stat = std::str::from_utf8(&buf[..len]).ok()?;
+    start_time_in(&buf[..len])
+}
+
+/// The start time in the text of a `/proc/<pid>/stat` (see [`start_time`]).
+pub(crate) fn start_time_in(stat: &[u8]) -> Option<u64> {
+    let stat = std::str::from_utf8(stat).ok()?;
     let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
     if fields.first() == Some(&"Z") {
         return None;
@@ -185,12 +190,14 @@ impl Registry {
     }
 
     /// Records a session whose agent just started.
-    pub fn add(&self, session_id: &str, pid: u32, working_directory: &Path) -> io::Result<()> {
+    /// `started`: the agent's start time when the spawn learnt it, else it is read here
+    /// (which waits while the agent is in the middle of its `exec`).
+    pub fn add(&self, session_id: &str, pid: u32, started: Option<u64>, working_directory: &Path) -> io::Result<()> {
         let entry = LiveSession {
             session_id: session_id.to_owned(),
             pid,
             pgid: pid,
-            start_time: start_time(pid).unwrap_or(0),
+            start_time: started.or_else(|| start_time(pid)).unwrap_or(0),
             daemon_pid: self.daemon_pid,
             daemon_start_time: self.daemon_start_time,
             working_directory: working_directory.to_owned(),
@@ -440,7 +447,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(&dir.path().join("state")).unwrap();
-        reg.add("claude-session-x", std::process::id(), Path::new("/srv")).unwrap();
+        reg.add("claude-session-x", std::process::id(), None, Path::new("/srv")).unwrap();
         let file = slots_file(&reg);
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::metadata(reg.dir()).unwrap().permissions().mode() & 0o777, 0o700);
@@ -463,10 +470,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path()).unwrap();
         for id in ["a", "b", "c"] {
-            reg.add(id, std::process::id(), Path::new("/srv")).unwrap();
+            reg.add(id, std::process::id(), None, Path::new("/srv")).unwrap();
         }
         reg.remove("b");
-        reg.add("d", std::process::id(), Path::new("/srv")).unwrap();
+        reg.add("d", std::process::id(), None, Path::new("/srv")).unwrap();
         let file = slots_file(&reg);
         assert_eq!(std::fs::metadata(&file).unwrap().len(), 3 * SLOT as u64);
         let mut ids: Vec<String> = recorded_sessions(dir.path()).unwrap().into_iter().map(|e| e.session_id).collect();
@@ -484,7 +491,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reg = Registry::open(dir.path()).unwrap();
         let deep = PathBuf::from(format!("/{}", "d".repeat(SLOT)));
-        reg.add("claude-session-deep", std::process::id(), &deep).unwrap();
+        reg.add("claude-session-deep", std::process::id(), None, &deep).unwrap();
         let own = dir.path().join("claude-session-deep.json");
         assert!(own.exists());
         assert_eq!(recorded_sessions(dir.path()).unwrap()[0].working_directory, deep);

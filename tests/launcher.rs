@@ -63,3 +63,26 @@ async fn a_script_without_a_shebang_runs_under_sh() {
     assert_eq!(status.state, SessionState::Completed, "{:?}", status.error_message);
     assert_eq!(status.stdout, "arg=first\nstdin=Task: Run the fake task\n");
 }
+
+#[tokio::test]
+async fn the_state_directory_records_the_agents_own_start_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let options = SpawnerOptions { state_dir: Some(state.path().to_owned()), ..Default::default() };
+    let spawner = spawner_with(options, &["out:ready", "hang"], &rec);
+    let result = spawner.spawn_session(config(dir.path())).await.unwrap();
+    let pid = result.status.pid.unwrap();
+    // Written after the start is reported: wait for it.
+    wait_until("the session's entry", || registry::recorded_sessions(state.path()).map(|s| s.len() == 1).unwrap_or(false)).await;
+    let recorded = registry::recorded_sessions(state.path()).unwrap().remove(0);
+    assert_eq!(recorded.pid, pid);
+    // The launcher's child read it before its exec; it is the agent's, which a reaper
+    // compares with /proc to tell the agent from a process that reused its pid.
+    assert_eq!(Some(recorded.start_time), registry::start_time(pid));
+    assert_ne!(recorded.start_time, 0);
+    spawner.terminate_session(&result.session_id, false).await.unwrap();
+    finished(result.completion).await;
+    // Removed on the blocking pool once the session ended.
+    wait_until("the entry's removal", || registry::recorded_sessions(state.path()).map(|s| s.is_empty()).unwrap_or(false)).await;
+}

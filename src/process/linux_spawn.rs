@@ -47,7 +47,14 @@ struct ChildArgs {
     fd_limit: libc::c_int,
     /// The errno of the step that failed in the child; 0 when it exec'd.
     error: AtomicI32,
+    /// Where the child puts its own `/proc/self/stat` (`STAT_SIZE` bytes), and how
+    /// much it read. Read by the parent afterwards: once the agent is in its `exec`,
+    /// reading its stat waits until the `exec` is done (half a millisecond or more).
+    stat: *mut u8,
+    stat_len: AtomicI32,
 }
+
+const STAT_SIZE: usize = 1024;
 
 pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentProcess> {
     let env = environment(cmd);
@@ -78,6 +85,7 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
     let (stdout_read, stdout_write) = output_socket()?;
     let (stderr_read, stderr_write) = output_socket()?;
 
+    let mut stat = [0u8; STAT_SIZE];
     let args = ChildArgs {
         program: program.as_ptr(),
         argv: argv.as_ptr(),
@@ -89,6 +97,8 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
         parent_death: parent_death.then(|| unsafe { libc::getpid() }),
         fd_limit: descriptor_limit(),
         error: AtomicI32::new(0),
+        stat: stat.as_mut_ptr(),
+        stat_len: AtomicI32::new(0),
     };
     // One stack per spawning thread, kept: a spawn blocks its thread until the child
     // has exec'd (CLONE_VFORK), so the stack is free again when it returns, and mapping
@@ -128,7 +138,9 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
         let _ = super::unix::reap(pid as u32);
         return Err(io::Error::from_raw_os_error(errno));
     }
-    Ok(AgentProcess { pid: pid as u32, pidfd, stdin: stdin_write, stdout: stdout_read, stderr: stderr_read })
+    let stat_len = usize::try_from(args.stat_len.load(Ordering::SeqCst)).unwrap_or(0).min(STAT_SIZE);
+    let start_time = crate::registry::start_time_in(&stat[..stat_len]);
+    Ok(AgentProcess { pid: pid as u32, pidfd, stdin: stdin_write, stdout: stdout_read, stderr: stderr_read, start_time })
 }
 
 /// Sets this thread's signal mask with the system call itself: glibc's wrappers refuse
@@ -244,6 +256,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 {
             return fail();
         }
+        read_own_stat(a);
         for (target, &fd) in a.stdio.iter().enumerate() {
             if libc::dup2(fd, target as libc::c_int) < 0 {
                 return fail();
@@ -260,6 +273,24 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         }
     }
     fail()
+}
+
+/// In the child: its `/proc/self/stat` into the parent's buffer (nothing when there is
+/// no `/proc`: the start time is then read later).
+fn read_own_stat(a: &ChildArgs) {
+    // SAFETY: a NUL-terminated path, and a buffer of the parent's (this memory is
+    // shared until the exec) of STAT_SIZE bytes that the parent only reads afterwards.
+    unsafe {
+        let fd = libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return;
+        }
+        let n = libc::read(fd, a.stat.cast(), STAT_SIZE);
+        libc::close(fd);
+        if n > 0 {
+            a.stat_len.store(n as i32, Ordering::SeqCst);
+        }
+    }
 }
 
 /// In the child: marks every descriptor from 3 up close-on-exec, so that only stdin,
@@ -411,4 +442,27 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     }
     // SAFETY: fcntl just gave us this descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_child_reports_its_start_time_before_its_exec() {
+        let cmd = AgentCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "exec sleep 5".into()],
+            cwd: "/".into(),
+            base_env: None,
+            env: Vec::new(),
+            parent_death_signal: false,
+        };
+        let agent = spawn(&cmd, false).unwrap();
+        let read_afterwards = crate::registry::start_time(agent.pid);
+        let _ = super::super::unix::signal_group(agent.pid, libc::SIGKILL);
+        let _ = super::super::unix::reap(agent.pid);
+        assert!(agent.start_time.is_some(), "the child read nothing");
+        assert_eq!(agent.start_time, read_afterwards);
+    }
 }

@@ -16,6 +16,9 @@ pub struct AgentProcess {
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// Its start time in clock ticks since boot, when the spawn learnt it (the Linux
+    /// launcher's child reads it before its `exec`; see `registry::start_time`).
+    pub start_time: Option<u64>,
 }
 
 impl AgentProcess {
@@ -52,6 +55,7 @@ impl AgentProcess {
             stdin: take(child.stdin.take().map(OwnedFd::from))?,
             stdout: take(child.stdout.take().map(OwnedFd::from))?,
             stderr: take(child.stderr.take().map(OwnedFd::from))?,
+            start_time: None,
         })
     }
 }

@@ -119,7 +119,19 @@ pub(crate) struct Session {
     pub restarter: Option<crate::notice::Restarter>,
     /// The session counted as work in flight, until it ends.
     pub busy: Mutex<Option<crate::notice::Busy>>,
+    /// Its entry in the state directory (see `supervisor::record_entry`).
+    pub entry: Mutex<Entry>,
     ended: watch::Sender<bool>,
+}
+
+/// Where a session's entry in the state directory is. The entry is written after the
+/// session's start is reported, so a fast session can end before it is written: the
+/// one who comes second (the writer, or the end) removes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    NotWritten,
+    Written,
+    Ended,
 }
 
 impl Session {
@@ -170,6 +182,7 @@ impl Session {
             denied: Default::default(),
             restarter: None,
             busy: Mutex::new(None),
+            entry: Mutex::new(Entry::NotWritten),
             ended: watch::channel(false).0,
         }
     }

@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use super::pump::Pump;
 use super::stdin::{write_stdin, InputReceiver};
-use super::{Session, StopReason, StopRequest};
+use super::{Entry, Session, StopReason, StopRequest};
 use crate::event::SpawnerEvent;
 use crate::notice::Notice;
 use crate::process::{self, signal_name, ExitStatus};
@@ -44,8 +44,11 @@ const ESCAPE_CHECK: Duration = Duration::from_millis(100);
 
 pub(crate) struct Running {
     pub pid: u32,
-    /// Recorded in the state directory already (by the launcher thread).
+    /// Recorded in the state directory by the launcher thread, once the session's
+    /// start is reported (see [`record_entry`]).
     pub registered: bool,
+    /// The agent's start time, when the spawn learnt it.
+    pub start_time: Option<u64>,
     pub pidfd: Option<OwnedFd>,
     pub stops: mpsc::UnboundedReceiver<StopRequest>,
     pub stdout: Pump,
@@ -61,15 +64,12 @@ pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>, runnin
     // The session's record and the OOM baseline are written here, off the spawning thread
     // (JavaScript's, for the Node binding), before anything can end the session.
     session.record.lock().oom = process::OomCounter::for_child();
-    // Unless the launcher did it: on the blocking pool, as every file write of a session
-    // (a state directory on a slow disk must not hold up the worker); awaited, so the
-    // entry exists before the session can end and remove it.
-    if let (Some(registry), false) = (&shared.registry, running.registered) {
-        let (registry, id, dir) = (Arc::clone(registry), Arc::clone(&session.id), session.config.working_directory.clone());
-        let added = tokio::task::spawn_blocking(move || registry.add(&id, pid, &dir)).await;
-        if let Err(e) = added.map_err(std::io::Error::other).and_then(|r| r) {
-            tracing::warn!(error = %e, "cannot record the session in the state directory");
-        }
+    // Unless the launcher does it: on the blocking pool, as every file write of a
+    // session (a state directory on a slow disk must not hold up the worker).
+    if !running.registered && shared.registry.is_some() {
+        let (shared, session) = (Arc::clone(&shared), Arc::clone(&session));
+        let started = running.start_time;
+        shared.runtime.clone().spawn_blocking(move || record_entry(&shared, &session, pid, started));
     }
     let span = tracing::info_span!("session", id = %session.id, pid);
     let run = run(Arc::clone(&shared), Arc::clone(&session), running).instrument(span.clone());
@@ -109,6 +109,7 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     let Running {
         pid,
         registered: _,
+        start_time: _,
         pidfd,
         mut stops,
         stdout,
@@ -274,6 +275,28 @@ fn final_state(
     }
 }
 
+/// Writes the session's entry in the state directory (blocking: on the launcher thread
+/// or the blocking pool). Not on the way to the session's start: reading the agent's
+/// start time waits for its `exec` to finish. A session that ended meanwhile has its
+/// entry removed at once (its end found none to remove).
+pub(crate) fn record_entry(shared: &Shared, session: &Session, pid: u32, started: Option<u64>) {
+    let Some(registry) = &shared.registry else { return };
+    if *session.entry.lock() == Entry::Ended {
+        return;
+    }
+    if let Err(e) = registry.add(&session.id, pid, started, &session.config.working_directory) {
+        tracing::warn!(session = %session.id, error = %e, "cannot record the session in the state directory");
+        return;
+    }
+    let mut entry = session.entry.lock();
+    if *entry == Entry::Ended {
+        drop(entry);
+        registry.remove(&session.id);
+    } else {
+        *entry = Entry::Written;
+    }
+}
+
 /// Records the final state, moves the session to history, reports `SessionEnded`,
 /// and only then releases whoever awaits the completion.
 pub(crate) fn end(shared: &Shared, session: &Arc<Session>, state: SessionState, message: Option<String>) {
@@ -281,7 +304,8 @@ pub(crate) fn end(shared: &Shared, session: &Arc<Session>, state: SessionState, 
         return;
     };
     tracing::info!(state = state.as_str(), "ended");
-    if let Some(registry) = &shared.registry {
+    let entry = std::mem::replace(&mut *session.entry.lock(), Entry::Ended);
+    if let (Some(registry), Entry::Written) = (&shared.registry, entry) {
         let (registry, id) = (Arc::clone(registry), Arc::clone(&session.id));
         shared.runtime.spawn_blocking(move || registry.remove(&id));
     }

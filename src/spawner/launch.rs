@@ -48,10 +48,14 @@ pub(super) fn launch_guarded<T>(
         .map_err(|e| fail(shared, session, e));
     match launched {
         Ok((result, running)) => {
+            let (pid, registered, start_time) = (running.pid, running.registered, running.start_time);
             let output = started(Ok(result));
             shared
                 .runtime
                 .spawn(supervisor::supervise(Arc::clone(shared), Arc::clone(session), running));
+            if registered {
+                supervisor::record_entry(shared, session, pid, start_time);
+            }
             output
         }
         Err(e) => started(Err(e)),
@@ -119,18 +123,10 @@ fn launch(
         pid,
         status: Box::new(status.clone()),
     });
-    // The state directory's entry: here when this is the launcher thread (its file work
-    // is in place), else by the supervisor on the blocking pool.
-    let registered = match &shared.registry {
-        Some(registry) if launcher::on_launcher() => {
-            if let Err(e) = registry.add(id, pid, &session.config.working_directory) {
-                tracing::warn!(error = %e, "cannot record the session in the state directory");
-            }
-            true
-        }
-        _ => false,
-    };
-    let running = Running { pid, registered, pidfd: agent.pidfd, stops, stdout, stderr, stdin: agent.stdin, stdin_commands };
+    // The state directory's entry: written by the launcher thread (after the start is
+    // reported, see `launch_guarded`), else by the supervisor on the blocking pool.
+    let registered = shared.registry.is_some() && launcher::on_launcher();
+    let running = Running { pid, registered, start_time: agent.start_time, pidfd: agent.pidfd, stops, stdout, stderr, stdin: agent.stdin, stdin_commands };
     let result = SpawnResult { session_id: id.to_string(), status, completion: session.completion() };
     Ok((result, running))
 }
