@@ -13,6 +13,10 @@ mod unix;
 pub use unix::*;
 #[cfg(target_os = "linux")]
 mod linux_spawn;
+#[cfg(unix)]
+mod exit;
+#[cfg(unix)]
+pub use exit::wait_exit;
 
 mod oom;
 pub use oom::OomCounter;

@@ -63,7 +63,7 @@ fn scan(_visit: impl FnMut(u32, &[u8])) {}
 /// scan is never signalled.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn signal_checked(pid: u32, signal: i32, tag: &[u8]) -> bool {
-    let Some(fd) = super::unix::pidfd_open(pid) else {
+    let Some(fd) = super::exit::pidfd_open(pid) else {
         // No pidfds (old kernel): the scan just saw the tag, the window is tiny.
         // SAFETY: plain syscall on integers.
         return unsafe { libc::kill(pid as libc::pid_t, signal) } == 0;

@@ -3,7 +3,7 @@
 //! `linux_spawn`), elsewhere with the standard library's `posix_spawn`.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use super::{AgentCommand, ExitStatus};
 
@@ -123,53 +123,4 @@ fn siginfo_fields(info: &libc::siginfo_t) -> (libc::pid_t, libc::c_int, libc::c_
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn siginfo_fields(info: &libc::siginfo_t) -> (libc::pid_t, libc::c_int, libc::c_int) {
     (info.si_pid, info.si_code, info.si_status)
-}
-
-/// Waits until child `pid` exits, without reaping it. On Linux a pidfd (the one from
-/// the spawn, else a new one) wakes the runtime; elsewhere (or where pidfds are refused)
-/// a blocking thread waits.
-pub async fn wait_exit(pid: u32, pidfd: Option<OwnedFd>) -> io::Result<ExitStatus> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some(fd) = pidfd.or_else(|| pidfd_open(pid)) {
-        // SAFETY: the AsyncFd owns `fd`, which stays open and unchanged while it lives.
-        let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)?;
-        // Registration reports a process that already exited, so no check is needed first.
-        loop {
-            let mut ready = fd.readable().await?;
-            if let Some(status) = exit_status_nowait(pid)? {
-                return Ok(status);
-            }
-            ready.clear_ready();
-        }
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    drop(pidfd);
-    tokio::task::spawn_blocking(move || waitid(pid, libc::WEXITED | libc::WNOWAIT))
-        .await
-        .map_err(io::Error::other)?
-        .and_then(|s| s.ok_or_else(|| io::Error::other("child vanished")))
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just gave us this descriptor.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Resizes a pipe's buffer (Linux only; elsewhere a no-op).
-pub fn set_pipe_size(fd: &OwnedFd, bytes: usize) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    // SAFETY: fcntl on an fd we own; failure leaves the pipe as it was.
-    unsafe {
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int);
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = (fd.as_raw_fd(), bytes);
 }
