@@ -287,8 +287,8 @@ impl Spawner {
     }
 
     /// Starts a session on the calling thread and returns once its agent runs (or
-    /// failed to start). The Node binding calls this from JavaScript's thread, as
-    /// `child_process.spawn` does its work.
+    /// failed to start): for a caller that may block on the disk (not a Tokio worker:
+    /// use [`Spawner::spawn_session`] there).
     pub fn spawn_session_now(
         &self,
         config: SessionConfig,
@@ -304,11 +304,6 @@ impl Spawner {
     pub(crate) fn register_session(&self, config: SessionConfig, restarter: Option<Restarter>) -> Registered {
         let (session, stops, stdin_commands) = self.register(config, restarter);
         Registered { session, stops, stdin_commands }
-    }
-
-    /// Starts a session [`Spawner::register_session`] made, as `spawn_session_now` does.
-    pub(crate) fn launch_registered(&self, r: Registered, base_env: Option<Vec<(String, String)>>) -> Result<SpawnResult, SpawnError> {
-        launch_guarded(&self.shared, &r.session, base_env, r.stops, r.stdin_commands, |outcome| outcome)
     }
 
     /// A new session in the table, `initializing`, with the receiving ends of its

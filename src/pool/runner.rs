@@ -203,26 +203,17 @@ impl<K: RequestKey> Core<K> {
     }
 
     #[cfg_attr(not(feature = "napi"), allow(dead_code))]
-    /// The config of an admitted deferred request: its session starts on the calling
-    /// thread (the binding's: JavaScript's, as `spawnSession` does), and its allocation
-    /// is reported before this returns. False when the request does not wait for one.
-    pub(crate) fn supply(&self, key: &K, mut config: SessionConfig, base_env: Option<Vec<(String, String)>>) -> bool {
-        let registered = {
-            let mut table = self.table.lock();
-            match table.entries.get_mut(key) {
-                Some(entry) if entry.awaiting_config => entry.awaiting_config = false,
-                _ => return false,
-            }
-            apply_default_timeout(&mut config, table.scheduler.config());
-            let registered = self.spawner.register_session(config, self.restarter);
-            // Known here before the session can end.
-            table.slots.insert(Arc::clone(registered.id()), Slot { key: key.clone(), allocated: false, early_end: None });
-            registered
-        };
-        let session_id = Arc::clone(registered.id());
-        let result = self.spawner.launch_registered(registered, base_env);
-        self.spawned(key.clone(), session_id, result);
-        self.release_if_idle();
+    /// The config of an admitted deferred request: its session starts as any of the
+    /// pool's do (on the launcher thread, so never on the binding's calling thread,
+    /// JavaScript's), and its allocation follows. False when the request does not wait
+    /// for one.
+    pub(crate) fn supply(&self, key: &K, config: SessionConfig, base_env: Option<Vec<(String, String)>>) -> bool {
+        let mut table = self.table.lock();
+        match table.entries.get_mut(key) {
+            Some(entry) if entry.awaiting_config => entry.awaiting_config = false,
+            _ => return false,
+        }
+        self.launch(&mut table, key.clone(), config, base_env);
         true
     }
 
