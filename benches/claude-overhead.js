@@ -11,7 +11,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { performance } = require('node:perf_hooks')
-const { ROOT, config } = require('./common')
+const { ROOT, config, spawnerPackage } = require('./common')
 const { ScriptedModel } = require('../test-support/model-server.js')
 
 const CLAUDE = path.join(ROOT, 'node_modules', '.bin', 'claude')
@@ -38,7 +38,7 @@ function sessionConfig(model) {
 }
 
 async function viaSpawner(cfg) {
-  const ClaudeSessionSpawner = require('..').default
+  const ClaudeSessionSpawner = spawnerPackage().default
   const spawner = new ClaudeSessionSpawner({ claudePath: CLAUDE })
   const started = performance.now()
   const session = await spawner.spawnSession(cfg)

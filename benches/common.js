@@ -82,4 +82,12 @@ function peakRssMiB() {
   return process.resourceUsage().maxRSS / 1024
 }
 
-module.exports = { ROOT, AGENT, workDir, config, childProcessSession, rssMiB, peakRssMiB }
+/**
+ * The package under test: this checkout, or the one `CLAUDE_SESSION_SPAWNER_PACKAGE`
+ * names (`benches/ab.js` runs another build with this tree's scripts and agent).
+ */
+function spawnerPackage() {
+  return require(process.env.CLAUDE_SESSION_SPAWNER_PACKAGE || ROOT)
+}
+
+module.exports = { ROOT, AGENT, workDir, config, childProcessSession, rssMiB, peakRssMiB, spawnerPackage }

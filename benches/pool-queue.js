@@ -9,7 +9,7 @@
 // request's estimated wait is found with another scan of the queue.
 const { EventEmitter } = require('node:events')
 const fs = require('node:fs')
-const { AGENT, workDir, config } = require('./common')
+const { AGENT, workDir, config, spawnerPackage } = require('./common')
 
 const PRIORITIES = ['low', 'medium', 'critical', 'high']
 const WEIGHTS = { critical: 4, high: 3, medium: 2, low: 1 }
@@ -48,7 +48,7 @@ async function main() {
   let pool
   let spawner
   if (variant === 'native') {
-    const { default: ClaudeSessionSpawner, SessionPool } = require('..')
+    const { default: ClaudeSessionSpawner, SessionPool } = spawnerPackage()
     spawner = new ClaudeSessionSpawner({ claudePath: AGENT, protocol: 'text', extraArgs: ['drain-stdin', 'hang'] })
     pool = new SessionPool(spawner, { maxConcurrentSessions: 1, defaultSessionTimeout: 0, maxQueueSize: count })
     await pool.requestSession({ requestId: 'busy', config: cfg, priority: 'low', queuedAt: new Date() })

@@ -5,7 +5,7 @@
 const fs = require('node:fs')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
-const { AGENT, workDir, config, rssMiB, peakRssMiB } = require('./common')
+const { AGENT, workDir, config, rssMiB, peakRssMiB, spawnerPackage } = require('./common')
 
 /** Sessions started and stopped before measuring, so first-use costs are not counted. */
 const WARMUP = 5
@@ -18,7 +18,7 @@ const ms = (since) => Number(process.hrtime.bigint() - since) / 1e6
  * ended; `check()` (not timed) confirms all ran at once.
  */
 function nativeVariant(dir) {
-  const ClaudeSessionSpawner = require('..').default
+  const ClaudeSessionSpawner = spawnerPackage().default
   const spawner = new ClaudeSessionSpawner({
     claudePath: AGENT,
     protocol: 'text',

@@ -9,7 +9,7 @@
 // with a third of the capacity and submitting a third of the requests.
 // Redis keeps an append-only file, fsynced every second (REDIS_FSYNC=always: every write).
 const path = require('node:path')
-const { AGENT, workDir, config } = require('./common')
+const { AGENT, workDir, config, spawnerPackage } = require('./common')
 const { RedisServer } = require('../test-support/redis-server')
 const { startHosts } = require('../test-support/hosts')
 
@@ -23,7 +23,7 @@ function cpuMs(since) {
 }
 
 async function onePool(count, capacity, queue, redis) {
-  const { default: ClaudeSessionSpawner, SessionPool } = require('..')
+  const { default: ClaudeSessionSpawner, SessionPool } = spawnerPackage()
   const spawner = new ClaudeSessionSpawner(SPAWNER)
   const pool = new SessionPool(spawner, { maxConcurrentSessions: capacity, defaultSessionTimeout: 0, maxQueueSize: count, ...(queue ? { queue } : {}) })
   const cfg = config(workDir('shared'))

@@ -3,7 +3,7 @@
 // node benches/spawn-rate.js <native|child_process> <sessions> [agent steps...]
 // (the agent's steps default to `exit:0`)
 const fs = require('node:fs')
-const { AGENT, workDir, config, childProcessSession } = require('./common')
+const { AGENT, workDir, config, childProcessSession, spawnerPackage } = require('./common')
 
 async function main() {
   const [variant, countText, ...given] = process.argv.slice(2)
@@ -12,7 +12,7 @@ async function main() {
   const dir = workDir('rate')
   let run
   if (variant === 'native') {
-    const ClaudeSessionSpawner = require('..').default
+    const ClaudeSessionSpawner = spawnerPackage().default
     const spawner = new ClaudeSessionSpawner({ claudePath: AGENT, protocol: 'text', extraArgs: steps, historySize: 10 })
     const cfg = config(dir)
     run = async () => {

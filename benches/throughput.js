@@ -2,7 +2,7 @@
 // Output throughput to a JavaScript listener, and the peak RSS it took.
 // node benches/throughput.js <native|child_process|ts_spawner> <bytes>
 const fs = require('node:fs')
-const { AGENT, workDir, config, childProcessSession, rssMiB, peakRssMiB } = require('./common')
+const { AGENT, workDir, config, childProcessSession, rssMiB, peakRssMiB, spawnerPackage } = require('./common')
 
 async function main() {
   const [variant, bytesText] = process.argv.slice(2)
@@ -15,7 +15,7 @@ async function main() {
   let delivered = 0
   const started = process.hrtime.bigint()
   if (variant === 'native') {
-    const ClaudeSessionSpawner = require('..').default
+    const ClaudeSessionSpawner = spawnerPackage().default
     const spawner = new ClaudeSessionSpawner({ claudePath: AGENT, protocol: 'text', extraArgs: args })
     spawner.on('session-output', ({ data }) => (delivered += data.length))
     const session = await spawner.spawnSession(config(dir))
