@@ -25,9 +25,11 @@ use crate::session::{Session, StopReason, StopRequest};
 use crate::spawner::Shared;
 use crate::status::{PolicyViolation, SessionState};
 
-/// What one read takes at most: a pipe holds 64 KiB, and a bigger read would make
-/// strings that V8 keeps outside its young generation (over 128 KiB).
-const READ_SIZE: usize = 64 * 1024;
+/// What one read takes at most. Larger reads mean fewer events, so fewer wake-ups of
+/// JavaScript's thread (7 % less CPU for a 256 MiB flood than with 64 KiB), up to
+/// where the string JavaScript gets would no longer fit V8's young generation (128 KiB:
+/// beyond, each string is mapped and unmapped on its own).
+const READ_SIZE: usize = 120 * 1024;
 
 /// A read at least this big hands its buffer over; a smaller one is copied out, so a
 /// buffer is at least half used by the output it holds.
