@@ -15,7 +15,8 @@ const SHARE_MIN: usize = 16 * 1024;
 const SEGMENT: usize = 16 * 1024;
 
 /// The newest `capacity` bytes of a stream. It holds at most `capacity` bytes plus
-/// the piece that straddles the bound.
+/// the piece that straddles the bound; in memory, up to twice that, as a shared piece
+/// keeps its whole read buffer (which the reader only hands over at least half full).
 #[derive(Debug)]
 pub struct TailBuffer {
     /// Closed segments, oldest first.
