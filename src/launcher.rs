@@ -1,6 +1,7 @@
 //! The launcher: one thread per process that does the blocking part of starting a
-//! session (writing the session directory, starting the agent), so that neither Node's
-//! event loop nor a Tokio worker waits on a slow disk. It lives as long as the
+//! session (writing the session directory, starting the agent, its entry in the state
+//! directory, and removing that entry at the end), so that neither Node's event loop
+//! nor a Tokio worker waits on a slow disk. It lives as long as the
 //! process, which is what a parent-death signal needs of the spawning thread.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -233,6 +233,7 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
             decided => decided,
         }
     };
+    forget_entry(&shared, &session).await;
     end(&shared, &session, state, message);
     // What left the group without holding the output is found by the next sweep.
     let ended = Arc::downgrade(&session);
@@ -297,6 +298,27 @@ pub(crate) fn record_entry(shared: &Shared, session: &Session, pid: u32, started
     }
 }
 
+/// Blanks the session's entry in the state directory before its end is reported, so
+/// whoever hears of the end finds it gone. On the launcher, with the sessions' other
+/// file work (after any start queued before it): waking it costs less than a thread
+/// of the blocking pool, and a slow state directory delays only this session's end.
+///
+/// An entry not written yet is written, then removed, by the launcher's job that
+/// started the session (`record_entry` sees the end); this job comes after it, so the
+/// entry is gone when it is done in that case too.
+async fn forget_entry(shared: &Shared, session: &Session) {
+    let entry = std::mem::replace(&mut *session.entry.lock(), Entry::Ended);
+    if let (Some(registry), Entry::Written | Entry::NotWritten) = (&shared.registry, entry) {
+        let (registry, id) = (Arc::clone(registry), Arc::clone(&session.id));
+        let (done, removed) = tokio::sync::oneshot::channel();
+        crate::launcher::launch(move || {
+            registry.remove(&id);
+            let _ = done.send(());
+        });
+        let _ = removed.await;
+    }
+}
+
 /// Records the final state, moves the session to history, reports `SessionEnded`,
 /// and only then releases whoever awaits the completion.
 pub(crate) fn end(shared: &Shared, session: &Arc<Session>, state: SessionState, message: Option<String>) {
@@ -304,10 +326,11 @@ pub(crate) fn end(shared: &Shared, session: &Arc<Session>, state: SessionState, 
         return;
     };
     tracing::info!(state = state.as_str(), "ended");
+    // Normally blanked already (`forget_entry`); not when supervising failed.
     let entry = std::mem::replace(&mut *session.entry.lock(), Entry::Ended);
     if let (Some(registry), Entry::Written) = (&shared.registry, entry) {
         let (registry, id) = (Arc::clone(registry), Arc::clone(&session.id));
-        shared.runtime.spawn_blocking(move || registry.remove(&id));
+        crate::launcher::launch(move || registry.remove(&id));
     }
     shared.table.lock().on_ended(session);
     // The pools and recovery managers hear of it after the handler, so their events
