@@ -30,11 +30,6 @@ pub(crate) fn thread_outlives_sessions() -> bool {
     main || IS_LAUNCHER.with(|l| l.get())
 }
 
-/// Whether the calling thread is the launcher (where blocking file work is in place).
-pub(crate) fn on_launcher() -> bool {
-    IS_LAUNCHER.with(|l| l.get())
-}
-
 /// The jobs waiting, and the bell that wakes the thread when it waits for one.
 struct Launcher {
     queue: Arc<Mutex<Queue>>,

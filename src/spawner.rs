@@ -299,8 +299,8 @@ impl Spawner {
     }
 
     /// A session in the table under its id, not started yet: start it with
-    /// [`Spawner::launch_registered`] on the calling thread. For a caller that must
-    /// know the id before the session can end (a pool keeps its slot by it).
+    /// [`Spawner::start_registered`]. For a caller that must know the id before the
+    /// session can end (a recovery books it by that id).
     pub(crate) fn register_session(&self, config: SessionConfig, restarter: Option<Restarter>) -> Registered {
         let (session, stops, stdin_commands) = self.register(config, restarter);
         Registered { session, stops, stdin_commands }

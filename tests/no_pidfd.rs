@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use claude_session_spawner::*;
 use support::*;
 
@@ -37,7 +35,7 @@ async fn without_pidfds_sessions_hold_no_thread_each_and_every_exit_is_noticed()
         spawner.terminate_session(&s.session_id, false).await.unwrap();
     }
     for s in sessions {
-        let status = tokio::time::timeout(Duration::from_secs(10), s.completion).await.expect("an exit went unnoticed");
+        let status = finished(s.completion).await;
         assert_eq!(status.state, SessionState::Terminated);
     }
     // Asserted once the agents are gone: a thread waiting in waitid per session would

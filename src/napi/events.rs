@@ -7,6 +7,7 @@ use napi_derive::napi;
 
 use super::convert::{millis, JsSessionStatus, JsText};
 use super::pipe::{raw_args, Args, Delivery, Payload};
+use super::ErrorFields;
 use crate::event::SpawnerEvent;
 use crate::output::Text;
 
@@ -109,11 +110,8 @@ impl JsStartedEvent {
         match outcome {
             Ok(session_id) => Self { token, session_id: Some(session_id), error: None },
             Err(e) => {
-                let (field, message) = match &e {
-                    crate::SpawnError::InvalidConfig(c) => (Some(c.field.clone()), c.message.clone()),
-                    other => (None, other.to_string()),
-                };
-                let error = JsStartError { code: e.code().to_owned(), message, session_id: e.session_id().map(str::to_owned), field };
+                let ErrorFields { code, message, session_id, field } = e.into();
+                let error = JsStartError { code: code.to_owned(), message, session_id, field };
                 Self { token, session_id: None, error: Some(error) }
             }
         }

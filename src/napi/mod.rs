@@ -145,9 +145,31 @@ pub(crate) fn thrown_as(
 }
 
 fn js_error(env: &Env, e: crate::SpawnError) -> napi::Error {
-    match e {
-        crate::SpawnError::InvalidConfig(c) => config_error(env, c),
-        other => thrown_for_session(env, other.code(), other.to_string(), other.session_id()),
+    let fields = ErrorFields::from(e);
+    let extra: Vec<(&str, &str)> = [("sessionId", &fields.session_id), ("field", &fields.field)]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value.as_deref()?)))
+        .collect();
+    thrown(env, fields.code, fields.message, &extra)
+}
+
+/// What JavaScript's error for a [`SpawnError`](crate::SpawnError) carries: one rule
+/// for the errors thrown here and those `session-started` carries (which
+/// `lib/convert.js` makes into errors).
+pub(crate) struct ErrorFields {
+    pub code: &'static str,
+    pub message: String,
+    pub session_id: Option<String>,
+    pub field: Option<String>,
+}
+
+impl From<crate::SpawnError> for ErrorFields {
+    fn from(e: crate::SpawnError) -> Self {
+        let (code, session_id) = (e.code(), e.session_id().map(str::to_owned));
+        match e {
+            crate::SpawnError::InvalidConfig(c) => Self { code, message: c.message, session_id, field: Some(c.field) },
+            other => Self { code, message: other.to_string(), session_id, field: None },
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! the chunks in order and writes what has piled up with one vectored write on the
 //! blocking pool; while it is in flight the next chunks gather. The bytes on their
 //! way are bounded per log ([`LOG_BACKLOG`]): past it the reader waits, so a slow disk
-//! slows its own agent down (its pipe fills) instead of the daemon's memory growing.
+//! slows its own agent down (its output stream fills) instead of the daemon's memory growing.
 //! [`LogWritten`] resolves once every byte given has been written (or the log failed),
 //! which the supervisor awaits before it reports the session's end.
 

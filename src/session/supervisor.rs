@@ -44,11 +44,6 @@ const ESCAPE_CHECK: Duration = Duration::from_millis(100);
 
 pub(crate) struct Running {
     pub pid: u32,
-    /// Recorded in the state directory by the launcher thread, once the session's
-    /// start is reported (see [`record_entry`]).
-    pub registered: bool,
-    /// The agent's start time, when the spawn learnt it.
-    pub start_time: Option<u64>,
     pub pidfd: Option<OwnedFd>,
     pub stops: mpsc::UnboundedReceiver<StopRequest>,
     pub stdout: Pump,
@@ -64,13 +59,6 @@ pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>, runnin
     // The session's record and the OOM baseline are written here, off the spawning thread
     // (JavaScript's, for the Node binding), before anything can end the session.
     session.record.lock().oom = process::OomCounter::for_child();
-    // Unless the launcher does it: on the blocking pool, as every file write of a
-    // session (a state directory on a slow disk must not hold up the worker).
-    if !running.registered && shared.registry.is_some() {
-        let (shared, session) = (Arc::clone(&shared), Arc::clone(&session));
-        let started = running.start_time;
-        shared.runtime.clone().spawn_blocking(move || record_entry(&shared, &session, pid, started));
-    }
     let span = tracing::info_span!("session", id = %session.id, pid);
     let run = run(Arc::clone(&shared), Arc::clone(&session), running).instrument(span.clone());
     if let Err(panic) = CatchUnwind(Box::pin(run)).await {
@@ -108,8 +96,6 @@ impl<F: Future> Future for CatchUnwind<F> {
 async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     let Running {
         pid,
-        registered: _,
-        start_time: _,
         pidfd,
         mut stops,
         stdout,
@@ -233,7 +219,11 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
             decided => decided,
         }
     };
-    forget_entry(&shared, &session).await;
+    // Gone before the end is reported, so whoever hears of the end finds it gone (a
+    // slow state directory delays only this session's end).
+    if let Some(removed) = blank_entry(&shared, &session) {
+        let _ = removed.await;
+    }
     end(&shared, &session, state, message);
     // What left the group without holding the output is found by the next sweep.
     let ended = Arc::downgrade(&session);
@@ -276,10 +266,10 @@ fn final_state(
     }
 }
 
-/// Writes the session's entry in the state directory (blocking: on the launcher thread
-/// or the blocking pool). Not on the way to the session's start: reading the agent's
-/// start time waits for its `exec` to finish. A session that ended meanwhile has its
-/// entry removed at once (its end found none to remove).
+/// Writes the session's entry in the state directory, on the thread that started the
+/// session (the launcher, or a `spawn_session_now` caller), after its start was
+/// reported. A session that ended meanwhile has its entry removed at once (its end
+/// found none to remove).
 pub(crate) fn record_entry(shared: &Shared, session: &Session, pid: u32, started: Option<u64>) {
     let Some(registry) = &shared.registry else { return };
     if *session.entry.lock() == Entry::Ended {
@@ -298,25 +288,23 @@ pub(crate) fn record_entry(shared: &Shared, session: &Session, pid: u32, started
     }
 }
 
-/// Blanks the session's entry in the state directory before its end is reported, so
-/// whoever hears of the end finds it gone. On the launcher, with the sessions' other
-/// file work (after any start queued before it): waking it costs less than a thread
-/// of the blocking pool, and a slow state directory delays only this session's end.
-///
-/// An entry not written yet is written, then removed, by the launcher's job that
-/// started the session (`record_entry` sees the end); this job comes after it, so the
-/// entry is gone when it is done in that case too.
-async fn forget_entry(shared: &Shared, session: &Session) {
-    let entry = std::mem::replace(&mut *session.entry.lock(), Entry::Ended);
-    if let (Some(registry), Entry::Written | Entry::NotWritten) = (&shared.registry, entry) {
-        let (registry, id) = (Arc::clone(registry), Arc::clone(&session.id));
-        let (done, removed) = tokio::sync::oneshot::channel();
-        crate::launcher::launch(move || {
-            registry.remove(&id);
-            let _ = done.send(());
-        });
-        let _ = removed.await;
+/// Blanks the session's entry in the state directory on the launcher, with the
+/// sessions' other file work, once: the first call after the session ended. Resolves
+/// when it is gone. An entry not written yet is written, then removed, by the launcher
+/// job that started the session (`record_entry` sees the end); this job comes after
+/// it, so the entry is gone when it resolves in that case too.
+fn blank_entry(shared: &Shared, session: &Session) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let registry = shared.registry.as_ref()?;
+    if std::mem::replace(&mut *session.entry.lock(), Entry::Ended) == Entry::Ended {
+        return None;
     }
+    let (registry, id) = (Arc::clone(registry), Arc::clone(&session.id));
+    let (done, removed) = tokio::sync::oneshot::channel();
+    crate::launcher::launch(move || {
+        registry.remove(&id);
+        let _ = done.send(());
+    });
+    Some(removed)
 }
 
 /// Records the final state, moves the session to history, reports `SessionEnded`,
@@ -326,12 +314,8 @@ pub(crate) fn end(shared: &Shared, session: &Arc<Session>, state: SessionState, 
         return;
     };
     tracing::info!(state = state.as_str(), "ended");
-    // Normally blanked already (`forget_entry`); not when supervising failed.
-    let entry = std::mem::replace(&mut *session.entry.lock(), Entry::Ended);
-    if let (Some(registry), Entry::Written) = (&shared.registry, entry) {
-        let (registry, id) = (Arc::clone(registry), Arc::clone(&session.id));
-        crate::launcher::launch(move || registry.remove(&id));
-    }
+    // Blanked already, unless supervising failed or the session never ran.
+    drop(blank_entry(shared, session));
     shared.table.lock().on_ended(session);
     // The pools and recovery managers hear of it after the handler, so their events
     // follow the session's own.

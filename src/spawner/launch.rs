@@ -47,15 +47,15 @@ pub(super) fn launch_guarded<T>(
         })
         .map_err(|e| fail(shared, session, e));
     match launched {
-        Ok((result, running)) => {
-            let (pid, registered, start_time) = (running.pid, running.registered, running.start_time);
+        Ok((result, running, start_time)) => {
+            let pid = running.pid;
             let output = started(Ok(result));
             shared
                 .runtime
                 .spawn(supervisor::supervise(Arc::clone(shared), Arc::clone(session), running));
-            if registered {
-                supervisor::record_entry(shared, session, pid, start_time);
-            }
+            // Off the way to the start's report, on this thread (which may block on the
+            // disk), with the start time the spawn learnt.
+            supervisor::record_entry(shared, session, pid, start_time);
             output
         }
         Err(e) => started(Err(e)),
@@ -70,14 +70,14 @@ static TEST_PANIC_IN_LAUNCH: LazyLock<bool> =
     LazyLock::new(|| std::env::var_os(TEST_PANIC_ENV).is_some_and(|v| v == "launch"));
 
 /// Starting a session: prepare, spawn, report `SessionSpawned`; the agent, ready for
-/// its supervisor task.
+/// its supervisor task, and its start time when the spawn learnt it.
 fn launch(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
     base_env: Option<Vec<(String, String)>>,
     stops: mpsc::UnboundedReceiver<StopRequest>,
     stdin_commands: InputReceiver,
-) -> Result<(SpawnResult, Running), SpawnError> {
+) -> Result<(SpawnResult, Running, Option<u64>), SpawnError> {
     let id = &session.id;
     if *TEST_PANIC_IN_LAUNCH {
         panic!("{TEST_PANIC_ENV}=launch: panicking in launch() on purpose");
@@ -123,12 +123,9 @@ fn launch(
         pid,
         status: Box::new(status.clone()),
     });
-    // The state directory's entry: written by the launcher thread (after the start is
-    // reported, see `launch_guarded`), else by the supervisor on the blocking pool.
-    let registered = shared.registry.is_some() && launcher::on_launcher();
-    let running = Running { pid, registered, start_time: agent.start_time, pidfd: agent.pidfd, stops, stdout, stderr, stdin: agent.stdin, stdin_commands };
+    let running = Running { pid, pidfd: agent.pidfd, stops, stdout, stderr, stdin: agent.stdin, stdin_commands };
     let result = SpawnResult { session_id: id.to_string(), status, completion: session.completion() };
-    Ok((result, running))
+    Ok((result, running, agent.start_time))
 }
 
 /// Records a session that never ran as `failed` (or `terminated`, when it was stopped
