@@ -152,3 +152,15 @@ async fn a_slow_handler_slows_the_agent_instead_of_growing_memory() {
     assert!(peak.load(Ordering::SeqCst) <= 1 << 20, "peak in flight {}", peak.load(Ordering::SeqCst));
     let _ = consumer;
 }
+
+#[tokio::test]
+async fn a_stream_that_stays_empty_still_has_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let result = spawner(&["out:only stdout", "exit:0"], &rec).spawn_session(config(dir.path())).await.unwrap();
+    let status = finished(result.completion).await;
+    assert_eq!(status.state, SessionState::Completed);
+    assert_eq!(log(dir.path(), &status.session_id, "stdout.log"), b"only stdout\n");
+    // Its writer never started (nothing came), but the file is there, empty.
+    assert_eq!(log(dir.path(), &status.session_id, "stderr.log"), b"");
+}

@@ -1,8 +1,9 @@
 //! A session's log file (`stdout.log`, `stderr.log`), written off the runtime's worker
 //! threads: a slow disk (an NFS working directory) must not hold up the worker that
-//! supervises every session's timeout and stop. Each log has a small task that takes
-//! the chunks in order and writes what has piled up with one vectored write on the
-//! blocking pool; while it is in flight the next chunks gather. The bytes on their
+//! supervises every session's timeout and stop. Each log has a small task, started with
+//! its first chunk (a stream that stays empty, as stderr mostly does, costs none), that
+//! takes the chunks in order and writes what has piled up with one vectored write on
+//! the blocking pool; while it is in flight the next chunks gather. The bytes on their
 //! way are bounded per log ([`LOG_BACKLOG`]): past it the reader waits, so a slow disk
 //! slows its own agent down (its output stream fills) instead of the daemon's memory growing.
 //! [`LogWritten`] resolves once every byte given has been written (or the log failed),
@@ -34,8 +35,16 @@ static TEST_SLOW: LazyLock<Option<(String, Duration)>> = LazyLock::new(|| {
 
 /// The writing end, held by the stream's reader.
 pub(crate) struct LogSink {
-    chunks: mpsc::UnboundedSender<Bytes>,
+    /// Until the first chunk: what its writer will need.
+    idle: Option<Idle>,
+    chunks: Option<mpsc::UnboundedSender<Bytes>>,
     room: Arc<Semaphore>,
+}
+
+struct Idle {
+    path: PathBuf,
+    file: Option<File>,
+    written: oneshot::Sender<()>,
 }
 
 /// Resolves when everything given to the sink is on disk, or the log failed.
@@ -48,23 +57,27 @@ impl LogWritten {
 }
 
 /// Opens `path` on the calling thread (the one that starts the session, which does the
-/// session's other file work too) and starts its writer on the current runtime.
+/// session's other file work too). Its writer starts with the first chunk.
 pub(crate) fn open(path: PathBuf) -> (LogSink, LogWritten) {
     let file = crate::paths::private_log(&path)
         // The events and the tail still carry the output.
         .inspect_err(|e| tracing::error!(path = %path.display(), error = %e, "session log cannot be opened"))
         .ok();
-    let (chunks, receiver) = mpsc::unbounded_channel();
-    let room = Arc::new(Semaphore::new(LOG_BACKLOG));
     let (written, done) = oneshot::channel();
-    tokio::spawn(write_all(path, file, receiver, Arc::clone(&room), written));
-    (LogSink { chunks, room }, LogWritten(done))
+    let room = Arc::new(Semaphore::new(LOG_BACKLOG));
+    // A sink dropped before any chunk drops `written`, which resolves `LogWritten` too.
+    (LogSink { idle: Some(Idle { path, file, written }), chunks: None, room }, LogWritten(done))
 }
 
 impl LogSink {
     /// Queues `bytes` (shared, not copied), first waiting for room when the disk is
-    /// behind.
-    pub async fn write(&self, bytes: Bytes) {
+    /// behind. Called on the runtime (the stream's reader).
+    pub async fn write(&mut self, bytes: Bytes) {
+        if let Some(Idle { path, file, written }) = self.idle.take() {
+            let (chunks, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(write_all(path, file, receiver, Arc::clone(&self.room), written));
+            self.chunks = Some(chunks);
+        }
         let wanted = bytes.len().min(LOG_BACKLOG) as u32;
         match self.room.acquire_many(wanted).await {
             // Given back by the writer once written.
@@ -72,7 +85,9 @@ impl LogSink {
             // Closed: the log failed, and nothing more is written.
             Err(_) => return,
         }
-        let _ = self.chunks.send(bytes);
+        if let Some(chunks) = &self.chunks {
+            let _ = chunks.send(bytes);
+        }
     }
 }
 
