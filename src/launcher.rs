@@ -1,8 +1,8 @@
 //! The launcher: one thread per process that does the blocking part of starting a
 //! session (writing the session directory, starting the agent, its entry in the state
-//! directory, and removing that entry at the end), so that neither Node's event loop
-//! nor a Tokio worker waits on a slow disk. It lives as long as the
-//! process, which is what a parent-death signal needs of the spawning thread.
+//! directory, and removing that entry at the end, then reporting the end), so that
+//! neither Node's event loop nor a Tokio worker waits on a slow disk. It lives as long
+//! as the process, which is what a parent-death signal needs of the spawning thread.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::collections::VecDeque;

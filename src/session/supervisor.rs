@@ -1,11 +1,11 @@
 //! The life of a running session, from spawn to its single `SessionEnded`, in one
 //! task: it reads both output streams and writes stdin (as futures it polls, so a
-//! session costs one task and its end crosses no threads), watches the agent's exit,
+//! session costs one task), watches the agent's exit,
 //! the timeout and stop requests; stops the process group with SIGTERM then SIGKILL
 //! after the grace period; stops whatever the agent left in its group when it exits
 //! (SIGTERM, then SIGKILL a moment later); reaps it; finishes reading both streams,
-//! killing whatever outside the group still holds them; then records the final state
-//! and reports it.
+//! killing whatever outside the group still holds them; then decides the final state,
+//! which the launcher records and reports once the state directory's entry is blanked.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -219,12 +219,6 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
             decided => decided,
         }
     };
-    // Gone before the end is reported, so whoever hears of the end finds it gone (a
-    // slow state directory delays only this session's end).
-    if let Some(removed) = blank_entry(&shared, &session) {
-        let _ = removed.await;
-    }
-    end(&shared, &session, state, message);
     // What left the group without holding the output is found by the next sweep.
     let ended = Arc::downgrade(&session);
     sweep::later(&session.id, move |killed| {
@@ -232,6 +226,7 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
             session.record.lock().stopped_escapees.extend(killed);
         }
     });
+    end_when_blanked(shared, session, state, message);
 }
 
 /// The state a session ends in: the spawner's own reason to stop it comes first, then
@@ -288,23 +283,33 @@ pub(crate) fn record_entry(shared: &Shared, session: &Session, pid: u32, started
     }
 }
 
-/// Blanks the session's entry in the state directory on the launcher, with the
-/// sessions' other file work, once: the first call after the session ended. Resolves
-/// when it is gone. An entry not written yet is written, then removed, by the launcher
-/// job that started the session (`record_entry` sees the end); this job comes after
-/// it, so the entry is gone when it resolves in that case too.
-fn blank_entry(shared: &Shared, session: &Session) -> Option<tokio::sync::oneshot::Receiver<()>> {
-    let registry = shared.registry.as_ref()?;
-    if std::mem::replace(&mut *session.entry.lock(), Entry::Ended) == Entry::Ended {
-        return None;
-    }
-    let (registry, id) = (Arc::clone(registry), Arc::clone(&session.id));
-    let (done, removed) = tokio::sync::oneshot::channel();
+/// Reports the end once the session's entry in the state directory is gone, so whoever
+/// hears of the end finds it gone. The launcher blanks it, with the sessions' other
+/// file work (a slow state directory delays only the ends), and reports the end itself
+/// right after: the end crosses threads once, not there and back. An entry not written
+/// yet is written, then removed, by the launcher job that started the session
+/// (`record_entry` sees the end); this job comes after that one.
+fn end_when_blanked(shared: Arc<Shared>, session: Arc<Session>, state: SessionState, message: Option<String>) {
+    let Some(registry) = take_entry(&shared, &session) else {
+        return end(&shared, &session, state, message);
+    };
+    let span = tracing::Span::current();
     crate::launcher::launch(move || {
-        registry.remove(&id);
-        let _ = done.send(());
+        let _span = span.enter();
+        // The end is reported whatever happens to the removal.
+        if catch_unwind(AssertUnwindSafe(|| registry.remove(&session.id))).is_err() {
+            tracing::error!("removing the session from the state directory panicked");
+        }
+        let _runtime = shared.runtime.enter();
+        end(&shared, &session, state, message);
     });
-    Some(removed)
+}
+
+/// The state directory to blank the session's entry in, the first time after its end
+/// (`None` after that, or without a state directory).
+fn take_entry(shared: &Shared, session: &Session) -> Option<Arc<crate::registry::Registry>> {
+    let registry = shared.registry.as_ref()?;
+    (std::mem::replace(&mut *session.entry.lock(), Entry::Ended) != Entry::Ended).then(|| Arc::clone(registry))
 }
 
 /// Records the final state, moves the session to history, reports `SessionEnded`,
@@ -315,7 +320,10 @@ pub(crate) fn end(shared: &Shared, session: &Arc<Session>, state: SessionState, 
     };
     tracing::info!(state = state.as_str(), "ended");
     // Blanked already, unless supervising failed or the session never ran.
-    drop(blank_entry(shared, session));
+    if let Some(registry) = take_entry(shared, session) {
+        let id = Arc::clone(&session.id);
+        crate::launcher::launch(move || registry.remove(&id));
+    }
     shared.table.lock().on_ended(session);
     // The pools and recovery managers hear of it after the handler, so their events
     // follow the session's own.
