@@ -125,7 +125,7 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
     let clone_error = io::Error::last_os_error();
     set_signal_mask(previous, None);
     CHILD_STACK_OF_THREAD.with(|cached| *cached.borrow_mut() = Some(stack));
-    drop((stdin_read, stdout_write, stderr_write));
+    drop(stdin_read);
     if pid < 0 {
         return Err(clone_error);
     }
@@ -140,7 +140,17 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
     }
     let stat_len = usize::try_from(args.stat_len.load(Ordering::SeqCst)).unwrap_or(0).min(STAT_SIZE);
     let start_time = crate::registry::start_time_in(&stat[..stat_len]);
-    Ok(AgentProcess { pid: pid as u32, pidfd, stdin: stdin_write, stdout: stdout_read, stderr: stderr_read, start_time })
+    // Without a pidfd the exit is polled for, and the streams closing wake nothing more.
+    let output_ends = if pidfd.is_some() { vec![stdout_write, stderr_write] } else { Vec::new() };
+    Ok(AgentProcess {
+        pid: pid as u32,
+        pidfd,
+        stdin: stdin_write,
+        stdout: stdout_read,
+        stderr: stderr_read,
+        start_time,
+        output_ends,
+    })
 }
 
 /// Sets this thread's signal mask with the system call itself: glibc's wrappers refuse

@@ -19,6 +19,10 @@ pub struct AgentProcess {
     /// Its start time in clock ticks since boot, when the spawn learnt it (the Linux
     /// launcher's child reads it before its `exec`; see `registry::start_time`).
     pub start_time: Option<u64>,
+    /// Copies of the agent's ends of its stdout and stderr, where its exit has a pidfd to
+    /// wake us: held until it exited, so its exit wakes the supervisor once (the pidfd)
+    /// instead of once more for the streams it closes on its way out.
+    pub output_ends: Vec<OwnedFd>,
 }
 
 impl AgentProcess {
@@ -56,6 +60,7 @@ impl AgentProcess {
             stdout: take(child.stdout.take().map(OwnedFd::from))?,
             stderr: take(child.stderr.take().map(OwnedFd::from))?,
             start_time: None,
+            output_ends: Vec::new(),
         })
     }
 }

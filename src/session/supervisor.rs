@@ -45,6 +45,8 @@ const ESCAPE_CHECK: Duration = Duration::from_millis(100);
 pub(crate) struct Running {
     pub pid: u32,
     pub pidfd: Option<OwnedFd>,
+    /// See `AgentProcess::output_ends`: closed once the agent exited.
+    pub output_ends: Vec<OwnedFd>,
     pub stops: mpsc::UnboundedReceiver<StopRequest>,
     pub stdout: Pump,
     pub stderr: Pump,
@@ -97,6 +99,7 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     let Running {
         pid,
         pidfd,
+        output_ends,
         mut stops,
         stdout,
         stderr,
@@ -170,6 +173,8 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     // left behind gets SIGTERM and a moment to clean up (git removes its lock files
     // on SIGTERM) while its output is read to the end, then SIGKILL. Then reap.
     session.record.lock().exited = true;
+    // The streams end when whatever else holds them closes them too.
+    drop(output_ends);
     signal(pid, libc::SIGTERM);
     let kill_at = Instant::now() + LEFTOVER_GRACE.min(grace);
     while !(stdout_done && stderr_done) {

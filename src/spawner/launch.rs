@@ -123,7 +123,16 @@ fn launch(
         pid,
         status: Box::new(status.clone()),
     });
-    let running = Running { pid, pidfd: agent.pidfd, stops, stdout, stderr, stdin: agent.stdin, stdin_commands };
+    let running = Running {
+        pid,
+        pidfd: agent.pidfd,
+        output_ends: agent.output_ends,
+        stops,
+        stdout,
+        stderr,
+        stdin: agent.stdin,
+        stdin_commands,
+    };
     let result = SpawnResult { session_id: id.to_string(), status, completion: session.completion() };
     Ok((result, running, agent.start_time))
 }
