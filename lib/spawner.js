@@ -34,7 +34,10 @@ class ClaudeSessionSpawner extends EventEmitter {
     const self = new WeakRef(this)
     const listener = (target, name, payload) => {
       const spawner = self.deref()
-      if (spawner !== undefined) ClaudeSessionSpawner.#route(spawner, target, name, payload)
+      if (spawner === undefined) return
+      // Deliveries made in a row off this thread come as one batch (one wake-up), in order.
+      if (name === 'batch') for (const [t, n, p] of payload) ClaudeSessionSpawner.#route(spawner, t, n, p)
+      else ClaudeSessionSpawner.#route(spawner, target, name, payload)
     }
     this.#native = convert.call(() => new NativeSpawner(json, daemonEnv(), listener, this))
     if (!exitHookInstalled) {

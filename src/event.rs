@@ -261,6 +261,13 @@ impl SpawnerEvent {
 /// quickly; hand the event on (to a channel, a JavaScript queue) rather than work on it.
 pub trait EventHandler: Send + Sync + 'static {
     fn handle(&self, event: SpawnerEvent);
+
+    /// Runs `work` once. The events it reports on this thread may be held and passed on
+    /// together when it returns, in order: for a receiver on another thread, one
+    /// wake-up instead of one per event (a session's start reports two in a row).
+    fn together(&self, work: &mut dyn FnMut()) {
+        work()
+    }
 }
 
 /// Hands `event` to `handler`. A handler that panics must not take the core's task

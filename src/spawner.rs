@@ -252,7 +252,8 @@ impl Spawner {
     /// [`Spawner::start_session`] does.
     pub(crate) fn start_registered(&self, r: Registered, base_env: Option<Vec<(String, String)>>) -> PendingSpawn {
         let (done, result) = oneshot::channel();
-        let session_id = self.launch_off_thread(r, base_env, move |outcome| {
+        // Not together: the outcome wakes a task elsewhere, whose events must follow.
+        let session_id = self.launch_off_thread(r, base_env, false, move |outcome| {
             let _ = done.send(outcome);
         });
         PendingSpawn { session_id, result }
@@ -262,27 +263,29 @@ impl Spawner {
     /// hands the outcome to `done` on the launcher thread right after the session's
     /// `SessionSpawned` (or, when it failed, `SessionEnded`) was emitted there, and
     /// before its supervisor starts, so before any later event of the session: a binding
-    /// that passes events and outcome down one ordered queue keeps that order. Returns
-    /// the session's id.
+    /// that passes events and outcome down one ordered queue keeps that order. The event
+    /// and what `done` reports through the handler's queue on that thread may go as one
+    /// ([`EventHandler::together`]). Returns the session's id.
     pub fn start_session_then(
         &self,
         config: SessionConfig,
         base_env: Option<Vec<(String, String)>>,
         done: impl FnOnce(Result<SpawnResult, SpawnError>) + Send + 'static,
     ) -> String {
-        self.launch_off_thread(self.register_session(config, None), base_env, done)
+        self.launch_off_thread(self.register_session(config, None), base_env, true, done)
     }
 
     fn launch_off_thread(
         &self,
         r: Registered,
         base_env: Option<Vec<(String, String)>>,
+        together: bool,
         done: impl FnOnce(Result<SpawnResult, SpawnError>) + Send + 'static,
     ) -> String {
         let Registered { session, stops, stdin_commands } = r;
         let shared = Arc::clone(&self.shared);
         let id = session.id.to_string();
-        launcher::launch(move || launch_guarded(&shared, &session, base_env, stops, stdin_commands, done));
+        launcher::launch(move || launch_guarded(&shared, &session, base_env, stops, stdin_commands, together, done));
         id
     }
 
@@ -295,7 +298,7 @@ impl Spawner {
         base_env: Option<Vec<(String, String)>>,
     ) -> Result<SpawnResult, SpawnError> {
         let (session, stops, stdin_commands) = self.register(config, None);
-        launch_guarded(&self.shared, &session, base_env, stops, stdin_commands, |outcome| outcome)
+        launch_guarded(&self.shared, &session, base_env, stops, stdin_commands, false, |outcome| outcome)
     }
 
     /// A session in the table under its id, not started yet: start it with

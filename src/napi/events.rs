@@ -2,7 +2,7 @@
 //! payload a plain object in the shapes `lib/` turns into the contract's events.
 
 use napi::bindgen_prelude::ToNapiValue;
-use napi::Env;
+use napi::{sys, Env};
 use napi_derive::napi;
 
 use super::convert::{millis, JsSessionStatus, JsText};
@@ -140,6 +140,7 @@ pub(crate) fn to_js(env: &Env, delivery: Delivery) -> napi::Result<Args> {
             // SAFETY: on JavaScript's thread, in the current scope (here and below).
             return raw_args(env, target, "approval-request", unsafe { JsApprovalRequest::to_napi_value(raw, payload)? });
         }
+        Payload::Batch(held) => return batch(env, held),
         Payload::Event(event) => event,
     };
     let name = event.name();
@@ -228,6 +229,34 @@ pub(crate) fn to_js(env: &Env, delivery: Delivery) -> napi::Result<Args> {
         }
     };
     raw_args(env, target, name, payload)
+}
+
+/// Several deliveries as one `batch`: an array of `[target, name, payload]`, which
+/// `lib/spawner.js` routes one by one, in order.
+fn batch(env: &Env, held: Vec<Delivery>) -> napi::Result<Args> {
+    let raw = env.raw();
+    let mut list = std::ptr::null_mut();
+    // SAFETY: on JavaScript's thread, in the current scope, with values made here.
+    unsafe {
+        check(sys::napi_create_array_with_length(raw, held.len(), &mut list))?;
+        for (index, delivery) in held.into_iter().enumerate() {
+            let (target, name, payload) = to_js(env, delivery)?.data;
+            let mut entry = std::ptr::null_mut();
+            check(sys::napi_create_array_with_length(raw, 3, &mut entry))?;
+            for (slot, value) in [target, name, payload].into_iter().enumerate() {
+                check(sys::napi_set_element(raw, entry, slot as u32, value.0))?;
+            }
+            check(sys::napi_set_element(raw, list, index as u32, entry))?;
+        }
+    }
+    raw_args(env, 0, "batch", list)
+}
+
+fn check(status: sys::napi_status) -> napi::Result<()> {
+    match status {
+        sys::Status::napi_ok => Ok(()),
+        status => Err(napi::Error::from_reason(format!("building a batch of events failed ({status})"))),
+    }
 }
 
 /// Reported to JavaScript as a `native-error` delivery instead of a fatal exception.

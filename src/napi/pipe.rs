@@ -12,9 +12,12 @@
 //! and unref are only possible on JavaScript's thread: a change of the count elsewhere
 //! sends a `recheck` through the function, which applies it.
 //!
-//! Events that a JavaScript call causes on JavaScript's thread (the `session-spawned`
-//! of `spawnSession`, the `recovery-abandoned` of `abandonRecovery`) are delivered
-//! before that call returns, as an `EventEmitter` would emit them ([`Pipe::sync`]).
+//! Events that a JavaScript call causes on JavaScript's thread (the `recovery-abandoned`
+//! of `abandonRecovery`) are delivered before that call returns, as an `EventEmitter`
+//! would emit them ([`Pipe::sync`]). Deliveries that come in a row from one piece of
+//! work on another thread (a session's `session-spawned` and its `session-started`, from
+//! the launcher) can go as one batch ([`Pipe::gather`]): JavaScript's thread then wakes
+//! once for them, not once each.
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -43,11 +46,24 @@ pub(crate) enum Payload {
     Supply { request: u32 },
     /// `startSession`'s call number `token` started the session (its id) or failed.
     Started { token: u32, outcome: Result<String, crate::SpawnError> },
+    /// Several deliveries in order, made by one piece of work ([`Pipe::gather`]).
+    Batch(Vec<Delivery>),
 }
 
 pub(crate) struct Delivery {
     pub target: u32,
     pub payload: Payload,
+}
+
+impl Delivery {
+    /// How much work in flight it stands for until delivered.
+    fn count(&self) -> usize {
+        match &self.payload {
+            Payload::Recheck => 0,
+            Payload::Batch(held) => held.len(),
+            _ => 1,
+        }
+    }
 }
 
 pub(crate) type Args = FnArgs<(RawValue, RawValue, RawValue)>;
@@ -105,9 +121,38 @@ pub(crate) struct Pipe {
     next_target: AtomicU32,
 }
 
+/// Deliveries held back on one thread while a piece of work runs.
+struct Capture {
+    /// The pipe they are for.
+    pipe: usize,
+    /// A JavaScript call ([`Pipe::sync`]), or work elsewhere ([`Pipe::gather`]).
+    in_call: bool,
+    held: Vec<Delivery>,
+}
+
 thread_local! {
-    /// While a JavaScript call runs: the pipe it is on and the deliveries it caused.
-    static CAPTURE: RefCell<Option<(usize, Vec<Delivery>)>> = const { RefCell::new(None) };
+    static CAPTURE: RefCell<Option<Capture>> = const { RefCell::new(None) };
+}
+
+/// Puts back the capture that was current before (none, mostly), even on a panic.
+struct Restore(Option<Capture>);
+
+impl Restore {
+    fn start(pipe: usize, in_call: bool) -> Self {
+        Self(CAPTURE.with(|c| c.borrow_mut().replace(Capture { pipe, in_call, held: Vec::new() })))
+    }
+
+    /// What the work captured.
+    fn finish(self) -> Vec<Delivery> {
+        CAPTURE.with(|c| c.borrow_mut().take()).map(|c| c.held).unwrap_or_default()
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let outer = self.0.take();
+        CAPTURE.with(|c| *c.borrow_mut() = outer);
+    }
 }
 
 impl Pipe {
@@ -125,7 +170,8 @@ impl Pipe {
                 // Ref and unref change only when the count reaches zero here or a
                 // recheck asks (every other change of the count sends one).
                 let recheck = matches!(ctx.value.payload, Payload::Recheck);
-                if recheck || shared.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+                let count = ctx.value.count();
+                if recheck || shared.busy.fetch_sub(count, Ordering::SeqCst) == count {
                     shared.update(&ctx.env);
                 }
                 // A panic must not unwind into Node (it would abort the process).
@@ -159,8 +205,12 @@ impl Pipe {
     pub fn deliver(&self, delivery: Delivery) -> bool {
         let this = self.this();
         let delivery = CAPTURE.with(|c| match c.borrow_mut().as_mut() {
-            Some((pipe, captured)) if *pipe == this => {
-                captured.push(delivery);
+            Some(capture) if capture.pipe == this => {
+                if !capture.in_call {
+                    // Held, but on its way (below): counted now.
+                    self.state.busy.fetch_add(1, Ordering::SeqCst);
+                }
+                capture.held.push(delivery);
                 None
             }
             _ => Some(delivery),
@@ -170,10 +220,16 @@ impl Pipe {
         // (the work it reports may be over already). Whoever sends it holds other work
         // meanwhile, so the count does not start from zero here.
         self.state.busy.fetch_add(1, Ordering::SeqCst);
+        self.send(delivery)
+    }
+
+    /// Queues a delivery counted in flight already (a batch once per delivery in it).
+    fn send(&self, delivery: Delivery) -> bool {
+        let count = delivery.count();
         // Unbounded: output is bounded by the credit each chunk holds until converted.
         let queued = self.function.call(delivery, ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok;
         if !queued {
-            self.state.busy.fetch_sub(1, Ordering::SeqCst);
+            self.state.busy.fetch_sub(count, Ordering::SeqCst);
         }
         queued
     }
@@ -181,18 +237,9 @@ impl Pipe {
     /// Runs a JavaScript call's work; the deliveries it causes go to the listener
     /// before the call returns, in order. On JavaScript's thread.
     pub fn sync<T>(&self, env: &Env, work: impl FnOnce() -> T) -> napi::Result<T> {
-        struct Restore(Option<(usize, Vec<Delivery>)>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                let outer = self.0.take();
-                CAPTURE.with(|c| *c.borrow_mut() = outer);
-            }
-        }
-        let outer = CAPTURE.with(|c| c.borrow_mut().replace((self.this(), Vec::new())));
-        let restore = Restore(outer);
+        let capture = Restore::start(self.this(), true);
         let output = work();
-        let captured = CAPTURE.with(|c| c.borrow_mut().take()).map(|(_, d)| d).unwrap_or_default();
-        drop(restore);
+        let captured = capture.finish();
         self.state.update(env);
         let listener = self.listener.borrow_back(env)?;
         for delivery in captured {
@@ -213,19 +260,44 @@ impl Drop for Pipe {
 
 impl Activity for Pipe {
     fn begin(&self) {
-        if self.state.busy.fetch_add(1, Ordering::SeqCst) == 0 {
+        if self.state.busy.fetch_add(1, Ordering::SeqCst) == 0 && !self.in_sync() {
             self.recheck();
         }
     }
 
     fn end(&self) {
-        if self.state.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.state.busy.fetch_sub(1, Ordering::SeqCst) == 1 && !self.in_sync() {
             self.recheck();
         }
     }
 }
 
 impl Pipe {
+    /// Whether this runs inside a JavaScript call on this pipe ([`Pipe::sync`]), which
+    /// applies the count when the call's work is done: no recheck needed (it would
+    /// only wake JavaScript's thread once more, for nothing).
+    fn in_sync(&self) -> bool {
+        let this = self.this();
+        CAPTURE.with(|c| matches!(&*c.borrow(), Some(capture) if capture.pipe == this && capture.in_call))
+    }
+
+    /// Runs `work` (off JavaScript's thread); the deliveries it makes on this thread go
+    /// when it returns, as one batch. Inside a capture already, they join that one.
+    pub fn gather(&self, work: &mut dyn FnMut()) {
+        if CAPTURE.with(|c| c.borrow().is_some()) {
+            return work();
+        }
+        let capture = Restore::start(self.this(), false);
+        work();
+        let mut held = capture.finish();
+        let delivery = match held.len() {
+            0 => return,
+            1 => held.pop().expect("one delivery"),
+            _ => Delivery { target: 0, payload: Payload::Batch(held) },
+        };
+        self.send(delivery);
+    }
+
     /// Asks JavaScript's thread to apply the count (once until it has).
     fn recheck(&self) {
         if !self.state.recheck_sent.swap(true, Ordering::SeqCst) {
@@ -247,6 +319,10 @@ impl EventHandler for PipeHandler {
             return;
         }
         self.pipe.deliver(Delivery { target: self.target, payload: Payload::Event(event) });
+    }
+
+    fn together(&self, work: &mut dyn FnMut()) {
+        self.pipe.gather(work)
     }
 }
 

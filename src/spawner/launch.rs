@@ -27,13 +27,19 @@ use crate::status::SessionState;
 
 /// [`launch`], with any failure (a panic included) recorded on the session. `started`
 /// sees the outcome after `SessionSpawned` was emitted and before the supervisor (whose
-/// events come after) begins.
+/// events come after) begins. With `together`, the event and what `started` delivers on
+/// this thread may reach the handler's receiver as one ([`EventHandler::together`]):
+/// only for a `started` that reports down the handler's own queue, since whatever it
+/// set off on another thread could overtake the event held back.
+///
+/// [`EventHandler::together`]: crate::EventHandler::together
 pub(super) fn launch_guarded<T>(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
     base_env: Option<Vec<(String, String)>>,
     stops: mpsc::UnboundedReceiver<StopRequest>,
     stdin_commands: InputReceiver,
+    together: bool,
     started: impl FnOnce(Result<SpawnResult, SpawnError>) -> T,
 ) -> T {
     let _span = tracing::info_span!("session", id = %session.id).entered();
@@ -46,20 +52,38 @@ pub(super) fn launch_guarded<T>(
             })
         })
         .map_err(|e| fail(shared, session, e));
-    match launched {
-        Ok((result, running, start_time)) => {
-            let pid = running.pid;
-            let output = started(Ok(result));
-            shared
-                .runtime
-                .spawn(supervisor::supervise(Arc::clone(shared), Arc::clone(session), running));
-            // Off the way to the start's report, on this thread (which may block on the
-            // disk), with the start time the spawn learnt.
-            supervisor::record_entry(shared, session, pid, start_time);
-            output
+    let (result, running, start_time) = match launched {
+        Ok(launched) => launched,
+        Err(e) => return started(Err(e)),
+    };
+    let spawned = SpawnerEvent::SessionSpawned {
+        session_id: Arc::clone(&session.id),
+        pid: running.pid,
+        status: Box::new(result.status.clone()),
+    };
+    let mut output = None;
+    {
+        let mut report = Some((spawned, result, started));
+        let mut run = || {
+            if let Some((spawned, result, started)) = report.take() {
+                shared.emit(spawned);
+                output = Some(started(Ok(result)));
+            }
+        };
+        if together {
+            shared.handler.together(&mut run);
         }
-        Err(e) => started(Err(e)),
+        // A handler that did not run it (against `together`'s contract) still reports it.
+        run();
     }
+    let pid = running.pid;
+    shared
+        .runtime
+        .spawn(supervisor::supervise(Arc::clone(shared), Arc::clone(session), running));
+    // Off the way to the start's report, on this thread (which may block on the disk),
+    // with the start time the spawn learnt.
+    supervisor::record_entry(shared, session, pid, start_time);
+    output.expect("the start was reported")
 }
 
 /// Test hook: `launch` panics when this variable is `launch`, so tests can show a
@@ -69,8 +93,8 @@ const TEST_PANIC_ENV: &str = "CLAUDE_SESSION_SPAWNER_TEST_PANIC";
 static TEST_PANIC_IN_LAUNCH: LazyLock<bool> =
     LazyLock::new(|| std::env::var_os(TEST_PANIC_ENV).is_some_and(|v| v == "launch"));
 
-/// Starting a session: prepare, spawn, report `SessionSpawned`; the agent, ready for
-/// its supervisor task, and its start time when the spawn learnt it.
+/// Starting a session: prepare, spawn; the agent, ready for its supervisor task (and
+/// its `SessionSpawned`), and its start time when the spawn learnt it.
 fn launch(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
@@ -118,11 +142,6 @@ fn launch(
         snapshot_of(session, &r)
     };
 
-    shared.emit(SpawnerEvent::SessionSpawned {
-        session_id: Arc::clone(id),
-        pid,
-        status: Box::new(status.clone()),
-    });
     let running = Running {
         pid,
         pidfd: agent.pidfd,
