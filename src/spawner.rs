@@ -1,34 +1,31 @@
 //! The spawner: starts sessions, answers queries about them, stops them. One
-//! spawner owns its session table and reports through one [`EventHandler`]. How a
-//! session's agent is started is [`launch`]'s.
+//! spawner owns its session table and reports through one [`EventHandler`]. The ways
+//! to start a session are [`start`]'s; how its agent is started is [`launch`]'s.
 
 mod launch;
+mod start;
 
-use std::future::{Future, IntoFuture};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::SessionConfig;
 use crate::error::SpawnError;
 use crate::event::{EventHandler, SpawnerEvent};
-use crate::launcher;
-use crate::notice::{Activity, Busy, Notice, Restarter, Watchers};
+use crate::notice::{Activity, Notice, Restarter, Watchers};
 use crate::options::SpawnerOptions;
 use crate::process;
 use crate::recovery::CrashFacts;
 use crate::registry::{ReapReport, Registry};
 use crate::session::supervisor;
-use crate::session::{input_channel, Completion, Control, InputReceiver, InputRefused, Session, StopReason, StopRequest};
+use crate::session::{Completion, InputRefused, Session, StopReason, StopRequest};
 use crate::status::{CrashReport, MetricsSummary, SessionState, SessionStatus};
 use crate::table::SessionTable;
-use launch::launch_guarded;
-pub(crate) use launch::Registered;
+pub use start::PendingSpawn;
 
 /// An environment as name and value pairs.
 type Environment = Vec<(String, String)>;
@@ -36,25 +33,6 @@ type Environment = Vec<(String, String)>;
 /// Environment variable naming the session an agent process belongs to. Inherited by
 /// everything the agent starts, so the session's processes can be told apart.
 pub const SESSION_ID_ENV: &str = "CLAUDE_SESSION_SPAWNER_SESSION_ID";
-
-/// A session being started; await it for the [`SpawnResult`].
-#[derive(Debug)]
-pub struct PendingSpawn {
-    pub session_id: String,
-    result: oneshot::Receiver<Result<SpawnResult, SpawnError>>,
-}
-
-impl IntoFuture for PendingSpawn {
-    type Output = Result<SpawnResult, SpawnError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            // The launcher always answers; a missing answer means it could not run.
-            self.result.await.unwrap_or(Err(SpawnError::Stopped { session_id: self.session_id }))
-        })
-    }
-}
 
 /// What `spawn_session` returns.
 #[derive(Debug)]
@@ -217,131 +195,6 @@ impl Spawner {
     /// The executable sessions start.
     pub fn claude_path(&self) -> &Path {
         &self.shared.claude_path
-    }
-
-    /// Writes the session directory, starts the agent and sends it the task prompt;
-    /// resolves once the agent runs. The slow part happens on the launcher thread,
-    /// never on the caller's. Errors after the session got its id record it as
-    /// `failed` (with `SpawnFailed` and `SessionEnded` events). The agent's
-    /// environment is this process's, with the config's variables on top.
-    pub async fn spawn_session(&self, config: SessionConfig) -> Result<SpawnResult, SpawnError> {
-        self.start_session(config, None).await
-    }
-
-    /// Starts a session without waiting: the session exists at once (state
-    /// `initializing`) under the returned id, and its `SessionSpawned` or
-    /// `SpawnFailed` event follows. `base_env`, when given, is the daemon's
-    /// environment to inherit instead of this process's (the Node binding passes
-    /// `process.env`, as `child_process` does).
-    pub fn start_session(&self, config: SessionConfig, base_env: Option<Vec<(String, String)>>) -> PendingSpawn {
-        self.start_claimed(config, base_env, None)
-    }
-
-    /// [`Spawner::start_session`], with `restarter` recorded as who starts the session
-    /// again when it ends in one of its states.
-    pub(crate) fn start_claimed(
-        &self,
-        config: SessionConfig,
-        base_env: Option<Vec<(String, String)>>,
-        restarter: Option<Restarter>,
-    ) -> PendingSpawn {
-        self.start_registered(self.register_session(config, restarter), base_env)
-    }
-
-    /// Starts a session [`Spawner::register_session`] made, off the calling thread, as
-    /// [`Spawner::start_session`] does.
-    pub(crate) fn start_registered(&self, r: Registered, base_env: Option<Vec<(String, String)>>) -> PendingSpawn {
-        let (done, result) = oneshot::channel();
-        // Not together: the outcome wakes a task elsewhere, whose events must follow.
-        let session_id = self.launch_off_thread(r, base_env, false, move |outcome| {
-            let _ = done.send(outcome);
-        });
-        PendingSpawn { session_id, result }
-    }
-
-    /// Starts a session off the calling thread, as [`Spawner::start_session`] does, and
-    /// hands the outcome to `done` on the launcher thread right after the session's
-    /// `SessionSpawned` (or, when it failed, `SessionEnded`) was emitted there, and
-    /// before its supervisor starts, so before any later event of the session: a binding
-    /// that passes events and outcome down one ordered queue keeps that order. The event
-    /// and what `done` reports through the handler's queue on that thread may go as one
-    /// ([`EventHandler::together`]). Returns the session's id.
-    pub fn start_session_then(
-        &self,
-        config: SessionConfig,
-        base_env: Option<Vec<(String, String)>>,
-        done: impl FnOnce(Result<SpawnResult, SpawnError>) + Send + 'static,
-    ) -> String {
-        self.launch_off_thread(self.register_session(config, None), base_env, true, done)
-    }
-
-    fn launch_off_thread(
-        &self,
-        r: Registered,
-        base_env: Option<Vec<(String, String)>>,
-        together: bool,
-        done: impl FnOnce(Result<SpawnResult, SpawnError>) + Send + 'static,
-    ) -> String {
-        let Registered { session, stops, stdin_commands } = r;
-        let shared = Arc::clone(&self.shared);
-        let id = session.id.to_string();
-        launcher::launch(move || launch_guarded(&shared, &session, base_env, stops, stdin_commands, together, done));
-        id
-    }
-
-    /// Starts a session on the calling thread and returns once its agent runs (or
-    /// failed to start): for a caller that may block on the disk (not a Tokio worker:
-    /// use [`Spawner::spawn_session`] there).
-    pub fn spawn_session_now(
-        &self,
-        config: SessionConfig,
-        base_env: Option<Vec<(String, String)>>,
-    ) -> Result<SpawnResult, SpawnError> {
-        let (session, stops, stdin_commands) = self.register(config, None);
-        launch_guarded(&self.shared, &session, base_env, stops, stdin_commands, false, |outcome| outcome)
-    }
-
-    /// A session in the table under its id, not started yet: start it with
-    /// [`Spawner::start_registered`]. For a caller that must know the id before the
-    /// session can end (a recovery books it by that id).
-    pub(crate) fn register_session(&self, config: SessionConfig, restarter: Option<Restarter>) -> Registered {
-        let (session, stops, stdin_commands) = self.register(config, restarter);
-        Registered { session, stops, stdin_commands }
-    }
-
-    /// A new session in the table, `initializing`, with the receiving ends of its
-    /// channels.
-    fn register(
-        &self,
-        config: SessionConfig,
-        restarter: Option<Restarter>,
-    ) -> (
-        Arc<Session>,
-        mpsc::UnboundedReceiver<StopRequest>,
-        InputReceiver,
-    ) {
-        let shared = Arc::clone(&self.shared);
-        let id: Arc<str> = format!("claude-session-{}", uuid::Uuid::new_v4()).into();
-        let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
-        let config = Arc::new(config);
-        let dir = config.working_directory.join(".vp-daemon").join("sessions").join(&*id);
-        let (stop_tx, stops) = mpsc::unbounded_channel();
-        let (stdin_tx, stdin_commands) = input_channel();
-        let mut session = Session::new(
-            Arc::clone(&id),
-            seq,
-            config,
-            dir,
-            shared.options.protocol,
-            shared.options.output_buffer_bytes,
-            Some(Control { stop: stop_tx, stdin: stdin_tx }),
-        );
-        session.restarter = restarter;
-        // Counted from now: whoever asked for it is still holding its own work.
-        session.busy = parking_lot::Mutex::new(Some(Busy::new(&shared.activity)));
-        let session = Arc::new(session);
-        shared.table.lock().insert(Arc::clone(&session));
-        (session, stops, stdin_commands)
     }
 
     fn session(&self, id: &str) -> Result<Arc<Session>, SpawnError> {

@@ -11,7 +11,7 @@ use super::{AgentCommand, ExitStatus};
 #[derive(Debug)]
 pub struct AgentProcess {
     pub pid: u32,
-    /// A pidfd the kernel gave with the clone (Linux 5.2 and later), for [`wait_exit`].
+    /// A pidfd the kernel gave with the clone (Linux 5.2 and later), for [`wait_exit`](super::wait_exit).
     pub pidfd: Option<OwnedFd>,
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
@@ -90,7 +90,7 @@ pub fn exit_status_nowait(pid: u32) -> io::Result<Option<ExitStatus>> {
     waitid(pid, libc::WEXITED | libc::WNOWAIT | libc::WNOHANG)
 }
 
-/// Reaps child `pid`, which must already have exited (see [`wait_exit`]).
+/// Reaps child `pid`, which must already have exited (see [`wait_exit`](super::wait_exit)).
 pub fn reap(pid: u32) -> io::Result<ExitStatus> {
     waitid(pid, libc::WEXITED)?.ok_or_else(|| io::Error::other("child vanished"))
 }
