@@ -37,6 +37,22 @@ const WORDS: [(&str, usize); 11] = [
     ("exception", 4),
 ];
 
+/// Bytes folded at a time (see `scan_lines`).
+const FOLD_BLOCK: usize = 16 * 1024;
+
+/// The longest word's length.
+const LONGEST_WORD: usize = {
+    let mut longest = 0;
+    let mut i = 0;
+    while i < WORDS.len() {
+        if WORDS[i].0.len() > longest {
+            longest = WORDS[i].0.len();
+        }
+        i += 1;
+    }
+    longest
+};
+
 /// The words folded as the haystack is, for the packed searcher.
 static FOLDED: LazyLock<Option<packed::Searcher>> = LazyLock::new(|| {
     packed::Config::new()
@@ -149,15 +165,32 @@ fn scan_lines(text: &[u8], folded: &mut Vec<u8>, metrics: &mut SessionMetrics) {
     let mut counter = Counter::default();
     match FOLDED.as_ref() {
         Some(searcher) => {
-            folded.clear();
-            folded.extend(text.iter().map(|b| b | 0x20));
-            for m in searcher.find_iter(folded.as_slice()) {
-                let (word, kind) = WORDS[m.pattern().as_usize()];
-                // `[` folds to `{` (and `]` to `}`), so `{y/n}` folds like `[y/n]`:
-                // the original bytes decide.
-                if text[m.start()..m.end()].eq_ignore_ascii_case(word.as_bytes()) {
-                    counter.count(text, m.start(), kind, metrics);
+            // Folded a block at a time, so the copy stays in the CPU's nearest cache.
+            // A block reaches past its end by a word's length less one; a match that
+            // starts there is left to the next block, which starts where the search
+            // of the whole text would go on (the end of the last match, if later):
+            // the same matches as one search over everything.
+            let mut start = 0;
+            while start < text.len() {
+                let end = (start + FOLD_BLOCK).min(text.len());
+                let reach = (end + LONGEST_WORD - 1).min(text.len());
+                let mut resume = end;
+                folded.clear();
+                folded.extend(text[start..reach].iter().map(|b| b | 0x20));
+                for m in searcher.find_iter(folded.as_slice()) {
+                    let at = start + m.start();
+                    if at >= end {
+                        break;
+                    }
+                    resume = resume.max(start + m.end());
+                    let (word, kind) = WORDS[m.pattern().as_usize()];
+                    // `[` folds to `{` (and `]` to `}`), so `{y/n}` folds like `[y/n]`:
+                    // the original bytes decide.
+                    if text[at..start + m.end()].eq_ignore_ascii_case(word.as_bytes()) {
+                        counter.count(text, at, kind, metrics);
+                    }
                 }
+                start = resume;
             }
         }
         None => {
@@ -255,6 +288,33 @@ mod tests {
         }
         assert_eq!(fast, slow);
         assert_eq!((fast.commands_executed, fast.errors, fast.files_modified, fast.approval_prompts, fast.escalations), (1, 1, 1, 1, 1));
+    }
+
+    #[test]
+    fn blocks_find_what_one_search_finds() {
+        // Words, overlapping ones ("modified filerror") and lines, laid so that
+        // block boundaries fall inside and between them.
+        let mut text = Vec::new();
+        let pieces: [&[u8]; 6] = [b"modified filerror ", b"Executed Command\n", b"x", b"(approve) [Y/n] ", b"escalating\n", b"wrote file exception failed\n"];
+        let mut i = 0;
+        while text.len() < 5 * FOLD_BLOCK {
+            text.extend_from_slice(pieces[i % pieces.len()]);
+            i += 1;
+        }
+        let mut blocked = SessionMetrics::default();
+        scan_lines(&text, &mut Vec::new(), &mut blocked);
+        let searcher = FOLDED.as_ref().expect("a packed searcher on this machine");
+        let whole = fold(&text);
+        let mut once = SessionMetrics::default();
+        let mut counter = Counter::default();
+        for m in searcher.find_iter(whole.as_slice()) {
+            let (word, kind) = WORDS[m.pattern().as_usize()];
+            if text[m.start()..m.end()].eq_ignore_ascii_case(word.as_bytes()) {
+                counter.count(&text, m.start(), kind, &mut once);
+            }
+        }
+        assert_eq!(blocked, once);
+        assert!(blocked.errors > 0 && blocked.commands_executed > 0 && blocked.approval_prompts > 0);
     }
 
     #[test]
