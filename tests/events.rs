@@ -75,3 +75,32 @@ async fn a_start_awaited_elsewhere_is_not_held_back() {
     assert_eq!(status.state, SessionState::Completed);
     assert_eq!(grouping.seen(), [("session-spawned", false), ("session-ended", false)]);
 }
+
+/// A handler whose `together` panics before it runs the work.
+struct Panicking(Arc<Grouping>);
+
+impl EventHandler for Panicking {
+    fn handle(&self, event: SpawnerEvent) {
+        self.0.note(event.name());
+    }
+
+    fn together(&self, _work: &mut dyn FnMut()) {
+        panic!("a handler's together panics");
+    }
+}
+
+#[tokio::test]
+async fn a_handler_whose_together_panics_still_gets_the_start_and_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let grouping = Arc::new(Grouping::default());
+    let options = SpawnerOptions::default().claude_path(fake_agent()).protocol(Protocol::Text).extra_args(["exit:0"]);
+    let spawner = Spawner::new(options, Panicking(Arc::clone(&grouping))).expect("inside a runtime");
+    let noted = Arc::clone(&grouping);
+    spawner.start_session_then(config(dir.path()), None, move |outcome| {
+        assert!(outcome.is_ok());
+        noted.note("started");
+    });
+    // Supervised all the same: its end comes.
+    wait_until("the session to end", || grouping.seen().iter().any(|(what, _)| *what == "session-ended")).await;
+    assert_eq!(grouping.seen(), [("session-spawned", false), ("started", false), ("session-ended", false)]);
+}

@@ -288,14 +288,20 @@ impl Pipe {
             return work();
         }
         let capture = Restore::start(self.this(), false);
-        work();
+        let outcome = catch_unwind(AssertUnwindSafe(&mut *work));
         let mut held = capture.finish();
+        // Sent even when the work panicked: each is counted in flight until delivered.
         let delivery = match held.len() {
-            0 => return,
-            1 => held.pop().expect("one delivery"),
-            _ => Delivery { target: 0, payload: Payload::Batch(held) },
+            0 => None,
+            1 => held.pop(),
+            _ => Some(Delivery { target: 0, payload: Payload::Batch(held) }),
         };
-        self.send(delivery);
+        if let Some(delivery) = delivery {
+            self.send(delivery);
+        }
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     /// Asks JavaScript's thread to apply the count (once until it has).

@@ -35,16 +35,15 @@ static TEST_SLOW: LazyLock<Option<(String, Duration)>> = LazyLock::new(|| {
 
 /// The writing end, held by the stream's reader.
 pub(crate) struct LogSink {
-    /// Until the first chunk: what its writer will need.
-    idle: Option<Idle>,
-    chunks: Option<mpsc::UnboundedSender<Bytes>>,
+    state: Sink,
     room: Arc<Semaphore>,
 }
 
-struct Idle {
-    path: PathBuf,
-    file: Option<File>,
-    written: oneshot::Sender<()>,
+enum Sink {
+    /// Until the first chunk: what its writer will need.
+    Idle { path: PathBuf, file: Option<File>, written: oneshot::Sender<()> },
+    /// The way to its writer.
+    Writing(mpsc::UnboundedSender<Bytes>),
 }
 
 /// Resolves when everything given to the sink is on disk, or the log failed.
@@ -66,17 +65,18 @@ pub(crate) fn open(path: PathBuf) -> (LogSink, LogWritten) {
     let (written, done) = oneshot::channel();
     let room = Arc::new(Semaphore::new(LOG_BACKLOG));
     // A sink dropped before any chunk drops `written`, which resolves `LogWritten` too.
-    (LogSink { idle: Some(Idle { path, file, written }), chunks: None, room }, LogWritten(done))
+    (LogSink { state: Sink::Idle { path, file, written }, room }, LogWritten(done))
 }
 
 impl LogSink {
     /// Queues `bytes` (shared, not copied), first waiting for room when the disk is
     /// behind. Called on the runtime (the stream's reader).
     pub async fn write(&mut self, bytes: Bytes) {
-        if let Some(Idle { path, file, written }) = self.idle.take() {
+        if matches!(self.state, Sink::Idle { .. }) {
             let (chunks, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(write_all(path, file, receiver, Arc::clone(&self.room), written));
-            self.chunks = Some(chunks);
+            if let Sink::Idle { path, file, written } = std::mem::replace(&mut self.state, Sink::Writing(chunks)) {
+                tokio::spawn(write_all(path, file, receiver, Arc::clone(&self.room), written));
+            }
         }
         let wanted = bytes.len().min(LOG_BACKLOG) as u32;
         match self.room.acquire_many(wanted).await {
@@ -85,7 +85,7 @@ impl LogSink {
             // Closed: the log failed, and nothing more is written.
             Err(_) => return,
         }
-        if let Some(chunks) = &self.chunks {
+        if let Sink::Writing(chunks) = &self.state {
             let _ = chunks.send(bytes);
         }
     }

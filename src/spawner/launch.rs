@@ -70,8 +70,9 @@ pub(super) fn launch_guarded<T>(
                 output = Some(started(Ok(result)));
             }
         };
-        if together {
-            shared.handler.together(&mut run);
+        // The agent runs: whatever the handler does, it gets its supervisor below.
+        if together && catch_unwind(AssertUnwindSafe(|| shared.handler.together(&mut run))).is_err() {
+            tracing::error!("the event handler's together panicked");
         }
         // A handler that did not run it (against `together`'s contract) still reports it.
         run();
