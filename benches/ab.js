@@ -11,6 +11,7 @@
 // benchmark scripts, so only the spawner differs. Prints one JSON line.
 const path = require('node:path')
 const { execFileSync } = require('node:child_process')
+const { flushDisk } = require('./common')
 
 const [other, roundsText = '9', bytesText = String(256 << 20), sessionsText = '400'] = process.argv.slice(2)
 if (!other) {
@@ -38,7 +39,12 @@ const rows = []
 for (let round = 0; round < rounds; round++) {
   const order = round % 2 ? [other, HERE] : [HERE, other]
   const flow = {}
-  for (const tree of order) flow[tree] = run(tree, 'throughput.js', ['native', bytesText], ['--expose-gc'])
+  // Each after a sync: a run must not pay for the writeback of the log before it.
+  for (const tree of order) {
+    flushDisk()
+    flow[tree] = run(tree, 'throughput.js', ['native', bytesText], ['--expose-gc'])
+  }
+  flushDisk()
   const bare = run(HERE, 'throughput.js', ['child_process', bytesText], ['--expose-gc'])
   const rate = {}
   for (const tree of order) rate[tree] = run(tree, 'spawn-rate.js', ['native', sessionsText]).rate

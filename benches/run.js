@@ -14,7 +14,7 @@ const { execFileSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { ROOT, AGENT } = require('./common')
+const { ROOT, AGENT, flushDisk } = require('./common')
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5)
 const SESSIONS = Number(process.env.SESSIONS ?? 300)
@@ -104,7 +104,10 @@ function spawnerSection() {
   // More rounds than the spawn rate: one round of 256 MiB is short, so noisier.
   const tputRounds = Number(process.env.TPUT_ROUNDS ?? 9)
   for (let round = 0; round < tputRounds; round++) {
-    for (const name of rotate(throughputVariants, round)) flows[name].push(node('throughput.js', [name, String(BYTES)]))
+    for (const name of rotate(throughputVariants, round)) {
+      flushDisk()
+      flows[name].push(node('throughput.js', [name, String(BYTES)]))
+    }
     process.stderr.write(`throughput, round ${round + 1}/${tputRounds}\n`)
   }
   const mibs = (name) => median(flows[name].map((r) => r.mibPerSecond))
