@@ -462,7 +462,8 @@ mod tests {
     fn the_child_reports_its_start_time_before_its_exec() {
         let cmd = AgentCommand {
             program: "/bin/sh".into(),
-            args: vec!["-c".into(), "exec sleep 5".into()],
+            // Waits on its stdin (whose other end the test holds) until it is killed.
+            args: vec!["-c".into(), "exec cat".into()],
             cwd: "/".into(),
             base_env: None,
             env: Vec::new(),
