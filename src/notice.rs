@@ -72,8 +72,13 @@ impl Watchers {
         self.list.read().is_empty()
     }
 
+    /// Calls each watcher, on a copy of the list taken under the lock and called after
+    /// it: a watcher may end its component (a recovery manager's watcher holds the
+    /// manager's last reference for a moment when the daemon drops it meanwhile), whose
+    /// removal of the watcher would otherwise wait on this very lock for ever.
     pub fn notify(&self, notice: &Notice) {
-        for (_, watcher) in self.list.read().iter() {
+        let watchers: Vec<Watcher> = self.list.read().iter().map(|(_, watcher)| Arc::clone(watcher)).collect();
+        for watcher in watchers {
             watcher(notice);
         }
     }
@@ -108,5 +113,38 @@ impl Drop for Busy {
 impl std::fmt::Debug for Busy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Busy")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watcher_that_removes_itself_while_notified_does_not_deadlock() {
+        let watchers = Arc::new(Watchers::default());
+        let id = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+        let (on_list, seen) = (Arc::downgrade(&watchers), Arc::clone(&id));
+        let own = watchers.add(Arc::new(move |_: &Notice| {
+            // What dropping its component's last reference does.
+            if let Some(list) = on_list.upgrade() {
+                list.remove(seen.load(std::sync::atomic::Ordering::SeqCst));
+            }
+        }));
+        id.store(own, std::sync::atomic::Ordering::SeqCst);
+        let (done, finished) = std::sync::mpsc::channel();
+        let notifying = Arc::clone(&watchers);
+        std::thread::spawn(move || {
+            notifying.notify(&Notice::RateLimited {
+                session_id: "claude-session-x".into(),
+                until: SystemTime::now(),
+                reason: String::new(),
+            });
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("notify did not return: the watcher's removal waited on the notifying lock");
+        assert!(watchers.is_empty(), "the watcher removed itself");
     }
 }
