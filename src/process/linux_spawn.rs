@@ -19,7 +19,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use super::unix::AgentProcess;
 use super::AgentCommand;
@@ -42,14 +42,18 @@ struct ChildArgs {
     stdio: [RawFd; 3],
     /// `Some(parent pid)`: set a parent-death signal (SIGKILL).
     parent_death: Option<libc::pid_t>,
-    /// Where the sweep for descriptors without close-on-exec stops when neither
-    /// `close_range` nor `/proc` is there to list them.
-    fd_limit: libc::c_int,
     /// The errno of the step that failed in the child; 0 when it exec'd.
     error: AtomicI32,
-    /// Where the child puts its own `/proc/self/stat` (`STAT_SIZE` bytes), and how
-    /// much it read. Read by the parent afterwards: once the agent is in its `exec`,
-    /// reading its stat waits until the `exec` is done (half a millisecond or more).
+    /// The boot-time clock (ns) just before the clone: with the child's own reading
+    /// just after, it brackets the moment the kernel stamped as the child's start.
+    before_clone_ns: u64,
+    /// The start time in clock ticks, when both readings fall in the same tick (all
+    /// but about one spawn in a thousand); 0 when they do not.
+    start_ticks: AtomicU64,
+    /// Otherwise, where the child puts its own `/proc/self/stat` (`STAT_SIZE` bytes),
+    /// and how much it read. Read by the parent afterwards: once the agent is in its
+    /// `exec`, reading its stat waits until the `exec` is done (half a millisecond or
+    /// more).
     stat: *mut u8,
     stat_len: AtomicI32,
 }
@@ -86,7 +90,7 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
     let (stderr_read, stderr_write) = output_socket()?;
 
     let mut stat = [0u8; STAT_SIZE];
-    let args = ChildArgs {
+    let mut args = ChildArgs {
         program: program.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
@@ -95,8 +99,9 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
         stdio: [stdin_read.as_raw_fd(), stdout_write.as_raw_fd(), stderr_write.as_raw_fd()],
         // SAFETY: getpid has no preconditions.
         parent_death: parent_death.then(|| unsafe { libc::getpid() }),
-        fd_limit: descriptor_limit(),
         error: AtomicI32::new(0),
+        before_clone_ns: 0,
+        start_ticks: AtomicU64::new(0),
         stat: stat.as_mut_ptr(),
         stat_len: AtomicI32::new(0),
     };
@@ -110,6 +115,7 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
     let mut previous: KernelSigset = 0;
     set_signal_mask(!0, Some(&mut previous));
     let mut pidfd: libc::c_int = -1;
+    args.before_clone_ns = boot_time_ns();
     // SAFETY: `child` only reads `args` and makes system calls; the parent thread is
     // suspended until the child exec'd or exited, so `args`, the strings it points to
     // and the stack outlive every use. The kernel writes the pidfd into `pidfd`.
@@ -138,8 +144,13 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
         let _ = super::unix::reap(pid as u32);
         return Err(io::Error::from_raw_os_error(errno));
     }
-    let stat_len = usize::try_from(args.stat_len.load(Ordering::SeqCst)).unwrap_or(0).min(STAT_SIZE);
-    let start_time = crate::registry::start_time_in(&stat[..stat_len]);
+    let start_time = match args.start_ticks.load(Ordering::SeqCst) {
+        0 => {
+            let stat_len = usize::try_from(args.stat_len.load(Ordering::SeqCst)).unwrap_or(0).min(STAT_SIZE);
+            crate::registry::start_time_in(&stat[..stat_len])
+        }
+        ticks => Some(ticks),
+    };
     // Without a pidfd the exit is polled for, and the streams closing wake nothing more.
     let output_ends = if pidfd.is_some() { vec![stdout_write, stderr_write] } else { Vec::new() };
     Ok(AgentProcess {
@@ -219,8 +230,9 @@ impl Drop for ChildStack {
     }
 }
 
-/// The highest descriptor number the fallback sweep marks (capped: a limit of a million
-/// would cost a million system calls per spawn).
+/// The highest descriptor number the last-resort sweep marks (capped: a limit of a
+/// million would cost a million system calls per spawn). Asked in the child, only
+/// when it comes to that: `getrlimit` is a plain system call.
 fn descriptor_limit() -> libc::c_int {
     // SAFETY: getrlimit fills the struct it is given.
     let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
@@ -230,9 +242,33 @@ fn descriptor_limit() -> libc::c_int {
     limit.rlim_cur.min(65_536) as libc::c_int
 }
 
+/// The boot-time clock in nanoseconds: the clock the kernel stamps a process's start
+/// with (`/proc/<pid>/stat` gives it in clock ticks). Read through the vDSO, without a
+/// system call, so the child may read it too.
+fn boot_time_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills the struct it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
+        return 0;
+    }
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The clock tick both readings fall in, which is then the tick of every moment
+/// between them; `None` when a tick began in between (or a reading failed).
+fn same_tick(before_ns: u64, after_ns: u64) -> Option<u64> {
+    // The kernel's USER_HZ, which `/proc` counts in: 100 on every Linux architecture
+    // this builds for (sysconf(_SC_CLK_TCK) reports the same).
+    const TICK_NS: u64 = 1_000_000_000 / 100;
+    let tick = before_ns / TICK_NS;
+    (before_ns > 0 && tick == after_ns / TICK_NS).then_some(tick)
+}
+
 extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the parent's `ChildArgs`, alive and unchanged (see `spawn`).
     let a = unsafe { &*(arg as *const ChildArgs) };
+    // First, so that the two readings are as close as they can be.
+    let started = same_tick(a.before_clone_ns, boot_time_ns());
     let fail = || -> libc::c_int {
         // SAFETY: errno is readable; `_exit` ends the child without running anything
         // of the parent's (no atexit handlers, no flushing of shared buffers).
@@ -266,7 +302,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 {
             return fail();
         }
-        read_own_stat(a);
+        match started {
+            // 0 stands for "not known" (and is tick 0 only in the first 10 ms after boot).
+            Some(ticks) if ticks > 0 => a.start_ticks.store(ticks, Ordering::SeqCst),
+            _ => read_own_stat(a),
+        }
         for (target, &fd) in a.stdio.iter().enumerate() {
             if libc::dup2(fd, target as libc::c_int) < 0 {
                 return fail();
@@ -275,7 +315,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(a.cwd) != 0 {
             return fail();
         }
-        close_on_exec_from_3(a.fd_limit);
+        close_on_exec_from_3();
         set_signal_mask(0, None);
         libc::execve(a.program, a.argv, a.envp);
         if *libc::__errno_location() == libc::ENOEXEC {
@@ -306,9 +346,9 @@ fn read_own_stat(a: &ChildArgs) {
 /// In the child: marks every descriptor from 3 up close-on-exec, so that only stdin,
 /// stdout and stderr reach the agent. `close_range` does it at once (Linux 5.11);
 /// before that, the descriptors listed in `/proc/self/fd` one by one, and without
-/// `/proc` every number below `limit`. No allocation: the listing is read into a buffer
-/// on the child's stack.
-fn close_on_exec_from_3(limit: libc::c_int) {
+/// `/proc` every number below the descriptor limit. No allocation: the listing is read
+/// into a buffer on the child's stack.
+fn close_on_exec_from_3() {
     // SAFETY: system calls on descriptor numbers and a buffer on this stack.
     unsafe {
         if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) == 0 {
@@ -316,7 +356,7 @@ fn close_on_exec_from_3(limit: libc::c_int) {
         }
         let dir = libc::open(c"/proc/self/fd".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
         if dir < 0 {
-            for fd in 3..limit {
+            for fd in 3..descriptor_limit() {
                 libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
             }
             return;
@@ -469,11 +509,28 @@ mod tests {
             env: Vec::new(),
             parent_death_signal: false,
         };
-        let agent = spawn(&cmd, false).unwrap();
-        let read_afterwards = crate::registry::start_time(agent.pid);
-        let _ = super::super::unix::signal_group(agent.pid, libc::SIGKILL);
-        let _ = super::super::unix::reap(agent.pid);
-        assert!(agent.start_time.is_some(), "the child read nothing");
-        assert_eq!(agent.start_time, read_afterwards);
+        // Enough spawns that the clock's reading is checked against /proc many times.
+        for _ in 0..20 {
+            let agent = spawn(&cmd, false).unwrap();
+            let read_afterwards = crate::registry::start_time(agent.pid);
+            let _ = super::super::unix::signal_group(agent.pid, libc::SIGKILL);
+            let _ = super::super::unix::reap(agent.pid);
+            assert!(agent.start_time.is_some(), "the child read nothing");
+            assert_eq!(agent.start_time, read_afterwards);
+        }
+    }
+
+    #[test]
+    fn a_tick_boundary_between_the_readings_leaves_the_start_unknown() {
+        const TICK: u64 = 10_000_000;
+        assert_eq!(same_tick(5 * TICK + 1, 5 * TICK + 9_999_999), Some(5));
+        assert_eq!(same_tick(5 * TICK + 9_999_999, 6 * TICK), None);
+        assert_eq!(same_tick(0, 3), None, "a failed reading");
+    }
+
+    #[test]
+    fn the_clock_ticks_at_the_rate_proc_counts_in() {
+        // SAFETY: sysconf has no preconditions.
+        assert_eq!(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }, 100);
     }
 }
