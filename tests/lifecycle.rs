@@ -185,6 +185,22 @@ async fn leftovers_get_sigterm_to_clean_up_before_sigkill() {
 }
 
 #[tokio::test]
+async fn what_a_leftover_writes_after_the_agent_exited_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    // Once the agent has exited its streams are read at once; this one is still held
+    // (by the leftover, which outlives its SIGTERM), so the read must wait for it. The
+    // agent exits once the leftover ignores SIGTERM.
+    let ready = dir.path().join("ignoring");
+    let child = format!("child:ignore-term,touch:{},sleep:100,out:late", ready.display());
+    let wait = format!("wait-file:{}", ready.display());
+    let spawner = spawner(&[&child, &wait, "exit:0"], &rec);
+    let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
+    assert_eq!(status.state, SessionState::Completed);
+    assert!(status.stdout.lines().any(|l| l == "late"), "stdout: {:?}", status.stdout);
+}
+
+#[tokio::test]
 async fn a_leftover_that_ignores_sigterm_is_killed_a_moment_later() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();

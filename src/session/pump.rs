@@ -4,13 +4,16 @@
 //! was read into. Both streams are read concurrently, so a flood on one
 //! never stalls the other.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 
@@ -53,7 +56,9 @@ impl Pump {
         Ok(Self { stream, source, log, written: Some(written), observer })
     }
 
-    pub async fn run(mut self, session: &Arc<Session>, shared: &Arc<Shared>) {
+    /// Reads the stream to its end. `exited` is set by the supervisor once the agent
+    /// has exited and its ends of the streams are closed.
+    pub async fn run(mut self, session: &Arc<Session>, shared: &Arc<Shared>, exited: &AtomicBool) {
         let mut buf = BytesMut::with_capacity(READ_SIZE);
         let mut decoder = Utf8Decoder::default();
         loop {
@@ -63,7 +68,7 @@ impl Pump {
             buf.clear();
             buf.reserve(READ_SIZE + carried.len());
             buf.extend_from_slice(&carried);
-            let n = match self.source.read_buf(&mut buf).await {
+            let n = match self.source.read(&mut buf, exited).await {
                 Ok(0) => break,
                 Ok(n) => {
                     // In the buffer now (the decoder keeps it until a read completes it).
@@ -230,12 +235,65 @@ impl Source {
         }
     }
 
-    async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        match self {
-            Self::Socket(socket) => socket.read_buf(buf).await,
-            Self::Pipe(pipe) => pipe.read_buf(buf).await,
+    /// Reads what is there into `buf`'s spare room, waiting until something is. Once
+    /// the agent has exited (`exited`, also while this waits), a read is tried at
+    /// once: what is left, or the end, is most likely there already, and the runtime
+    /// would only report it after a round of its driver (tens of microseconds at every
+    /// session's end). When something else still holds the stream, it waits as before.
+    async fn read(&mut self, buf: &mut BytesMut, exited: &AtomicBool) -> io::Result<usize> {
+        poll_fn(|cx| {
+            if exited.load(Ordering::Relaxed) {
+                if let Some(read) = read_now(self.fd(), buf) {
+                    return Poll::Ready(read);
+                }
+            }
+            self.poll_read(cx, buf)
+        })
+        .await
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        loop {
+            let read = match self {
+                Self::Socket(socket) => {
+                    ready!(socket.poll_read_ready(cx))?;
+                    socket.try_read_buf(buf)
+                }
+                Self::Pipe(pipe) => {
+                    ready!(pipe.poll_read_ready(cx))?;
+                    pipe.try_read_buf(buf)
+                }
+            };
+            match read {
+                // The readiness was stale; the runtime has cleared it, so the next
+                // poll waits for a new one.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                read => return Poll::Ready(read),
+            }
         }
     }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            Self::Socket(socket) => socket.as_raw_fd(),
+            Self::Pipe(pipe) => pipe.as_raw_fd(),
+        }
+    }
+}
+
+/// One read from a non-blocking descriptor into `buf`'s spare room: `None` when there
+/// is nothing to read yet.
+fn read_now(fd: RawFd, buf: &mut BytesMut) -> Option<io::Result<usize>> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: the kernel writes at most `spare.len()` bytes into memory `buf` owns.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+    if n < 0 {
+        let error = io::Error::last_os_error();
+        return (error.kind() != io::ErrorKind::WouldBlock).then_some(Err(error));
+    }
+    // SAFETY: the kernel initialised these `n` bytes.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Some(Ok(n as usize))
 }
 
 /// Puts a tool call to the daemon and answers Claude Code. No handler, a handler that

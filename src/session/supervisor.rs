@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -116,8 +117,9 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     let logs = [stdout.written.take(), stderr.written.take()];
     // Boxed, not pinned in place: dropped before the logs are awaited (a reader left
     // behind would keep its log open for more).
-    let mut stdout = Box::pin(stdout.run(&session, &shared));
-    let mut stderr = Box::pin(stderr.run(&session, &shared));
+    let exited = AtomicBool::new(false);
+    let mut stdout = Box::pin(stdout.run(&session, &shared, &exited));
+    let mut stderr = Box::pin(stderr.run(&session, &shared, &exited));
     let mut stdin = pin!(write_stdin(stdin, stdin_commands));
     let (mut stdout_done, mut stderr_done, mut stdin_done) = (false, false, false);
     tracing::info!("running");
@@ -175,6 +177,7 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     session.record.lock().exited = true;
     // The streams end when whatever else holds them closes them too.
     drop(output_ends);
+    exited.store(true, Ordering::Relaxed);
     signal(pid, libc::SIGTERM);
     let kill_at = Instant::now() + LEFTOVER_GRACE.min(grace);
     while !(stdout_done && stderr_done) {
