@@ -4,6 +4,8 @@
 //! (`memory.oom_control`) both have an `oom_kill` line. Elsewhere (macOS, no cgroup
 //! mounted) there is nothing to read and the count is unknown.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// A memory cgroup's OOM-kill counter, with its value when the session started.
@@ -15,18 +17,21 @@ pub struct OomCounter {
 
 impl OomCounter {
     /// The counter of a child just started by this process: children start in their
-    /// parent's cgroup, so the file is found once per process and only the count is
-    /// read per session.
+    /// parent's cgroup, so the file is found and opened once per process, and each
+    /// session reads the count from the start of the open file (one system call, where
+    /// opening the cgroup file anew took six).
     pub fn for_child() -> Option<Self> {
-        static OWN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-        let path = OWN
+        static OWN: std::sync::OnceLock<Option<(PathBuf, File)>> = std::sync::OnceLock::new();
+        let (path, file) = OWN
             .get_or_init(|| {
                 let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-                counter_path(&cgroups, Path::new("/sys/fs/cgroup"))
+                let path = counter_path(&cgroups, Path::new("/sys/fs/cgroup"))?;
+                let file = File::open(&path).ok()?;
+                Some((path, file))
             })
-            .clone()?;
-        let at_start = read_count(&path)?;
-        Some(Self { path, at_start })
+            .as_ref()?;
+        let at_start = read_count_from(file).or_else(|| read_count(path))?;
+        Some(Self { path: path.clone(), at_start })
     }
 
     /// OOM kills in the cgroup since the baseline.
@@ -57,6 +62,17 @@ fn counter_path(cgroups: &str, root: &Path) -> Option<PathBuf> {
 fn read_count(path: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     parse_oom_kill(&text)
+}
+
+/// The count, read from the start of an open counter file (the kernel writes the text
+/// anew for each read from offset 0); `None` if it does not fit one small read.
+fn read_count_from(file: &File) -> Option<u64> {
+    let mut buf = [0u8; 1024];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    if n == buf.len() {
+        return None;
+    }
+    parse_oom_kill(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
 fn parse_oom_kill(text: &str) -> Option<u64> {
@@ -101,5 +117,16 @@ mod tests {
         assert_eq!(counter.kills_since_start(), Some(0));
         std::fs::write(&file, "oom_kill 5\n").unwrap();
         assert_eq!(counter.kills_since_start(), Some(1));
+    }
+
+    #[test]
+    fn an_open_counter_file_reads_its_current_count_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.events");
+        std::fs::write(&path, "oom 0\noom_kill 0\n").unwrap();
+        let open = File::open(&path).unwrap();
+        assert_eq!(read_count_from(&open), Some(0));
+        std::fs::write(&path, "oom 3\noom_kill 3\n").unwrap();
+        assert_eq!(read_count_from(&open), Some(3));
     }
 }
