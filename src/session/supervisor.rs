@@ -80,6 +80,11 @@ pub(crate) async fn supervise(shared: Arc<Shared>, session: Arc<Session>, runnin
     }
 }
 
+/// Polls `future` once: whether it finished.
+async fn finished_now<F: Future + ?Sized>(mut future: Pin<&mut F>) -> bool {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_ready())).await
+}
+
 /// Resolves to `Err` with the payload if polling the inner future panics.
 struct CatchUnwind<F>(Pin<Box<F>>);
 
@@ -179,6 +184,10 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     drop(output_ends);
     exited.store(true, Ordering::Relaxed);
     signal(pid, libc::SIGTERM);
+    // Most often both streams end right here (see `Pump::read`), and then no timer is
+    // set: setting one wakes the runtime's driver to re-arm it.
+    stdout_done = stdout_done || finished_now(stdout.as_mut()).await;
+    stderr_done = stderr_done || finished_now(stderr.as_mut()).await;
     let kill_at = Instant::now() + LEFTOVER_GRACE.min(grace);
     while !(stdout_done && stderr_done) {
         tokio::select! {
