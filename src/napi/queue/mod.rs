@@ -7,6 +7,9 @@
 //! reach JavaScript through a weak thread-safe function that exists only between
 //! `subscribe` and `unsubscribe`/`close`, so a handle never keeps Node alive by itself.
 //! Results are plain objects with times as epoch milliseconds.
+//!
+//! Here the class and its operations; the checks of its arguments in `args`, the
+//! objects it resolves with in `objects`, its events' way to JavaScript in `events`.
 // napi-derive registers the functions only outside `cfg(test)`.
 #![cfg_attr(test, allow(dead_code))]
 
@@ -14,269 +17,33 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, LazyLock, Weak};
-use std::time::Duration;
 
-use napi::bindgen_prelude::{FnArgs, Function, FromNapiValue, Object, ToNapiValue, Unknown};
-use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, JsValue, Result, Status, ValueType};
+use napi::bindgen_prelude::{Function, Object, ToNapiValue, Unknown};
+use napi::threadsafe_function::{ThreadsafeCallContext, ThreadsafeFunctionCallMode};
+use napi::{Env, Result, Status};
 use napi_derive::napi;
 use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::task::JoinHandle;
 
-use super::convert::{count, millis, RawValue};
-use super::{thrown, thrown_as};
-use crate::config::Priority;
-use crate::pool::queue::{
-    CancelResult, Expired, ExpiredFate, FinishOutcome, LocalQueue, QueueError, QueueEvent, QueueSnapshot,
-    QueuedRequest, RequestQueue, RequestState, Taken,
-};
+use super::convert::count;
+use super::thrown;
+use crate::pool::queue::{CancelResult, FinishOutcome, LocalQueue, QueueError, QueuedRequest, RequestQueue};
 
 /// In-process queues by name; the handles own them, so a name nobody holds is free.
 static LOCAL_QUEUES: LazyLock<Mutex<HashMap<String, Weak<LocalQueue>>>> = LazyLock::new(Mutex::default);
 
-#[napi(object, js_name = "NativeQueuePushed", object_from_js = false)]
-pub struct JsPushed {
-    pub position: u32,
-    pub queue_length: u32,
-}
+mod args;
+mod events;
+mod objects;
 
-/// `note`: what the host of an earlier attempt said when its session started, or null.
-#[napi(object, js_name = "NativeQueueTaken", object_from_js = false, use_nullable = true)]
-pub struct JsTaken {
-    pub id: String,
-    pub priority: String,
-    pub payload: String,
-    pub attempt: u32,
-    pub enqueued_at: f64,
-    pub lease_expires_at: f64,
-    pub note: Option<String>,
-}
-
-#[napi(object, js_name = "NativeQueueRenewal", object_from_js = false)]
-pub struct JsRenewal {
-    pub held: bool,
-    pub cancel_requested: bool,
-}
-
-/// `fate` is `requeued` (with `attempt`, the one about to be made), `failed` (with
-/// `attempts`) or `cancelled`.
-#[napi(object, js_name = "NativeQueueExpired", object_from_js = false)]
-pub struct JsExpired {
-    pub id: String,
-    pub host: String,
-    pub fate: String,
-    pub attempt: Option<u32>,
-    pub attempts: Option<u32>,
-}
-
-#[napi(object, js_name = "NativeQueueEntry", object_from_js = false)]
-pub struct JsQueueEntry {
-    pub id: String,
-    pub priority: String,
-    pub attempt: u32,
-    pub enqueued_at: f64,
-}
-
-#[napi(object, js_name = "NativeQueueSnapshot", object_from_js = false)]
-pub struct JsQueueSnapshot {
-    pub queued: Vec<JsQueueEntry>,
-    pub leased: u32,
-    pub mean_execution_ms: Option<f64>,
-    /// Live announced hosts, and the sum of their capacities.
-    pub hosts: u32,
-    pub capacity: u32,
-}
-
-/// An event's payload; which fields are set depends on the event (see [`QueueEvent`]):
-/// a `failed` without `host` was failed by the queue itself. `lagged` has `missed`.
-#[napi(object, js_name = "NativeQueueEvent", object_from_js = false)]
-pub struct JsQueueEvent {
-    pub id: Option<String>,
-    pub priority: Option<String>,
-    pub host: Option<String>,
-    pub attempt: Option<u32>,
-    pub detail: Option<String>,
-    pub missed: Option<f64>,
-}
-
-/// An event as `lookup` gives it: its `name` with the fields its payload has.
-#[napi(object, js_name = "NativeQueueNamedEvent", object_from_js = false)]
-pub struct JsNamedEvent {
-    pub name: String,
-    pub id: Option<String>,
-    pub priority: Option<String>,
-    pub host: Option<String>,
-    pub attempt: Option<u32>,
-    pub detail: Option<String>,
-}
-
-/// `state` is `queued` (with `position`, from 1, and `attempt`), `leased` (with `host`
-/// and `attempt`), `finished` (with `event`, the terminal one: `completed`, `failed`,
-/// whose `host` is missing when the queue failed it, or `cancelled`) or `unknown`.
-#[napi(object, js_name = "NativeQueueRequestState", object_from_js = false)]
-pub struct JsRequestState {
-    pub state: String,
-    pub position: Option<u32>,
-    pub attempt: Option<u32>,
-    pub host: Option<String>,
-    pub event: Option<JsNamedEvent>,
-}
-
-impl From<RequestState> for JsRequestState {
-    fn from(state: RequestState) -> Self {
-        let empty = |state: &str| Self { state: state.to_owned(), position: None, attempt: None, host: None, event: None };
-        match state {
-            RequestState::Queued { position, attempt } => {
-                Self { position: Some(count(position)), attempt: Some(attempt), ..empty("queued") }
-            }
-            RequestState::Leased { host, attempt } => Self { host: Some(host), attempt: Some(attempt), ..empty("leased") },
-            RequestState::Finished { event } => {
-                let (name, p) = event_to_js(event);
-                let event = JsNamedEvent {
-                    name: name.to_owned(),
-                    id: p.id,
-                    priority: p.priority,
-                    host: p.host,
-                    attempt: p.attempt,
-                    detail: p.detail,
-                };
-                Self { event: Some(event), ..empty("finished") }
-            }
-            RequestState::Unknown => empty("unknown"),
-        }
-    }
-}
-
-
-impl From<Taken> for JsTaken {
-    fn from(t: Taken) -> Self {
-        Self {
-            id: t.request.id,
-            priority: t.request.priority.as_str().to_owned(),
-            payload: t.request.payload,
-            attempt: t.request.attempt,
-            enqueued_at: millis(t.enqueued_at),
-            lease_expires_at: millis(t.lease_expires_at),
-            note: t.note,
-        }
-    }
-}
-
-impl From<Expired> for JsExpired {
-    fn from(e: Expired) -> Self {
-        let (fate, attempt, attempts) = match e.fate {
-            ExpiredFate::Requeued { attempt } => ("requeued", Some(attempt), None),
-            ExpiredFate::Failed { attempts } => ("failed", None, Some(attempts)),
-            ExpiredFate::Cancelled => ("cancelled", None, None),
-        };
-        Self { id: e.id, host: e.host, fate: fate.to_owned(), attempt, attempts }
-    }
-}
-
-impl From<QueueSnapshot> for JsQueueSnapshot {
-    fn from(s: QueueSnapshot) -> Self {
-        Self {
-            queued: s
-                .queued
-                .into_iter()
-                .map(|e| JsQueueEntry {
-                    id: e.id,
-                    priority: e.priority.as_str().to_owned(),
-                    attempt: e.attempt,
-                    enqueued_at: millis(e.enqueued_at),
-                })
-                .collect(),
-            leased: count(s.leased),
-            mean_execution_ms: s.mean_execution_ms,
-            hosts: count(s.hosts),
-            capacity: count(s.capacity),
-        }
-    }
-}
-
-// ---- arguments: checked here too, so that a wrong one names itself whoever calls ----
-
-fn arg_error(env: &Env, name: &str, message: String) -> napi::Error {
-    thrown_as(env, true, "ERR_INVALID_ARG", format!("{name} {message}"), &[("field", name)])
-}
-
-fn describe(value: &Unknown<'_>) -> String {
-    match value.get_type() {
-        Ok(ValueType::Undefined) => "undefined".into(),
-        Ok(ValueType::Null) => "null".into(),
-        Ok(t) => format!("a value of type {t}"),
-        Err(_) => "an unreadable value".into(),
-    }
-}
-
-fn string_arg(env: &Env, value: Unknown<'_>, name: &str) -> Result<String> {
-    if value.get_type()? != ValueType::String {
-        return Err(arg_error(env, name, format!("must be a string, got {}", describe(&value))));
-    }
-    // SAFETY: a string of this environment, on its thread.
-    unsafe { String::from_napi_value(env.raw(), value.raw()) }
-}
-
-fn id_arg(env: &Env, value: Unknown<'_>, name: &str) -> Result<String> {
-    let text = string_arg(env, value, name)?;
-    if text.is_empty() {
-        return Err(arg_error(env, name, "must not be empty".into()));
-    }
-    Ok(text)
-}
-
-fn number_arg(env: &Env, value: Unknown<'_>, name: &str) -> Result<f64> {
-    if value.get_type()? != ValueType::Number {
-        return Err(arg_error(env, name, format!("must be a number, got {}", describe(&value))));
-    }
-    // SAFETY: as in `string_arg`.
-    let n = unsafe { f64::from_napi_value(env.raw(), value.raw())? };
-    if !n.is_finite() {
-        return Err(arg_error(env, name, format!("must be finite, got {n}")));
-    }
-    Ok(n)
-}
-
-/// A lease of `ms` milliseconds: positive, as a zero lease would be born lapsed.
-fn lease_arg(env: &Env, value: Unknown<'_>, name: &str) -> Result<Duration> {
-    let ms = number_arg(env, value, name)?;
-    if ms <= 0.0 || ms > u32::MAX as f64 {
-        return Err(arg_error(env, name, format!("must be a positive number of milliseconds, got {ms}")));
-    }
-    Ok(Duration::from_secs_f64(ms / 1000.0))
-}
-
-/// A whole number from `min` to `u32::MAX`.
-fn whole_arg(env: &Env, value: Unknown<'_>, name: &str, min: u32) -> Result<u32> {
-    let n = number_arg(env, value, name)?;
-    if n.fract() != 0.0 || n < f64::from(min) || n > f64::from(u32::MAX) {
-        return Err(arg_error(env, name, format!("must be a whole number from {min}, got {n}")));
-    }
-    Ok(n as u32)
-}
-
-fn priority_arg(env: &Env, value: Unknown<'_>, name: &str) -> Result<Priority> {
-    let text = string_arg(env, value, name)?;
-    text.parse()
-        .map_err(|()| arg_error(env, name, format!("must be one of 'critical', 'high', 'medium', 'low', got {text:?}")))
-}
-
-/// An optional argument: `None` when left out, `undefined` or `null`.
-fn given(value: Option<Unknown<'_>>) -> Result<Option<Unknown<'_>>> {
-    match value {
-        Some(v) if !matches!(v.get_type()?, ValueType::Undefined | ValueType::Null) => Ok(Some(v)),
-        _ => Ok(None),
-    }
-}
-
-fn optional_string_arg(env: &Env, value: Option<Unknown<'_>>, name: &str) -> Result<Option<String>> {
-    given(value)?.map(|v| string_arg(env, v, name)).transpose()
-}
-
-fn queue_error(env: &Env, e: QueueError) -> napi::Error {
-    thrown(env, e.code(), e.to_string(), &[])
-}
+#[cfg(feature = "redis")]
+use args::redis_options;
+use args::{
+    arg_error, given, id_arg, lease_arg, number_arg, optional_string_arg, priority_arg, queue_error, string_arg,
+    whole_arg,
+};
+use events::{native_error_args, notice_to_js, Notice, QueueFn, Subscription};
+use objects::{JsExpired, JsPushed, JsQueueSnapshot, JsRenewal, JsRequestState, JsTaken};
 
 /// Runs `work` on the runtime; the promise gets `convert(output)` on JavaScript's thread.
 fn start<'e, T, D>(
@@ -293,84 +60,6 @@ where
         Ok(value) => convert(env, value),
         Err(e) => Err(queue_error(env, e)),
     })
-}
-
-// ---- events ----
-
-enum Notice {
-    Event(QueueEvent),
-    /// The subscription fell this many events behind and lost them.
-    Lagged(u64),
-}
-
-type QueueFn = ThreadsafeFunction<Notice, Unknown<'static>, FnArgs<(RawValue, RawValue)>, Status, false, true>;
-
-const NO_EVENT: JsQueueEvent = JsQueueEvent { id: None, priority: None, host: None, attempt: None, detail: None, missed: None };
-
-/// An event's name and payload, as listeners and `lookup` get them.
-fn event_to_js(event: QueueEvent) -> (&'static str, JsQueueEvent) {
-    let empty = NO_EVENT;
-    match event {
-        QueueEvent::Queued { id, priority } => {
-            ("queued", JsQueueEvent { id: Some(id), priority: Some(priority.as_str().to_owned()), ..empty })
-        }
-        QueueEvent::Allocated { id, host, attempt } => {
-            ("allocated", JsQueueEvent { id: Some(id), host: Some(host), attempt: Some(attempt), ..empty })
-        }
-        QueueEvent::Started { id, host, attempt, detail } => (
-            "started",
-            JsQueueEvent { id: Some(id), host: Some(host), attempt: Some(attempt), detail: Some(detail), ..empty },
-        ),
-        QueueEvent::Completed { id, host, detail } => {
-            ("completed", JsQueueEvent { id: Some(id), host: Some(host), detail: Some(detail), ..empty })
-        }
-        QueueEvent::Failed { id, host, detail } => ("failed", JsQueueEvent { id: Some(id), host, detail: Some(detail), ..empty }),
-        QueueEvent::Cancelled { id } => ("cancelled", JsQueueEvent { id: Some(id), ..empty }),
-        QueueEvent::Requeued { id, attempt } => ("requeued", JsQueueEvent { id: Some(id), attempt: Some(attempt), ..empty }),
-    }
-}
-
-fn notice_to_js(env: &Env, notice: Notice) -> Result<FnArgs<(RawValue, RawValue)>> {
-    let (name, payload) = match notice {
-        Notice::Lagged(missed) => ("lagged", JsQueueEvent { missed: Some(missed as f64), ..NO_EVENT }),
-        Notice::Event(event) => event_to_js(event),
-    };
-    let raw = env.raw();
-    // SAFETY: on JavaScript's thread, inside the thread-safe function's call scope.
-    unsafe {
-        let name = <&str>::to_napi_value(raw, name)?;
-        let payload = JsQueueEvent::to_napi_value(raw, payload)?;
-        Ok(FnArgs::from((RawValue(name), RawValue(payload))))
-    }
-}
-
-fn native_error_args(env: &Env, message: &str) -> Result<FnArgs<(RawValue, RawValue)>> {
-    tracing::error!("{message}");
-    let raw = env.raw();
-    // SAFETY: as in `notice_to_js`.
-    unsafe {
-        let name = <&str>::to_napi_value(raw, "native-error")?;
-        let text = <&str>::to_napi_value(raw, message)?;
-        Ok(FnArgs::from((RawValue(name), RawValue(text))))
-    }
-}
-
-/// One listener's delivery: the forwarding task and the function it calls.
-struct Subscription {
-    function: Arc<Mutex<Option<QueueFn>>>,
-    task: JoinHandle<()>,
-}
-
-impl Subscription {
-    /// On JavaScript's thread. Aborting (not releasing) the function discards what is
-    /// queued on it and not yet dispatched, so that nothing arrives after this.
-    #[allow(deprecated)] // napi-rs deprecates `abort` in favour of dropping, which delivers what is queued.
-    fn stop(self) {
-        self.task.abort();
-        if let Some(function) = self.function.lock().take() {
-            let _ = function.abort();
-        }
-    }
 }
 
 // ---- the class ----
@@ -402,30 +91,6 @@ impl NativeSharedQueue {
             .clone()
             .ok_or_else(|| thrown(env, "ERR_QUEUE_CLOSED", "the queue handle is closed".into(), &[]))
     }
-}
-
-#[cfg(feature = "redis")]
-fn redis_options(env: &Env, url: String, name: String, json: Option<String>) -> Result<crate::pool::queue::RedisQueueOptions> {
-    let mut options = crate::pool::queue::RedisQueueOptions::new(url, name);
-    let Some(json) = json else { return Ok(options) };
-    let value: serde_json::Value = serde_json::from_str(&json)
-        .map_err(|e| arg_error(env, "options", format!("is not valid JSON: {e}")))?;
-    let Some(fields) = value.as_object() else {
-        return Err(arg_error(env, "options", "must be an object".into()));
-    };
-    for (key, value) in fields {
-        let field = format!("options.{key}");
-        let target = match key.as_str() {
-            "connectTimeoutMs" => &mut options.connect_timeout,
-            "responseTimeoutMs" => &mut options.response_timeout,
-            _ => return Err(arg_error(env, &field, "is not an option (connectTimeoutMs, responseTimeoutMs)".into())),
-        };
-        match value.as_f64() {
-            Some(ms) if ms > 0.0 && ms <= u32::MAX as f64 => *target = Duration::from_secs_f64(ms / 1000.0),
-            _ => return Err(arg_error(env, &field, format!("must be a positive number of milliseconds, got {value}"))),
-        }
-    }
-    Ok(options)
 }
 
 // napi-derive cannot register a method under `cfg`, but it can a whole block.
