@@ -47,6 +47,8 @@ struct ChildArgs {
     /// The boot-time clock (ns) just before the clone: with the child's own reading
     /// just after, it brackets the moment the kernel stamped as the child's start.
     before_clone_ns: u64,
+    /// The length of the clock tick `/proc` counts a start time in (ns; 0: unknown).
+    tick_ns: u64,
     /// The start time in clock ticks, when both readings fall in the same tick (all
     /// but about one spawn in a thousand); 0 when they do not.
     start_ticks: AtomicU64,
@@ -101,6 +103,7 @@ pub(super) fn spawn(cmd: &AgentCommand, parent_death: bool) -> io::Result<AgentP
         parent_death: parent_death.then(|| unsafe { libc::getpid() }),
         error: AtomicI32::new(0),
         before_clone_ns: 0,
+        tick_ns: tick_ns(),
         start_ticks: AtomicU64::new(0),
         stat: stat.as_mut_ptr(),
         stat_len: AtomicI32::new(0),
@@ -254,21 +257,35 @@ fn boot_time_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
+/// The clock tick `/proc` counts start times in (the kernel's USER_HZ, 100 a second on
+/// the architectures this builds for), in nanoseconds; 0 when unknown. glibc answers
+/// from what the kernel gave the process at its start, without a system call.
+fn tick_ns() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        1_000_000_000 / hz as u64
+    } else {
+        0
+    }
+}
+
 /// The clock tick both readings fall in, which is then the tick of every moment
-/// between them; `None` when a tick began in between (or a reading failed).
-fn same_tick(before_ns: u64, after_ns: u64) -> Option<u64> {
-    // The kernel's USER_HZ, which `/proc` counts in: 100 on every Linux architecture
-    // this builds for (sysconf(_SC_CLK_TCK) reports the same).
-    const TICK_NS: u64 = 1_000_000_000 / 100;
-    let tick = before_ns / TICK_NS;
-    (before_ns > 0 && tick == after_ns / TICK_NS).then_some(tick)
+/// between them; `None` when a tick began in between (or a reading or the tick's
+/// length is unknown).
+fn same_tick(before_ns: u64, after_ns: u64, tick_ns: u64) -> Option<u64> {
+    if before_ns == 0 || tick_ns == 0 {
+        return None;
+    }
+    let tick = before_ns / tick_ns;
+    (tick == after_ns / tick_ns).then_some(tick)
 }
 
 extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the parent's `ChildArgs`, alive and unchanged (see `spawn`).
     let a = unsafe { &*(arg as *const ChildArgs) };
     // First, so that the two readings are as close as they can be.
-    let started = same_tick(a.before_clone_ns, boot_time_ns());
+    let started = same_tick(a.before_clone_ns, boot_time_ns(), a.tick_ns);
     let fail = || -> libc::c_int {
         // SAFETY: errno is readable; `_exit` ends the child without running anything
         // of the parent's (no atexit handlers, no flushing of shared buffers).
@@ -523,14 +540,10 @@ mod tests {
     #[test]
     fn a_tick_boundary_between_the_readings_leaves_the_start_unknown() {
         const TICK: u64 = 10_000_000;
-        assert_eq!(same_tick(5 * TICK + 1, 5 * TICK + 9_999_999), Some(5));
-        assert_eq!(same_tick(5 * TICK + 9_999_999, 6 * TICK), None);
-        assert_eq!(same_tick(0, 3), None, "a failed reading");
-    }
-
-    #[test]
-    fn the_clock_ticks_at_the_rate_proc_counts_in() {
-        // SAFETY: sysconf has no preconditions.
-        assert_eq!(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }, 100);
+        assert_eq!(same_tick(5 * TICK + 1, 5 * TICK + 9_999_999, TICK), Some(5));
+        assert_eq!(same_tick(5 * TICK + 9_999_999, 6 * TICK, TICK), None);
+        assert_eq!(same_tick(0, 3, TICK), None, "a failed reading");
+        assert_eq!(same_tick(5 * TICK, 5 * TICK, 0), None, "an unknown tick");
+        assert_eq!(tick_ns(), TICK, "USER_HZ on this machine");
     }
 }
