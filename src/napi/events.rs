@@ -238,25 +238,18 @@ fn batch(env: &Env, held: Vec<Delivery>) -> napi::Result<Args> {
     let mut list = std::ptr::null_mut();
     // SAFETY: on JavaScript's thread, in the current scope, with values made here.
     unsafe {
-        check(sys::napi_create_array_with_length(raw, held.len(), &mut list))?;
+        napi::check_status!(sys::napi_create_array_with_length(raw, held.len(), &mut list), "building a batch of events failed")?;
         for (index, delivery) in held.into_iter().enumerate() {
             let (target, name, payload) = to_js(env, delivery)?.data;
             let mut entry = std::ptr::null_mut();
-            check(sys::napi_create_array_with_length(raw, 3, &mut entry))?;
+            napi::check_status!(sys::napi_create_array_with_length(raw, 3, &mut entry), "building a batch of events failed")?;
             for (slot, value) in [target, name, payload].into_iter().enumerate() {
-                check(sys::napi_set_element(raw, entry, slot as u32, value.0))?;
+                napi::check_status!(sys::napi_set_element(raw, entry, slot as u32, value.0), "building a batch of events failed")?;
             }
-            check(sys::napi_set_element(raw, list, index as u32, entry))?;
+            napi::check_status!(sys::napi_set_element(raw, list, index as u32, entry), "building a batch of events failed")?;
         }
     }
     raw_args(env, 0, "batch", list)
-}
-
-fn check(status: sys::napi_status) -> napi::Result<()> {
-    match status {
-        sys::Status::napi_ok => Ok(()),
-        status => Err(napi::Error::from_reason(format!("building a batch of events failed ({status})"))),
-    }
 }
 
 /// Reported to JavaScript as a `native-error` delivery instead of a fatal exception.
