@@ -8,6 +8,7 @@
 //! | `read-line` | reads one line from stdin, prints `got: <line>` |
 //! | `echo-stdin` | prints `echo: <line>` for each stdin line until end of input |
 //! | `drain-stdin` | reads stdin to its end, printing nothing |
+//! | `count-stdin:<c>` | reads stdin to its end, prints `stdin: <n> bytes, <m> of <c>` (`m`: how many bytes were the character `c`) |
 //! | `sleep:<ms>` / `hang` | sleeps / sleeps for ever |
 //! | `wait-file:<path>` | waits until `<path>` exists |
 //! | `exit:<code>` | exits with `code` |
@@ -106,6 +107,13 @@ fn run(step: &str) {
         "drain-stdin" => {
             let mut sink = Vec::new();
             std::io::stdin().lock().read_to_end(&mut sink).ok();
+        }
+        "count-stdin" => {
+            // Reads stdin to its end; says how many bytes came, and how many were `arg`.
+            let mut all = Vec::new();
+            std::io::stdin().lock().read_to_end(&mut all).ok();
+            let marked = all.iter().filter(|&&b| arg.as_bytes().first() == Some(&b)).count();
+            line(&mut out, &format!("stdin: {} bytes, {marked} of {arg}", all.len()));
         }
         "sleep" => std::thread::sleep(Duration::from_millis(number())),
         "hang" => loop {

@@ -274,6 +274,32 @@ async fn send_input_reaches_the_agent_and_end_session_closes_stdin() {
 }
 
 #[tokio::test]
+async fn input_far_larger_than_the_pipe_reaches_the_agent_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new();
+    let spawner = spawner(&["count-stdin:y"], &rec);
+    let mut cfg = config(dir.path());
+    // A prompt and an input of many pipefuls each: the writer waits for room again and
+    // again, and nothing of either may be lost or reordered past the other.
+    cfg.task_context.description = "x".repeat(1 << 20);
+    // The text protocol's first input: the prompt and a newline.
+    let prompt = claude_session_spawner::charter::render_task_prompt(&cfg) + "\n";
+    let input = "y".repeat(3 << 20);
+    let result = spawner.spawn_session(cfg).await.unwrap();
+    let id = result.session_id.clone();
+    spawner.send_input(&id, &input).unwrap();
+    spawner.end_session(&id).unwrap();
+    let status = finished(result.completion).await;
+    assert_eq!(status.state, SessionState::Completed);
+    let ys = prompt.bytes().filter(|&b| b == b'y').count() + input.len();
+    assert!(
+        status.stdout.contains(&format!("stdin: {} bytes, {ys} of y", prompt.len() + input.len())),
+        "every byte of the prompt and the input: {}",
+        status.stdout.lines().find(|l| l.starts_with("stdin: ")).unwrap_or("no count")
+    );
+}
+
+#[tokio::test]
 async fn an_agent_that_exits_before_reading_its_prompt_breaks_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new();

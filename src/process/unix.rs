@@ -86,6 +86,17 @@ pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
 }
 
 /// How child `pid` ended, if it has, without reaping it.
+/// Puts our end of an agent's stream in non-blocking mode, with one system call (no
+/// reading of the flags first: `FIONBIO` sets only that one).
+pub(crate) fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: FIONBIO reads one int; `fd` is a descriptor the caller owns.
+    if unsafe { libc::ioctl(fd, libc::FIONBIO, &on) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn exit_status_nowait(pid: u32) -> io::Result<Option<ExitStatus>> {
     waitid(pid, libc::WEXITED | libc::WNOWAIT | libc::WNOHANG)
 }

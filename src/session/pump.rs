@@ -14,8 +14,8 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::unix::pipe;
-use tokio::net::UnixStream;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use crate::event::{OutputChunk, SpawnerEvent, Stream};
 use crate::notice::Notice;
@@ -212,27 +212,19 @@ fn apply(found: Findings, session: &Arc<Session>, shared: &Arc<Shared>) {
 /// How long an agent told to stop for its budget gets before it is stopped.
 const BUDGET_STOP: Duration = Duration::from_secs(3);
 
-/// Where a stream's output comes from: a socket (the Linux launcher's) or a pipe (the
-/// standard library's, elsewhere).
-pub(crate) enum Source {
-    Socket(UnixStream),
-    Pipe(pipe::Receiver),
-}
+/// Where a stream's output comes from: our end of the agent's stdout or stderr (a
+/// socket from the Linux launcher, a pipe elsewhere), watched for reading only. With
+/// interest in writing too, as a socket stream of the runtime has, registering it
+/// would wake the runtime's driver at once, for each stream of every session: a socket
+/// is writable from the start.
+pub(crate) struct Source(AsyncFd<OwnedFd>);
 
 impl Source {
     fn new(fd: OwnedFd) -> std::io::Result<Self> {
-        // SAFETY: fstat fills the struct for a descriptor we own.
-        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if stat.st_mode & libc::S_IFMT == libc::S_IFSOCK {
-            let socket = std::os::unix::net::UnixStream::from(fd);
-            socket.set_nonblocking(true)?;
-            Ok(Self::Socket(UnixStream::from_std(socket)?))
-        } else {
-            Ok(Self::Pipe(pipe::Receiver::from_owned_fd(fd)?))
-        }
+        crate::process::set_nonblocking(fd.as_raw_fd())?;
+        // SAFETY: the AsyncFd owns `fd`, which stays open and unchanged while it lives.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+        Ok(Self(fd))
     }
 
     /// Reads what is there into `buf`'s spare room, waiting until something is. Once
@@ -254,30 +246,17 @@ impl Source {
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         loop {
-            let read = match self {
-                Self::Socket(socket) => {
-                    ready!(socket.poll_read_ready(cx))?;
-                    socket.try_read_buf(buf)
-                }
-                Self::Pipe(pipe) => {
-                    ready!(pipe.poll_read_ready(cx))?;
-                    pipe.try_read_buf(buf)
-                }
-            };
-            match read {
-                // The readiness was stale; the runtime has cleared it, so the next
-                // poll waits for a new one.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                read => return Poll::Ready(read),
+            let mut ready = ready!(self.0.poll_read_ready(cx))?;
+            match read_now(self.fd(), buf) {
+                Some(read) => return Poll::Ready(read),
+                // The readiness was stale: cleared, so the next poll waits for a new one.
+                None => ready.clear_ready(),
             }
         }
     }
 
     fn fd(&self) -> RawFd {
-        match self {
-            Self::Socket(socket) => socket.as_raw_fd(),
-            Self::Pipe(pipe) => pipe.as_raw_fd(),
-        }
+        self.0.as_raw_fd()
     }
 }
 

@@ -4,12 +4,13 @@
 //! broken pipe (the agent closed stdin or exited) ends the writer quietly, and later
 //! sends fail because the queue is closed.
 
-use std::os::fd::OwnedFd;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::pipe;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 /// Bytes of input a session may have waiting for its agent to read them. One write of
@@ -84,13 +85,11 @@ impl InputSender {
 
 pub(crate) async fn write_stdin(fd: OwnedFd, input: InputReceiver) {
     let InputReceiver { mut commands, pending } = input;
-    let mut pipe = match pipe::Sender::from_owned_fd(fd) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "stdin pipe unusable");
-            return;
-        }
-    };
+    if let Err(e) = crate::process::set_nonblocking(fd.as_raw_fd()) {
+        tracing::warn!(error = %e, "stdin pipe unusable");
+        return;
+    }
+    let mut pipe = StdinPipe { watched: None, fd };
     while let Some(command) = commands.recv().await {
         match command {
             StdinCommand::Write(bytes) => {
@@ -107,6 +106,59 @@ pub(crate) async fn write_stdin(fd: OwnedFd, input: InputReceiver) {
             }
         }
     }
+}
+
+/// Our end of the agent's stdin, non-blocking. Written at once while the pipe has room
+/// (a prompt fits in its 64 KiB); only a write that finds it full has it registered
+/// with the runtime, to wait until it drains. So most sessions never have it watched:
+/// no registration, and no wake-up of the runtime's driver when the agent's exit
+/// breaks the pipe.
+struct StdinPipe {
+    /// Declared first, so it is deregistered before `fd` closes.
+    watched: Option<AsyncFd<RawFd>>,
+    fd: OwnedFd,
+}
+
+impl StdinPipe {
+    async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let written = match &self.watched {
+                None => match write_now(self.fd.as_raw_fd(), bytes) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // SAFETY: `fd` stays open, unchanged, while this registration
+                        // lives (it is dropped first).
+                        let watched = unsafe { AsyncFd::register_with_interest(self.fd.as_raw_fd(), Interest::WRITABLE) };
+                        self.watched = Some(watched.map_err(|e| e.into_parts().1)?);
+                        continue;
+                    }
+                    written => written,
+                },
+                Some(watched) => {
+                    let mut ready = watched.writable().await?;
+                    match ready.try_io(|fd| write_now(*fd.get_ref(), bytes)) {
+                        Ok(written) => written,
+                        // Full again: the readiness is cleared, so this waits anew.
+                        Err(_full) => continue,
+                    }
+                }
+            };
+            match written {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: the kernel reads at most `bytes.len()` bytes from `bytes`.
+    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 #[cfg(test)]
