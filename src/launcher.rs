@@ -20,14 +20,17 @@ thread_local! {
 /// process's main thread (JavaScript's, for the Node binding). A parent-death signal
 /// is only safe from such a thread.
 pub(crate) fn thread_outlives_sessions() -> bool {
+    // The launcher (most spawns) is known without a system call.
+    if IS_LAUNCHER.with(|l| l.get()) {
+        return true;
+    }
     // The system call, not `libc::gettid`: glibc has that wrapper only from 2.30 on, and
     // the published binary must load on glibc 2.17.
     // SAFETY: the gettid system call and getpid have no preconditions.
     #[cfg(target_os = "linux")]
-    let main = unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t == libc::getpid() };
+    return unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t == libc::getpid() };
     #[cfg(not(target_os = "linux"))]
-    let main = false;
-    main || IS_LAUNCHER.with(|l| l.get())
+    false
 }
 
 /// The jobs waiting, and the bell that wakes the thread when it waits for one.

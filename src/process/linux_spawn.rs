@@ -479,7 +479,10 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// The agent's stdout or stderr, (our end, the agent's end): a Unix stream socket, as
 /// Node's `child_process` gives its children. At output speed a pipe costs more: the
 /// kernel holds the pipe's lock while it copies, so the agent writing and us reading
-/// spin on each other (a quarter less CPU for a 256 MiB flood with the socket).
+/// spin on each other (a quarter less CPU for a 256 MiB flood with the socket). Left
+/// two-way, as `child_process` leaves it (shutting each end's other way cost four
+/// system calls per spawn): nothing is ever written to our end, so the socket only
+/// carries the agent's output.
 fn output_socket() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: socketpair fills two descriptors.
@@ -488,13 +491,6 @@ fn output_socket() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: the kernel just gave us these descriptors.
     let (ours, agents) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // One way only, as a pipe: the agent cannot read what it writes back, nor we write
-    // to it through its output.
-    // SAFETY: shutdown of descriptors we own.
-    unsafe {
-        libc::shutdown(ours.as_raw_fd(), libc::SHUT_WR);
-        libc::shutdown(agents.as_raw_fd(), libc::SHUT_RD);
-    }
     Ok((above_stdio(ours)?, above_stdio(agents)?))
 }
 

@@ -218,7 +218,13 @@ fn prepare(
     let stderr_log = dir.join("stderr.log");
 
     let prompt = config.prompt.clone().unwrap_or_else(|| render_task_prompt(config));
-    let conversation_id = config.resume_session_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let stream_json = shared.options.protocol == crate::protocol::Protocol::StreamJson;
+    // Only Claude Code's protocol names the conversation (the text one has none to draw).
+    let conversation_id = match &config.resume_session_id {
+        Some(resumed) => resumed.clone(),
+        None if stream_json => uuid::Uuid::new_v4().to_string(),
+        None => String::new(),
+    };
     let launch = shared.options.protocol.launch(&LaunchInput {
         config,
         claude_md: &claude_md,
@@ -244,7 +250,7 @@ fn prepare(
             parent_death_signal: launcher::thread_outlives_sessions(),
         },
         first_input: launch.first_input,
-        conversation_id: (shared.options.protocol == crate::protocol::Protocol::StreamJson).then_some(conversation_id),
+        conversation_id: stream_json.then_some(conversation_id),
         stdout_log,
         stderr_log,
     })
