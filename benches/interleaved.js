@@ -10,6 +10,10 @@
 // one JSON line: per build, the median, mean, 10th and 90th percentile of a session's
 // latency (µs, from `spawnSession` to its completion), and the median time until
 // `spawnSession` resolved; then each build's median over the first's.
+//
+// With INTERLEAVED_TAG=1, each build runs its own copy of the fake agent, named
+// `fake_agent_a`, `fake_agent_b`, ... in order, so that a kernel trace of the run tells
+// the builds' sessions apart (benches/trace-builds.js reads it).
 const fs = require('node:fs')
 const path = require('node:path')
 const { AGENT, workDir, config } = require('./common')
@@ -26,12 +30,25 @@ const quantile = (xs, q) => {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]
 }
 
-async function main() {
-  const spawners = dirs.map((dir) => {
-    const ClaudeSessionSpawner = require(path.resolve(dir)).default
-    return new ClaudeSessionSpawner({ claudePath: AGENT, protocol: 'text', extraArgs: ['exit:0'], historySize: 10 })
+/** The agent each build runs: the same program, under a name of its own when tagged. */
+function agents() {
+  if (process.env.INTERLEAVED_TAG !== '1') return dirs.map(() => AGENT)
+  return dirs.map((_, i) => {
+    // Beside the original: a temporary directory may be mounted noexec.
+    const copy = `${AGENT}_${String.fromCharCode(97 + i)}`
+    fs.copyFileSync(AGENT, copy)
+    fs.chmodSync(copy, 0o755)
+    return copy
   })
+}
+
+async function main() {
   const dir = workDir('interleaved')
+  const programs = agents()
+  const spawners = dirs.map((d, i) => {
+    const ClaudeSessionSpawner = require(path.resolve(d)).default
+    return new ClaudeSessionSpawner({ claudePath: programs[i], protocol: 'text', extraArgs: ['exit:0'], historySize: 10 })
+  })
   const cfg = config(dir)
   const total = dirs.map(() => [])
   const started = dirs.map(() => [])
