@@ -18,7 +18,7 @@ use std::time::Duration;
 use std::os::fd::OwnedFd;
 
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 use tracing::Instrument;
 
 use super::pump::Pump;
@@ -114,9 +114,11 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     } = running;
     let grace = shared.options.grace_period;
     let timeout_ms = session.config.effective_timeout_ms();
-    let mut deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
-    let mut term_at: Option<Instant> = None;
-    let mut kill_at: Option<Instant> = None;
+    // Three moments, each one timer armed in place: the runtime's timer wheel is
+    // touched when a moment is set, not at every turn of the loop (each output chunk).
+    let mut term = Moment::new(None);
+    let mut deadline = Moment::new(timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms)));
+    let mut kill = Moment::new(None);
     let mut exit = pin!(process::wait_exit(pid, pidfd));
     let (mut stdout, mut stderr) = (stdout, stderr);
     let logs = [stdout.written.take(), stderr.written.take()];
@@ -127,6 +129,13 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     let mut stderr = Box::pin(stderr.run(&session, &shared, &exited));
     let mut stdin = pin!(write_stdin(stdin, stdin_commands));
     let (mut stdout_done, mut stderr_done, mut stdin_done) = (false, false, false);
+    // SIGTERM to the group, and SIGKILL after the grace period, unless already under way.
+    let terminate = |kill: &mut Moment| {
+        if !kill.is_set() {
+            signal(pid, libc::SIGTERM);
+            kill.set(Instant::now() + grace);
+        }
+    };
     tracing::info!("running");
 
     let exit = loop {
@@ -136,38 +145,29 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
             Some(request) = stops.recv() => {
                 if let Some(after) = request.after {
                     let at = Instant::now() + after;
-                    term_at = Some(term_at.map_or(at, |t| t.min(at)));
+                    term.set(term.at().map_or(at, |t| t.min(at)));
                 } else if request.graceful {
-                    if kill_at.is_none() {
-                        signal(pid, libc::SIGTERM);
-                        kill_at = Some(Instant::now() + grace);
-                    }
+                    terminate(&mut kill);
                 } else {
                     signal(pid, libc::SIGKILL);
                 }
             }
-            _ = sleep_until(term_at.unwrap_or_else(Instant::now)), if term_at.is_some() => {
-                term_at = None;
-                if kill_at.is_none() {
-                    signal(pid, libc::SIGTERM);
-                    kill_at = Some(Instant::now() + grace);
-                }
+            _ = term.elapsed(), if term.is_set() => {
+                term.clear();
+                terminate(&mut kill);
             }
-            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                deadline = None;
+            _ = deadline.elapsed(), if deadline.is_set() => {
+                deadline.clear();
                 if mark_stop(&session, StopReason::Timeout) {
                     tracing::info!("timed out");
                     shared.emit(SpawnerEvent::SessionTimeout { session_id: Arc::clone(&session.id) });
                 }
-                if kill_at.is_none() {
-                    signal(pid, libc::SIGTERM);
-                    kill_at = Some(Instant::now() + grace);
-                }
+                terminate(&mut kill);
             }
-            _ = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
+            _ = kill.elapsed(), if kill.is_set() => {
                 tracing::info!("grace period over");
                 signal(pid, libc::SIGKILL);
-                kill_at = None;
+                kill.clear();
             }
             _ = &mut stdout, if !stdout_done => stdout_done = true,
             _ = &mut stderr, if !stderr_done => stderr_done = true,
@@ -244,6 +244,47 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
         }
     });
     end_when_blanked(shared, session, state, message);
+}
+
+/// A moment the supervisor waits for, if set: one timer, re-armed in place.
+struct Moment {
+    at: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Moment {
+    fn new(at: Option<Instant>) -> Self {
+        // Not registered with the runtime until it is armed (or polled).
+        let mut moment = Self { at: None, timer: Box::pin(sleep_until(Instant::now())) };
+        if let Some(at) = at {
+            moment.set(at);
+        }
+        moment
+    }
+
+    fn at(&self) -> Option<Instant> {
+        self.at
+    }
+
+    fn is_set(&self) -> bool {
+        self.at.is_some()
+    }
+
+    fn set(&mut self, at: Instant) {
+        if self.at != Some(at) {
+            self.timer.as_mut().reset(at);
+        }
+        self.at = Some(at);
+    }
+
+    fn clear(&mut self) {
+        self.at = None;
+    }
+
+    /// Resolves at the moment; only polled while it is set.
+    fn elapsed(&mut self) -> &mut Pin<Box<Sleep>> {
+        &mut self.timer
+    }
 }
 
 /// The state a session ends in: the spawner's own reason to stop it comes first, then
