@@ -18,8 +18,9 @@
 //! Commands go through the crate's `ConnectionManager`: a lost connection fails the
 //! commands in flight (with [`QueueError::Unavailable`], within the response
 //! timeout) and is re-established, with backoff, by the next command.
+//!
+//! The events reader is in `events`, the scripts' loading in `lua`.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -28,6 +29,11 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 use super::*;
+
+mod events;
+mod lua;
+use events::{decode_event, newest_entry_id, parse_int, EventsReader};
+use lua::{KEY_NAMES, SCRIPTS};
 
 /// How to reach a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,45 +82,6 @@ pub const EVENTS_KEPT: u32 = 10_000;
 
 /// How long one blocking read of the events stream waits for something new.
 const EVENTS_BLOCK: Duration = Duration::from_secs(1);
-
-struct Scripts {
-    push: Script,
-    take: Script,
-    renew: Script,
-    started: Script,
-    finish: Script,
-    release: Script,
-    requeue_expired: Script,
-    cancel: Script,
-    snapshot: Script,
-    lookup: Script,
-    announce: Script,
-    leave: Script,
-}
-
-static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
-    let with_common = |body: &str| Script::new(&format!("{}\n{body}", include_str!("scripts/common.lua")));
-    Scripts {
-        push: with_common(include_str!("scripts/push.lua")),
-        take: with_common(include_str!("scripts/take.lua")),
-        renew: with_common(include_str!("scripts/renew.lua")),
-        started: with_common(include_str!("scripts/started.lua")),
-        finish: with_common(include_str!("scripts/finish.lua")),
-        release: with_common(include_str!("scripts/release.lua")),
-        requeue_expired: with_common(include_str!("scripts/requeue_expired.lua")),
-        cancel: with_common(include_str!("scripts/cancel.lua")),
-        snapshot: with_common(include_str!("scripts/snapshot.lua")),
-        lookup: with_common(include_str!("scripts/lookup.lua")),
-        announce: with_common(include_str!("scripts/announce.lua")),
-        leave: with_common(include_str!("scripts/leave.lua")),
-    }
-});
-
-/// The keys every script gets, in the order `scripts/common.lua` lists.
-const KEY_NAMES: [&str; 16] = [
-    "queue", "leases", "holder", "payload", "place", "attempt", "enqueued", "cancel", "counters", "durations", "events",
-    "notes", "hosts", "capacity", "results", "ended",
-];
 
 /// One host's handle on a shared queue.
 pub struct RedisQueue {
@@ -527,158 +494,6 @@ impl RequestQueue for RedisQueue {
     }
 }
 
-/// Reads the events stream for as long as the handle lives and forwards each event
-/// to the handle's subscribers.
-struct EventsReader {
-    client: Client,
-    key: String,
-    /// The id of the last entry seen: reading resumes after it.
-    after: String,
-    events: broadcast::Sender<QueueEvent>,
-    url: String,
-    connect_timeout: Duration,
-    reconnect_delay: Duration,
-}
-
-impl EventsReader {
-    async fn run(mut self, ready: oneshot::Sender<Result<(), QueueError>>) {
-        let mut ready = Some(ready);
-        let mut delay = self.reconnect_delay;
-        loop {
-            // A connection of its own: a blocking read would hold up the commands
-            // multiplexed on a shared one.
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(self.connect_timeout)
-                .set_response_timeout(EVENTS_BLOCK + self.connect_timeout);
-            match self.client.get_multiplexed_async_connection_with_config(&config).await {
-                Ok(mut conn) => {
-                    if let Some(ready) = ready.take() {
-                        let _ = ready.send(Ok(()));
-                    }
-                    let _: Result<(), _> =
-                        ::redis::cmd("CLIENT").arg("SETNAME").arg("css-events").query_async(&mut conn).await;
-                    delay = self.reconnect_delay;
-                    let reason = self.read(&mut conn).await;
-                    tracing::warn!(url = %self.url, key = %self.key, %reason, "lost the queue events connection; reading on after reconnecting");
-                }
-                Err(e) => {
-                    if let Some(ready) = ready.take() {
-                        let _ = ready.send(Err(QueueError::Unavailable { url: self.url.clone(), reason: e.to_string() }));
-                        return;
-                    }
-                    tracing::warn!(url = %self.url, key = %self.key, error = %e, "cannot reach Redis for queue events; retrying");
-                }
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
-        }
-    }
-
-    /// Reads until the connection fails; returns why.
-    async fn read(&mut self, conn: &mut ::redis::aio::MultiplexedConnection) -> String {
-        loop {
-            let reply: Value = match ::redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(100)
-                .arg("BLOCK")
-                .arg(EVENTS_BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&self.key)
-                .arg(&self.after)
-                .query_async(conn)
-                .await
-            {
-                Ok(reply) => reply,
-                Err(e) => return e.to_string(),
-            };
-            for (id, text) in stream_entries(&reply) {
-                match text.as_deref().map_or(Err("an entry without its event".to_owned()), decode_event) {
-                    Ok(event) => {
-                        let _ = self.events.send(event);
-                    }
-                    Err(reason) => tracing::warn!(url = %self.url, key = %self.key, %reason, "ignoring a malformed queue event"),
-                }
-                self.after = id;
-            }
-        }
-    }
-}
-
-/// The entries of an `XREAD` reply for one stream, as (id, field `e`); none when the
-/// read timed out (nil) or the reply is not one.
-fn stream_entries(reply: &Value) -> Vec<(String, Option<String>)> {
-    let Value::Array(streams) = reply else { return Vec::new() };
-    let mut out = Vec::new();
-    for stream in streams {
-        let Value::Array(pair) = stream else { continue };
-        let Some(Value::Array(entries)) = pair.get(1) else { continue };
-        for entry in entries {
-            let Value::Array(parts) = entry else { continue };
-            let (Some(id), Some(Value::Array(fields))) = (parts.first().and_then(bulk_text), parts.get(1)) else {
-                continue;
-            };
-            let event = fields.chunks(2).find(|kv| kv.first().and_then(bulk_text).as_deref() == Some("e"));
-            out.push((id, event.and_then(|kv| kv.get(1)).and_then(bulk_text)));
-        }
-    }
-    out
-}
-
-/// The id of the only entry of an `XREVRANGE ... COUNT 1` reply.
-fn newest_entry_id(reply: &Value) -> Option<String> {
-    let Value::Array(entries) = reply else { return None };
-    let Some(Value::Array(parts)) = entries.first() else { return None };
-    parts.first().and_then(bulk_text)
-}
-
-fn bulk_text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(text) => Some(text.clone()),
-        _ => None,
-    }
-}
-
-/// An event as the scripts publish it (`cjson`).
-fn decode_event(text: &str) -> Result<QueueEvent, String> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("{e}: {text:?}"))?;
-    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-    let need = |name: &str| field(name).ok_or_else(|| format!("no {name} in {text:?}"));
-    let attempt = || {
-        value
-            .get("attempt")
-            .and_then(|v| v.as_u64())
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| format!("no attempt in {text:?}"))
-    };
-    let id = need("id")?;
-    match need("event")?.as_str() {
-        "queued" => {
-            let name = need("priority")?;
-            let priority = name.parse().map_err(|()| format!("unknown priority {name:?} in {text:?}"))?;
-            Ok(QueueEvent::Queued { id, priority })
-        }
-        "allocated" => Ok(QueueEvent::Allocated { id, host: need("host")?, attempt: attempt()? }),
-        "started" => {
-            Ok(QueueEvent::Started { id, host: need("host")?, attempt: attempt()?, detail: need("detail")? })
-        }
-        "completed" => Ok(QueueEvent::Completed { id, host: need("host")?, detail: need("detail")? }),
-        "failed" => Ok(QueueEvent::Failed { id, host: field("host"), detail: need("detail")? }),
-        "cancelled" => Ok(QueueEvent::Cancelled { id }),
-        "requeued" => Ok(QueueEvent::Requeued { id, attempt: attempt()? }),
-        other => Err(format!("unknown event {other:?}")),
-    }
-}
-
-/// Integers as Redis may format them: `123`, or `1.23e+2` when a script stored a
-/// Lua number. Only exact integers below 2^53 are accepted.
-fn parse_int(text: &str) -> Option<u64> {
-    text.parse::<u64>().ok().or_else(|| {
-        let f = text.parse::<f64>().ok()?;
-        (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < 9_007_199_254_740_992.0).then_some(f as u64)
-    })
-}
-
 /// The URL without its password, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -688,71 +503,4 @@ fn redact(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_lose_their_credentials() {
-        assert_eq!(redact("redis://:secret@10.0.0.1:6379/0"), "redis://***@10.0.0.1:6379/0");
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-    }
-
-    #[test]
-    fn integers_in_either_notation() {
-        assert_eq!(parse_int("35184372088833"), Some(35_184_372_088_833));
-        assert_eq!(parse_int("1.8e+12"), Some(1_800_000_000_000));
-        assert_eq!(parse_int("1.5"), None);
-        assert_eq!(parse_int("-1"), None);
-        assert_eq!(parse_int("x"), None);
-    }
-
-    #[test]
-    fn malformed_events_are_errors() {
-        assert_eq!(
-            decode_event(r#"{"event":"allocated","id":"a","host":"h","attempt":2}"#),
-            Ok(QueueEvent::Allocated { id: "a".into(), host: "h".into(), attempt: 2 })
-        );
-        assert_eq!(
-            decode_event(r#"{"event":"failed","id":"a","detail":"gave up"}"#),
-            Ok(QueueEvent::Failed { id: "a".into(), host: None, detail: "gave up".into() })
-        );
-        assert_eq!(
-            decode_event(r#"{"event":"started","id":"a","host":"h","attempt":3,"detail":"{\"conversation\":\"c1\"}"}"#),
-            Ok(QueueEvent::Started { id: "a".into(), host: "h".into(), attempt: 3, detail: r#"{"conversation":"c1"}"#.into() })
-        );
-        // The scripts name priorities as Priority::as_str does.
-        for p in Priority::ALL {
-            let text = format!(r#"{{"event":"queued","id":"a","priority":"{p}"}}"#);
-            assert_eq!(decode_event(&text), Ok(QueueEvent::Queued { id: "a".into(), priority: p }));
-        }
-        assert!(include_str!("scripts/common.lua").contains("{'critical', 'high', 'medium', 'low'}"));
-        assert!(decode_event(r#"{"event":"queued","id":"a","priority":"urgent"}"#).is_err());
-        assert!(decode_event(r#"{"event":"started","id":"a","host":"h","attempt":1}"#).is_err());
-        assert!(decode_event("not json").is_err());
-        assert!(decode_event(r#"{"event":"allocated","id":"a"}"#).is_err());
-        assert!(decode_event(r#"{"event":"exploded","id":"a"}"#).is_err());
-    }
-
-    #[test]
-    fn stream_replies_are_read_defensively() {
-        let bulk = |t: &str| Value::BulkString(t.as_bytes().to_vec());
-        let entry = |id: &str, fields: Vec<Value>| Value::Array(vec![bulk(id), Value::Array(fields)]);
-        let reply = Value::Array(vec![Value::Array(vec![
-            bulk("css:{q}:events"),
-            Value::Array(vec![
-                entry("1-0", vec![bulk("e"), bulk("{}")]),
-                // Someone else's entry without our field: its id still moves us on.
-                entry("2-0", vec![bulk("other"), bulk("x")]),
-                Value::Int(3),
-            ]),
-        ])]);
-        assert_eq!(
-            stream_entries(&reply),
-            vec![("1-0".to_owned(), Some("{}".to_owned())), ("2-0".to_owned(), None)]
-        );
-        // A read that timed out.
-        assert!(stream_entries(&Value::Nil).is_empty());
-        assert_eq!(newest_entry_id(&Value::Array(vec![entry("7-1", vec![])])), Some("7-1".to_owned()));
-        assert_eq!(newest_entry_id(&Value::Array(vec![])), None);
-    }
-}
+mod tests;
