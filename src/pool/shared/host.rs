@@ -1,5 +1,6 @@
 //! The host task: its state, its loop, the connection and outages, the tick
-//! (renewals, announcements, lapsed leases, the snapshot), draining and closing.
+//! (renewals, announcements, lapsed leases, the snapshot); draining and closing are
+//! in `drain`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::requester::Own;
-use super::worker::{Run, Stop};
+use super::worker::Run;
 use super::{Command, Connect, CoreRef, SharedCore, RECONCILE_EVERY};
 use crate::error::SpawnError;
 use crate::event::SpawnerEvent;
@@ -19,6 +20,8 @@ use crate::pool::queue::{
     CancelResult, Expired, Pushed, QueueError, QueueEvent, QueueSnapshot, RequestQueue, RequestState, Renewal, Taken,
 };
 use crate::spawner::SpawnResult;
+
+mod drain;
 
 /// A queue operation's result, back on the host task (one per operation: not worth a
 /// box each).
@@ -420,100 +423,6 @@ impl Host {
             }
             QueueError::NotHolder { .. } => {}
             other => core.emit(SpawnerEvent::QueueError { code: other.code(), message: other.to_string() }),
-        }
-    }
-
-    fn drain(&mut self, core: &SharedCore, timeout: Duration) {
-        if self.drained {
-            for waiter in self.drain_waiters.drain(..) {
-                let _ = waiter.send(());
-            }
-            self.finish_close(core);
-            return;
-        }
-        if let Some(Drain::Waiting(at)) = &mut self.draining {
-            *at = (*at).min(Instant::now() + timeout);
-        }
-        if self.draining.is_some() {
-            return;
-        }
-        self.draining = Some(Drain::Waiting(Instant::now() + timeout));
-        core.view.lock().draining = true;
-        core.emit(SpawnerEvent::PoolDraining);
-    }
-
-    /// Handed over, not dropped: each running request goes back to the front of its
-    /// priority (the last taken first, so their order stays), and the host that takes
-    /// it continues the conversation where it can.
-    fn hand_back(&mut self, core: &SharedCore) {
-        let mut runs: Vec<(u64, Arc<str>)> = self.held.values().map(|r| (r.seq, Arc::clone(&r.id))).collect();
-        runs.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
-        for (_, id) in runs {
-            self.stop(core, &id, Stop::Release);
-        }
-    }
-
-    fn idle(&self) -> bool {
-        self.held.is_empty() && !self.taking
-    }
-
-    /// After each wake: a drain that can move on does, and the view is brought up to date.
-    fn settle(&mut self, core: &SharedCore) {
-        let now = Instant::now();
-        match self.draining {
-            Some(Drain::Waiting(at)) if !self.idle() && now >= at => {
-                self.hand_back(core);
-                self.draining = Some(Drain::HandedBack(now + core.settings.lease));
-            }
-            Some(Drain::HandedBack(at)) if !self.idle() && now >= at => {
-                // Ends that cannot be reported (the queue away): by now the queue hands
-                // those requests on by itself.
-                let ids: Vec<Arc<str>> = self.held.keys().cloned().collect();
-                for id in ids {
-                    self.drop_run(&id);
-                }
-            }
-            _ => {}
-        }
-        if matches!(self.draining, Some(Drain::Waiting(_) | Drain::HandedBack(_))) && self.idle() {
-            self.draining = Some(Drain::Leaving);
-            match self.queue.clone() {
-                Some(queue) => {
-                    let host = Arc::clone(&core.settings.host);
-                    self.ops.spawn(async move { Op::Left(queue.leave(&host).await) });
-                }
-                None => self.drained(core),
-            }
-        }
-        self.update_view(core);
-    }
-
-    fn drained(&mut self, core: &SharedCore) {
-        self.drained = true;
-        core.emit(SpawnerEvent::PoolDrained);
-        for waiter in self.drain_waiters.drain(..) {
-            let _ = waiter.send(());
-        }
-        self.finish_close(core);
-    }
-
-    /// Once drained: a closing host fails what it asked for (it stays in the queue for
-    /// the other hosts) and lets go of the queue.
-    fn finish_close(&mut self, core: &SharedCore) {
-        if self.closing.is_empty() || !self.drained {
-            return;
-        }
-        self.closed = true;
-        core.view.lock().closed = true;
-        let ids: Vec<Arc<str>> = self.own.keys().cloned().collect();
-        for id in ids {
-            let message = format!("Pool is closed: request {id} stays in the shared queue for the other hosts");
-            self.settle_failed(core, &id, crate::pool::PoolFailure::Closed, message);
-        }
-        self.events = None;
-        self.queue = None;
-        for reply in self.closing.drain(..) {
-            let _ = reply.send(());
         }
     }
 
