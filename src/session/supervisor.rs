@@ -246,20 +246,16 @@ async fn run(shared: Arc<Shared>, session: Arc<Session>, running: Running) {
     end_when_blanked(shared, session, state, message);
 }
 
-/// A moment the supervisor waits for, if set: one timer, re-armed in place.
+/// A moment the supervisor waits for, if set: one timer, made when first set and
+/// re-armed in place after that.
 struct Moment {
     at: Option<Instant>,
-    timer: Pin<Box<Sleep>>,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Moment {
     fn new(at: Option<Instant>) -> Self {
-        // Not registered with the runtime until it is armed (or polled).
-        let mut moment = Self { at: None, timer: Box::pin(sleep_until(Instant::now())) };
-        if let Some(at) = at {
-            moment.set(at);
-        }
-        moment
+        Self { at, timer: at.map(|at| Box::pin(sleep_until(at))) }
     }
 
     fn at(&self) -> Option<Instant> {
@@ -271,8 +267,10 @@ impl Moment {
     }
 
     fn set(&mut self, at: Instant) {
-        if self.at != Some(at) {
-            self.timer.as_mut().reset(at);
+        match &mut self.timer {
+            Some(timer) if self.at != Some(at) => timer.as_mut().reset(at),
+            Some(_) => {}
+            None => self.timer = Some(Box::pin(sleep_until(at))),
         }
         self.at = Some(at);
     }
@@ -281,9 +279,12 @@ impl Moment {
         self.at = None;
     }
 
-    /// Resolves at the moment; only polled while it is set.
-    fn elapsed(&mut self) -> &mut Pin<Box<Sleep>> {
-        &mut self.timer
+    /// Resolves at the moment (polled only while it is set: never without a timer).
+    async fn elapsed(&mut self) {
+        match &mut self.timer {
+            Some(timer) => timer.await,
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -422,6 +423,27 @@ fn signal(pgid: u32, sig: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_moment_set_again_waits_for_its_new_time() {
+        let mut moment = Moment::new(None);
+        let first = Instant::now() + Duration::from_millis(20);
+        moment.set(first);
+        moment.elapsed().await;
+        assert!(Instant::now() >= first);
+        moment.clear();
+        // Set again after it fired: it must not count as elapsed already.
+        let second = Instant::now() + Duration::from_millis(20);
+        moment.set(second);
+        moment.elapsed().await;
+        assert!(Instant::now() >= second, "the timer was not re-armed");
+        // Moved earlier: it fires at the earlier time, not the first one set.
+        moment.set(Instant::now() + Duration::from_secs(60));
+        let sooner = Instant::now() + Duration::from_millis(20);
+        moment.set(sooner);
+        tokio::time::timeout(Duration::from_secs(10), moment.elapsed()).await.expect("fired at the earlier time");
+        assert!(Instant::now() >= sooner);
+    }
 
     #[test]
     fn stop_reasons_come_before_exit_status() {
