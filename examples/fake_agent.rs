@@ -11,6 +11,7 @@
 //! | `count-stdin:<c>` | reads stdin to its end, prints `stdin: <n> bytes, <m> of <c>` (`m`: how many bytes were the character `c`) |
 //! | `sleep:<ms>` / `hang` | sleeps / sleeps for ever |
 //! | `wait-file:<path>` | waits until `<path>` exists |
+//! | `wait-orphaned` | waits until the process that started it has exited |
 //! | `exit:<code>` | exits with `code` |
 //! | `signal:<NAME>` | kills itself with signal `NAME` (e.g. `SEGV`) |
 //! | `ignore-term` | ignores SIGTERM from now on |
@@ -43,7 +44,11 @@
 use std::io::{BufRead, Read, Write};
 use std::time::Duration;
 
+/// The parent this process started with (see `wait-orphaned`).
+static PARENT: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
 fn main() {
+    PARENT.get_or_init(std::os::unix::process::parent_id);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let steps: Vec<String> = match args.iter().position(|a| a == "--steps") {
         Some(at) => args[at + 1..].to_vec(),
@@ -114,6 +119,12 @@ fn run(step: &str) {
             std::io::stdin().lock().read_to_end(&mut all).ok();
             let marked = all.iter().filter(|&&b| arg.as_bytes().first() == Some(&b)).count();
             line(&mut out, &format!("stdin: {} bytes, {marked} of {arg}", all.len()));
+        }
+        "wait-orphaned" => {
+            // Until the parent has exited (this process was handed to another).
+            while Some(&std::os::unix::process::parent_id()) == PARENT.get() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         "sleep" => std::thread::sleep(Duration::from_millis(number())),
         "hang" => loop {

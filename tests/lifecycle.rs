@@ -177,8 +177,11 @@ async fn leftovers_get_sigterm_to_clean_up_before_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("cleaned");
     let rec = Recorder::new();
-    let step = format!("child:on-term-write:{},hang", marker.display());
-    let spawner = spawner(&[&step, "sleep:200", "exit:0"], &rec);
+    // The agent exits once the leftover's SIGTERM handler is in place.
+    let ready = dir.path().join("handling");
+    let step = format!("child:on-term-write:{},touch:{},hang", marker.display(), ready.display());
+    let wait = format!("wait-file:{}", ready.display());
+    let spawner = spawner(&[&step, &wait, "exit:0"], &rec);
     let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
     assert_eq!(status.state, SessionState::Completed);
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "cleaned\n", "the leftover ran its SIGTERM handler");
@@ -190,9 +193,10 @@ async fn what_a_leftover_writes_after_the_agent_exited_is_kept() {
     let rec = Recorder::new();
     // Once the agent has exited its streams are read at once; this one is still held
     // (by the leftover, which outlives its SIGTERM), so the read must wait for it. The
-    // agent exits once the leftover ignores SIGTERM.
+    // agent exits once the leftover ignores SIGTERM; the leftover writes once the
+    // agent has exited.
     let ready = dir.path().join("ignoring");
-    let child = format!("child:ignore-term,touch:{},sleep:100,out:late", ready.display());
+    let child = format!("child:ignore-term,touch:{},wait-orphaned,out:late", ready.display());
     let wait = format!("wait-file:{}", ready.display());
     let spawner = spawner(&[&child, &wait, "exit:0"], &rec);
     let status = finished(spawner.spawn_session(config(dir.path())).await.unwrap().completion).await;
@@ -206,7 +210,11 @@ async fn a_leftover_that_ignores_sigterm_is_killed_a_moment_later() {
     let rec = Recorder::new();
     // A long grace period: the leftover's moment is capped at one second regardless.
     let options = SpawnerOptions::default().grace_period(Duration::from_secs(30));
-    let spawner = spawner_with(options, &["child:ignore-term,hang", "sleep:200", "exit:0"], &rec);
+    // The agent exits once the leftover ignores SIGTERM.
+    let ready = dir.path().join("ignoring");
+    let child = format!("child:ignore-term,touch:{},hang", ready.display());
+    let wait = format!("wait-file:{}", ready.display());
+    let spawner = spawner_with(options, &[&child, &wait, "exit:0"], &rec);
     let started = std::time::Instant::now();
     let result = spawner.spawn_session(config(dir.path())).await.unwrap();
     let status = finished(result.completion).await;
