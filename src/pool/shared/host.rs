@@ -238,6 +238,10 @@ impl Host {
     }
 
     fn queue_event(&mut self, core: &SharedCore, event: Result<QueueEvent, broadcast::error::RecvError>) {
+        // Ended: a withdrawn request held elsewhere has nothing left to cancel.
+        if let Ok(QueueEvent::Completed { id, .. } | QueueEvent::Failed { id, .. } | QueueEvent::Cancelled { id }) = &event {
+            self.withdrawn.remove(id.as_str());
+        }
         match event {
             Ok(QueueEvent::Started { id, detail, .. }) => self.on_started(core, &id, &detail),
             Ok(QueueEvent::Completed { id, detail, .. }) => self.on_completed(core, &id, &detail),

@@ -134,20 +134,31 @@ impl Host {
                 if let Some(own) = self.own.get_mut(&id) {
                     own.pushed = true;
                     let (position, queue_length) = (pushed.position, pushed.queue_length);
-                    core.emit(SpawnerEvent::RequestQueued { request_id: id, position, queue_length });
+                    core.emit(SpawnerEvent::RequestQueued { request_id: Arc::clone(&id), position, queue_length });
                 }
+                self.push_answered(core, &id, false);
                 self.pump(core);
             }
             Err(QueueError::Full { .. }) => {
                 self.settle_failed(core, &id, PoolFailure::Refused(PoolError::QueueFull), "Session pool queue is full".into());
+                // Not queued: a run of this id taken meanwhile is another requester's.
+                self.push_answered(core, &id, false);
             }
             Err(e) => {
-                if matches!(e, QueueError::Unavailable { .. }) {
+                let unavailable = matches!(e, QueueError::Unavailable { .. });
+                if unavailable {
                     // Its answer may be what was lost: the queue may hold it all the same.
+                    // Taken here meanwhile, it ends unstarted; else it is withdrawn.
                     self.op_failed(core, &e);
-                    self.withdraw(&id);
+                    if !self.push_answered(core, &id, true) {
+                        self.withdraw(&id);
+                    }
                 }
                 self.settle_failed(core, &id, PoolFailure::Queue(e.clone()), e.to_string());
+                if !unavailable {
+                    // Not queued: a run of this id taken meanwhile is another requester's.
+                    self.push_answered(core, &id, false);
+                }
             }
         }
     }
@@ -327,7 +338,11 @@ impl Host {
         }
         match result {
             Ok(outcome) => {
-                if withdrawn {
+                // Leased, but not held here: this host's take of it may be answered
+                // and not handled yet, so it stays withdrawn for that take to end it
+                // unstarted (its end in the queue forgets it otherwise).
+                let maybe_taken_here = outcome == CancelResult::Flagged && !self.held.contains_key(&id);
+                if withdrawn && !maybe_taken_here {
                     self.withdrawn.remove(&id);
                 }
                 // A leased request: its holder learns it on its next renewal; if that is us, now.

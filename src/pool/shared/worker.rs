@@ -72,6 +72,9 @@ pub(super) struct Run {
     /// The session before the next (an in-place retry), and how it ended.
     previous: Option<(Arc<str>, SessionStatus)>,
     pub retry_at: Option<Instant>,
+    /// Made here and taken before the answer to its push got here: not started until
+    /// that answer is in ([`Host::push_answered`]).
+    awaiting_push: bool,
     _busy: Busy,
 }
 
@@ -143,6 +146,7 @@ impl Host {
             sending: false,
             previous: None,
             retry_at: None,
+            awaiting_push: false,
             _busy: Busy::new(&core.activity),
         };
         self.held.insert(Arc::clone(&id), run);
@@ -182,7 +186,31 @@ impl Host {
                 return self.end(core, &id, EndAs::Failed, 0, fail(message, "ERR_POOL_GAVE_UP"), None);
             }
         }
+        // Made here, and taken before the answer to its push got here: if that answer
+        // is an error, the request was refused to its requester and must not run.
+        if note.is_none() && self.own.get(&id).is_some_and(|own| !own.pushed) {
+            if let Some(run) = self.held.get_mut(&id) {
+                run.awaiting_push = true;
+            }
+            return;
+        }
         self.launch(core, &id, note.map(|n| (n.claude_session_id, n.host)));
+    }
+
+    /// The answer to the push of request `id`, made here, is in: a run of it taken
+    /// meanwhile starts now, or, when the push was `refused` to its requester, ends
+    /// cancelled, unstarted. Whether there was such a run.
+    pub(super) fn push_answered(&mut self, core: &SharedCore, id: &Arc<str>, refused: bool) -> bool {
+        let Some(run) = self.held.get_mut(id) else { return false };
+        if !std::mem::take(&mut run.awaiting_push) {
+            return false;
+        }
+        if refused {
+            self.end(core, id, EndAs::Cancelled, 0, Ended::default(), None);
+        } else {
+            self.launch(core, id, None);
+        }
+        true
     }
 
     /// Starts the run's session; `takeover`: an earlier attempt's conversation and host.

@@ -34,6 +34,15 @@ impl Host {
             let (request_id, session_id, host) = (Arc::clone(id), run.session_id.clone(), Arc::clone(&core.settings.host));
             core.emit(SpawnerEvent::LeaseLost { request_id, session_id, host });
         }
+        if std::mem::take(&mut run.awaiting_push) {
+            // Never started: it ends here and now.
+            let outcome = match why {
+                Stop::Lost => return self.drop_run(id),
+                Stop::Cancel => super::EndAs::Cancelled,
+                Stop::Release => super::EndAs::Release,
+            };
+            return self.end(core, id, outcome, 0, super::Ended::default(), None);
+        }
         match (&run.session_id, run.launching, run.retry_at) {
             (Some(session_id), false, _) => {
                 // A session that ended meanwhile is what the stop wants anyway.
