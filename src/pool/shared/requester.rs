@@ -128,6 +128,7 @@ impl Host {
     }
 
     pub(super) fn pushed(&mut self, core: &SharedCore, id: Arc<str>, result: Result<Pushed, QueueError>) {
+        let queued = result.is_ok();
         match result {
             Ok(pushed) => {
                 self.answered(core);
@@ -136,17 +137,12 @@ impl Host {
                     let (position, queue_length) = (pushed.position, pushed.queue_length);
                     core.emit(SpawnerEvent::RequestQueued { request_id: Arc::clone(&id), position, queue_length });
                 }
-                self.push_answered(core, &id, false);
-                self.pump(core);
             }
             Err(QueueError::Full { .. }) => {
                 self.settle_failed(core, &id, PoolFailure::Refused(PoolError::QueueFull), "Session pool queue is full".into());
-                // Not queued: a run of this id taken meanwhile is another requester's.
-                self.push_answered(core, &id, false);
             }
             Err(e) => {
-                let unavailable = matches!(e, QueueError::Unavailable { .. });
-                if unavailable {
+                if matches!(e, QueueError::Unavailable { .. }) {
                     // Its answer may be what was lost: the queue may hold it all the same.
                     // Taken here meanwhile, it ends unstarted; else it is withdrawn.
                     self.op_failed(core, &e);
@@ -155,11 +151,13 @@ impl Host {
                     }
                 }
                 self.settle_failed(core, &id, PoolFailure::Queue(e.clone()), e.to_string());
-                if !unavailable {
-                    // Not queued: a run of this id taken meanwhile is another requester's.
-                    self.push_answered(core, &id, false);
-                }
             }
+        }
+        // A run of this id taken meanwhile and not ended above starts: it is this
+        // request, queued, or (the push refused) another requester's of the same id.
+        self.push_answered(core, &id, false);
+        if queued {
+            self.pump(core);
         }
     }
 
